@@ -1,0 +1,229 @@
+//! Azure RBAC: role definitions (built-in and custom), assignments inherited downward from
+//! subscription to resource group to resource, and the evaluation done on every ARM call.
+
+use ciel_core::ResourceId;
+use ciel_store::{RoleAssignment, RoleDefinitionRec};
+use serde_json::json;
+
+pub struct BuiltinRole {
+    pub guid: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub actions: &'static [&'static str],
+    pub not_actions: &'static [&'static str],
+}
+
+pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+pub const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+pub const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+
+/// The built-in roles, with Azure's GUIDs so that scripts and templates naming them work.
+pub const BUILTIN_ROLES: &[BuiltinRole] = &[
+    BuiltinRole {
+        guid: OWNER,
+        name: "Owner",
+        description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[],
+    },
+    BuiltinRole {
+        guid: CONTRIBUTOR,
+        name: "Contributor",
+        description: "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+        ],
+    },
+    BuiltinRole {
+        guid: READER,
+        name: "Reader",
+        description: "View all resources, but does not allow you to make any changes.",
+        actions: &["*/read"],
+        not_actions: &[],
+    },
+    BuiltinRole {
+        guid: USER_ACCESS_ADMINISTRATOR,
+        name: "User Access Administrator",
+        description: "Lets you manage user access to Azure resources.",
+        actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
+        not_actions: &[],
+    },
+];
+
+/// Full id of a role definition at a subscription scope, as Azure renders it.
+pub fn role_definition_id(subscription: &str, guid: &str) -> String {
+    format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+}
+
+/// The GUID at the end of a role definition id (any scope prefix, or a bare GUID).
+pub fn role_guid(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase()
+}
+
+/// Case-insensitive glob match of an action against a pattern where `*` matches any run.
+pub fn action_matches(pattern: &str, action: &str) -> bool {
+    let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
+    let a: Vec<char> = action.to_ascii_lowercase().chars().collect();
+    let (mut pi, mut ai, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while ai < a.len() {
+        if pi < p.len() && p[pi] == a[ai] {
+            pi += 1;
+            ai += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ai;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ai = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// A role's permissions, whether built-in or custom.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+}
+
+impl Permissions {
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| action_matches(p, action)) && !self.not_actions.iter().any(|p| action_matches(p, action))
+    }
+}
+
+pub fn builtin(guid: &str) -> Option<&'static BuiltinRole> {
+    BUILTIN_ROLES.iter().find(|r| r.guid.eq_ignore_ascii_case(guid))
+}
+
+pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permissions> {
+    if let Some(b) = builtin(guid) {
+        return Some(Permissions {
+            actions: b.actions.iter().map(|s| s.to_string()).collect(),
+            not_actions: b.not_actions.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    let c = custom.iter().find(|c| role_guid(&c.id) == guid.to_ascii_lowercase())?;
+    let perms = c.body["properties"]["permissions"].as_array()?;
+    let mut p = Permissions { actions: vec![], not_actions: vec![] };
+    for perm in perms {
+        for a in perm["actions"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+            p.actions.push(a.to_string());
+        }
+        for a in perm["notActions"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+            p.not_actions.push(a.to_string());
+        }
+    }
+    Some(p)
+}
+
+/// True when one of `assignments` (the principal's, in its tenant) grants `action` on `target`.
+pub fn is_allowed(assignments: &[RoleAssignment], custom: &[RoleDefinitionRec], target: &ResourceId, action: &str) -> bool {
+    assignments.iter().any(|a| {
+        let Some(scope) = ResourceId::parse(&a.scope) else { return false };
+        target.is_within(&scope)
+            && permissions_of(&role_guid(&a.role_definition_id), custom).map(|p| p.allows(action)).unwrap_or(false)
+    })
+}
+
+/// The ARM JSON of a built-in role definition, rendered at `scope`.
+pub fn builtin_definition_json(scope: &str, r: &BuiltinRole) -> serde_json::Value {
+    json!({
+        "id": format!("{}/providers/Microsoft.Authorization/roleDefinitions/{}", scope.trim_end_matches('/'), r.guid),
+        "type": "Microsoft.Authorization/roleDefinitions",
+        "name": r.guid,
+        "properties": {
+            "roleName": r.name,
+            "type": "BuiltInRole",
+            "description": r.description,
+            "assignableScopes": ["/"],
+            "permissions": [{"actions": r.actions, "notActions": r.not_actions, "dataActions": [], "notDataActions": []}],
+            "createdOn": "2015-02-02T21:55:09.8806423Z",
+            "updatedOn": "2024-01-01T00:00:00.0000000Z",
+            "createdBy": null,
+            "updatedBy": null
+        }
+    })
+}
+
+pub fn assignment_json(a: &RoleAssignment) -> serde_json::Value {
+    json!({
+        "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.scope, a.name),
+        "type": "Microsoft.Authorization/roleAssignments",
+        "name": a.name,
+        "properties": {
+            "roleDefinitionId": a.role_definition_id,
+            "principalId": a.principal_id,
+            "principalType": a.principal_type,
+            "scope": a.scope,
+            "description": a.description,
+            "condition": null,
+            "conditionVersion": null,
+            "createdOn": ciel_core::time::unix_to_rfc3339(a.created),
+            "updatedOn": ciel_core::time::unix_to_rfc3339(a.created),
+            "createdBy": a.created_by,
+            "updatedBy": a.created_by,
+            "delegatedManagedIdentityResourceId": null
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ra(scope: &str, role: &str) -> RoleAssignment {
+        RoleAssignment {
+            name: "n".into(),
+            tenant_id: "t".into(),
+            scope: scope.into(),
+            role_definition_id: role_definition_id("S", role),
+            principal_id: "p".into(),
+            principal_type: "User".into(),
+            description: None,
+            created_by: "x".into(),
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn glob() {
+        assert!(action_matches("*", "Microsoft.Resources/subscriptions/resourceGroups/write"));
+        assert!(action_matches("*/read", "Microsoft.Resources/subscriptions/resourceGroups/read"));
+        assert!(!action_matches("*/read", "Microsoft.Resources/subscriptions/resourceGroups/write"));
+        assert!(action_matches("Microsoft.Authorization/*/Write", "microsoft.authorization/roleAssignments/write"));
+        assert!(!action_matches("Microsoft.Authorization/*/Write", "Microsoft.Storage/storageAccounts/write"));
+    }
+
+    #[test]
+    fn inheritance_and_roles() {
+        let rg = ResourceId::parse("/subscriptions/S/resourceGroups/rg").unwrap();
+        let other = ResourceId::parse("/subscriptions/S/resourceGroups/rg2").unwrap();
+        let sub = ResourceId::subscription("S");
+        let reader_on_rg = vec![ra("/subscriptions/S/resourceGroups/rg", READER)];
+        assert!(is_allowed(&reader_on_rg, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/read"));
+        assert!(!is_allowed(&reader_on_rg, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
+        assert!(!is_allowed(&reader_on_rg, &[], &other, "Microsoft.Resources/subscriptions/resourceGroups/read"));
+        assert!(!is_allowed(&reader_on_rg, &[], &sub, "Microsoft.Resources/subscriptions/read"));
+        let contrib = vec![ra("/subscriptions/S", CONTRIBUTOR)];
+        assert!(is_allowed(&contrib, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
+        assert!(!is_allowed(&contrib, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        let owner = vec![ra("/subscriptions/s", OWNER)];
+        assert!(is_allowed(&owner, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        let uaa = vec![ra("/subscriptions/S", USER_ACCESS_ADMINISTRATOR)];
+        assert!(is_allowed(&uaa, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        assert!(!is_allowed(&uaa, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
+    }
+}

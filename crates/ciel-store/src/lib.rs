@@ -1,0 +1,119 @@
+//! The metadata store. Services see only the [`MetadataStore`] trait and the record types in
+//! [`model`]; the SQL lives in the engine modules (today [`sqlite`]; a PostgreSQL engine can be
+//! added beside it without touching a service). This is the only crate that speaks SQL.
+//!
+//! Every mutating method takes the audit draft(s) describing it and writes them in the same
+//! transaction, chained: a change is never stored without its audit entry, nor the reverse.
+
+pub mod model;
+pub mod sqlite;
+
+use ciel_core::audit::{AuditDraft, AuditRecord};
+pub use model::*;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The metadata store interface. Methods are synchronous (SQLite is in-process); async callers use
+/// [`run`] so that an fsync never blocks the reactor.
+pub trait MetadataStore: Send + Sync + 'static {
+    // --- tenants and principals
+    fn create_tenant(&self, t: &Tenant, audit: &AuditDraft) -> Result<()>;
+    fn get_tenant(&self, id: &str) -> Result<Tenant>;
+    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    fn create_principal(&self, p: &Principal, audit: &AuditDraft) -> Result<()>;
+    fn get_principal(&self, object_id: &str) -> Result<Principal>;
+    fn find_principal_by_app_id(&self, app_id: &str) -> Result<Principal>;
+    fn find_user_by_upn(&self, upn: &str) -> Result<Principal>;
+    fn list_principals(&self, tenant_id: &str, kind: Option<PrincipalKindRec>) -> Result<Vec<Principal>>;
+    fn delete_principal(&self, object_id: &str, audit: &AuditDraft) -> Result<()>;
+    fn update_principal_login_state(&self, object_id: &str, failed_logins: i64, locked_until: Option<i64>) -> Result<()>;
+    /// Replaces every secret of a service principal with `secret` (reset-secret).
+    fn replace_sp_secrets(&self, object_id: &str, secret: &ClientSecret, audit: &AuditDraft) -> Result<()>;
+    fn list_sp_secrets(&self, object_id: &str) -> Result<Vec<ClientSecret>>;
+
+    // --- subscriptions
+    fn create_subscription(&self, s: &Subscription, audit: &AuditDraft) -> Result<()>;
+    fn get_subscription(&self, id: &str) -> Result<Subscription>;
+    fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>>;
+
+    // --- resource groups
+    /// Insert or replace. Returns true when the group was created.
+    fn put_resource_group(&self, rg: &ResourceGroup, audit: &AuditDraft) -> Result<bool>;
+    fn get_resource_group(&self, subscription: &str, name: &str) -> Result<ResourceGroup>;
+    fn list_resource_groups(&self, subscription: &str, after: Option<&str>, limit: usize) -> Result<Vec<ResourceGroup>>;
+    /// Deletes the group, every resource in it and every role assignment scoped within it.
+    fn delete_resource_group(&self, subscription: &str, name: &str, audit: &AuditDraft) -> Result<()>;
+
+    // --- generic resources (the providers' records)
+    fn put_resource(&self, r: &Resource, audit: &AuditDraft) -> Result<bool>;
+    fn get_resource(&self, id_key: &str) -> Result<Resource>;
+    fn delete_resource(&self, id_key: &str, audit: &AuditDraft) -> Result<()>;
+    /// Resources whose id lies below `scope_key` (a subscription or resource group key), optionally of one type.
+    fn list_resources(&self, scope_key: &str, rtype: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<Resource>>;
+
+    // --- RBAC
+    fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;
+    fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment>;
+    fn delete_role_assignment(&self, name: &str, audit: &AuditDraft) -> Result<()>;
+    /// Every assignment in a tenant (RBAC evaluation filters by scope in memory: assignment
+    /// counts per principal are small, and scopes compare case-insensitively).
+    fn list_role_assignments(&self, tenant_id: &str) -> Result<Vec<RoleAssignment>>;
+    fn list_role_assignments_for_principal(&self, principal_id: &str) -> Result<Vec<RoleAssignment>>;
+    fn put_role_definition(&self, d: &RoleDefinitionRec, audit: &AuditDraft) -> Result<()>;
+    fn list_role_definitions(&self, tenant_id: &str) -> Result<Vec<RoleDefinitionRec>>;
+    fn delete_role_definition(&self, id: &str, audit: &AuditDraft) -> Result<()>;
+
+    // --- token service
+    fn put_signing_key(&self, k: &SigningKey, audit: &AuditDraft) -> Result<()>;
+    fn list_signing_keys(&self) -> Result<Vec<SigningKey>>;
+    fn retire_signing_key(&self, kid: &str, retired_at: i64, audit: &AuditDraft) -> Result<()>;
+    fn put_refresh_token(&self, t: &RefreshToken) -> Result<()>;
+    /// Consumes a refresh token (one use: the token service issues a new one each time).
+    fn take_refresh_token(&self, hash: &str) -> Result<RefreshToken>;
+
+    // --- long-running operations
+    fn put_operation(&self, op: &Operation) -> Result<()>;
+    fn get_operation(&self, id: &str) -> Result<Operation>;
+
+    // --- audit
+    /// Appends entries that record no stored change (reads, denials, tokens).
+    fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>>;
+    /// Entries with `seq > after`, in order, at most `limit`.
+    fn read_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    fn audit_head(&self) -> Result<Option<(i64, String)>>;
+    fn put_checkpoint(&self, c: &Checkpoint) -> Result<()>;
+    fn list_checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    // --- platform settings (small key/value facts: bootstrap ids, master-key check value)
+    fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+pub type Store = Arc<dyn MetadataStore>;
+
+/// Run a store call on the blocking pool.
+pub async fn run<T, F>(store: &Store, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn MetadataStore) -> Result<T> + Send + 'static,
+{
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || f(s.as_ref()))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}

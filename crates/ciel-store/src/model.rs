@@ -1,0 +1,173 @@
+//! Records as the store keeps them. Plain data; the services give them meaning.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    pub display_name: String,
+    pub default_domain: String,
+    /// Whether users holding Owner must present a second factor (enforced by the MFA work).
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PrincipalKindRec {
+    ServicePrincipal,
+    User,
+}
+
+impl PrincipalKindRec {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ServicePrincipal => "sp",
+            Self::User => "user",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sp" => Some(Self::ServicePrincipal),
+            "user" => Some(Self::User),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Principal {
+    pub object_id: String,
+    pub tenant_id: String,
+    pub kind: PrincipalKindRec,
+    /// Application (client) id; service principals only.
+    pub app_id: Option<String>,
+    pub display_name: String,
+    /// User principal name; users only. Unique across the deployment.
+    pub upn: Option<String>,
+    /// Argon2id PHC string; users only.
+    pub password_hash: Option<String>,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientSecret {
+    pub key_id: String,
+    pub object_id: String,
+    /// First three characters, as Entra shows them.
+    pub hint: String,
+    /// SHA-256 of the secret (secrets are 256-bit random: a slow hash adds nothing).
+    pub hash: String,
+    pub created: i64,
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Subscription {
+    pub id: String,
+    pub tenant_id: String,
+    pub display_name: String,
+    pub state: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceGroup {
+    pub subscription_id: String,
+    pub name: String,
+    pub location: String,
+    pub tags: serde_json::Value,
+    pub managed_by: Option<String>,
+    pub created: i64,
+    pub changed: i64,
+}
+
+/// A provider's resource: the ARM envelope fields the router needs, plus the provider's body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Resource {
+    /// Canonical id, e.g. `/subscriptions/S/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a`.
+    pub id: String,
+    pub subscription_id: String,
+    pub resource_group: Option<String>,
+    /// `Microsoft.Storage/storageAccounts`.
+    pub rtype: String,
+    pub name: String,
+    pub location: Option<String>,
+    pub tenant_id: String,
+    /// The full ARM JSON the provider returns on GET.
+    pub body: serde_json::Value,
+    pub created: i64,
+    pub changed: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleAssignment {
+    /// The assignment's GUID name.
+    pub name: String,
+    pub tenant_id: String,
+    /// Canonical scope id (`/subscriptions/S[/resourceGroups/rg[/providers/...]]`).
+    pub scope: String,
+    /// Full role definition id.
+    pub role_definition_id: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub description: Option<String>,
+    pub created_by: String,
+    pub created: i64,
+}
+
+/// A custom role definition (the built-ins live in code).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleDefinitionRec {
+    pub id: String,
+    pub tenant_id: String,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// PKCS#8 private key sealed with the platform master key (AES-256-GCM, nonce prefixed).
+    pub sealed_private_key: Vec<u8>,
+    /// Public modulus and exponent, base64url, for JWKS.
+    pub n: String,
+    pub e: String,
+    pub created: i64,
+    /// When set, the key no longer signs; it stays published until `retired + max token lifetime`.
+    pub retired: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RefreshToken {
+    /// SHA-256 of the opaque token.
+    pub hash: String,
+    pub object_id: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub created: i64,
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Operation {
+    pub id: String,
+    pub tenant_id: String,
+    /// `InProgress`, `Succeeded`, `Failed`, `Canceled`.
+    pub status: String,
+    pub resource_id: String,
+    /// Resource JSON to return when the operation completes (Location protocol).
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    pub created: i64,
+    pub finished: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub ts: String,
+    pub key_id: String,
+    /// Ed25519 signature over `ciel_core::audit::checkpoint_message`, hex.
+    pub signature: String,
+}

@@ -1,0 +1,850 @@
+//! The embedded engine: one SQLite database in WAL mode with `synchronous=FULL`, so that a
+//! transaction is on disk before the caller is answered (a kill -9 or a power cut loses nothing
+//! acknowledged). Writes go through one connection; reads use a small pool of connections.
+
+use crate::model::*;
+use crate::{MetadataStore, Result, StoreError};
+use ciel_core::audit::{chain_hash, AuditDraft, AuditRecord, GENESIS};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tenants (
+  id TEXT PRIMARY KEY, display_name TEXT NOT NULL, default_domain TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE principals (
+  object_id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  kind TEXT NOT NULL CHECK (kind IN ('sp','user')),
+  app_id TEXT UNIQUE,
+  display_name TEXT NOT NULL,
+  upn TEXT UNIQUE COLLATE NOCASE,
+  password_hash TEXT,
+  failed_logins INTEGER NOT NULL DEFAULT 0,
+  locked_until INTEGER,
+  created INTEGER NOT NULL);
+CREATE INDEX principals_tenant ON principals(tenant_id);
+CREATE TABLE client_secrets (
+  key_id TEXT PRIMARY KEY,
+  object_id TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+  hint TEXT NOT NULL, hash TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX client_secrets_principal ON client_secrets(object_id);
+CREATE TABLE subscriptions (
+  id TEXT PRIMARY KEY COLLATE NOCASE, tenant_id TEXT NOT NULL REFERENCES tenants(id),
+  display_name TEXT NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE resource_groups (
+  subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+  name TEXT NOT NULL COLLATE NOCASE,
+  location TEXT NOT NULL, tags TEXT NOT NULL, managed_by TEXT,
+  created INTEGER NOT NULL, changed INTEGER NOT NULL,
+  PRIMARY KEY (subscription_id, name));
+CREATE TABLE resources (
+  id_key TEXT PRIMARY KEY,
+  id TEXT NOT NULL,
+  subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+  resource_group TEXT COLLATE NOCASE,
+  rtype TEXT NOT NULL COLLATE NOCASE,
+  name TEXT NOT NULL,
+  location TEXT,
+  tenant_id TEXT NOT NULL,
+  body TEXT NOT NULL,
+  created INTEGER NOT NULL, changed INTEGER NOT NULL);
+CREATE INDEX resources_rg ON resources(subscription_id, resource_group);
+CREATE TABLE role_assignments (
+  name TEXT PRIMARY KEY COLLATE NOCASE,
+  tenant_id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  role_definition_id TEXT NOT NULL,
+  principal_id TEXT NOT NULL,
+  principal_type TEXT NOT NULL,
+  description TEXT,
+  created_by TEXT NOT NULL,
+  created INTEGER NOT NULL);
+CREATE INDEX role_assignments_tenant ON role_assignments(tenant_id);
+CREATE INDEX role_assignments_principal ON role_assignments(principal_id);
+CREATE TABLE role_definitions (id TEXT PRIMARY KEY COLLATE NOCASE, tenant_id TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE signing_keys (
+  kid TEXT PRIMARY KEY, sealed_private_key BLOB NOT NULL, n TEXT NOT NULL, e TEXT NOT NULL,
+  created INTEGER NOT NULL, retired INTEGER);
+CREATE TABLE refresh_tokens (
+  hash TEXT PRIMARY KEY, object_id TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+  tenant_id TEXT NOT NULL, client_id TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE operations (
+  id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL, resource_id TEXT NOT NULL,
+  result TEXT, error TEXT, created INTEGER NOT NULL, finished INTEGER);
+CREATE TABLE audit_log (
+  seq INTEGER PRIMARY KEY,
+  ts TEXT NOT NULL, tenant_id TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+  outcome TEXT NOT NULL, details TEXT NOT NULL, request_id TEXT, client_ip TEXT,
+  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_tenant ON audit_log(tenant_id, seq);
+CREATE TABLE audit_checkpoints (
+  seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL);
+"#];
+
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut w = open(path)?;
+        let version: i64 = w.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = w.transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(migration = i + 1, "applied store migration");
+        }
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database schema (version {version}) is newer than this binary knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(Self { writer: Mutex::new(w), readers: Mutex::new(Vec::new()), path: path.to_path_buf() })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = {
+            let mut pool = self.readers.lock().map_err(|_| StoreError::Task("reader pool poisoned".into()))?;
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::Task("writer poisoned".into()))?;
+        let tx = w.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn conflict_or(e: rusqlite::Error, what: &str) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(what.to_string())
+        }
+        _ => StoreError::Db(e),
+    }
+}
+
+fn not_found<T>(r: rusqlite::Result<T>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Err(StoreError::NotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn json_col(s: String) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// Appends audit entries inside `tx`, chained to the current head.
+fn append_in(tx: &Transaction, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>> {
+    let head: Option<(i64, String)> =
+        tx.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
+    let mut out = Vec::with_capacity(drafts.len());
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit_log (seq, ts, tenant_id, actor, action, target, outcome, details, request_id, client_ip, prev_hash, hash)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+    )?;
+    for d in drafts {
+        seq += 1;
+        let mut r = AuditRecord {
+            seq,
+            ts: ciel_core::time::now_rfc3339(),
+            tenant_id: d.tenant_id.clone(),
+            actor: d.actor.clone(),
+            action: d.action.clone(),
+            target: d.target.clone(),
+            outcome: d.outcome.clone(),
+            details: if d.details.is_null() { "{}".to_string() } else { d.details.to_string() },
+            request_id: d.request_id.clone(),
+            client_ip: d.client_ip.clone(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        r.hash = chain_hash(&r);
+        stmt.execute(params![
+            r.seq, r.ts, r.tenant_id, r.actor, r.action, r.target, r.outcome, r.details, r.request_id, r.client_ip, r.prev_hash, r.hash
+        ])?;
+        prev = r.hash.clone();
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn principal_row(r: &Row) -> rusqlite::Result<Principal> {
+    let kind: String = r.get(2)?;
+    Ok(Principal {
+        object_id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        kind: PrincipalKindRec::parse(&kind).unwrap_or(PrincipalKindRec::User),
+        app_id: r.get(3)?,
+        display_name: r.get(4)?,
+        upn: r.get(5)?,
+        password_hash: r.get(6)?,
+        failed_logins: r.get(7)?,
+        locked_until: r.get(8)?,
+        created: r.get(9)?,
+    })
+}
+const PRINCIPAL_COLS: &str =
+    "object_id, tenant_id, kind, app_id, display_name, upn, password_hash, failed_logins, locked_until, created";
+
+fn rg_row(r: &Row) -> rusqlite::Result<ResourceGroup> {
+    Ok(ResourceGroup {
+        subscription_id: r.get(0)?,
+        name: r.get(1)?,
+        location: r.get(2)?,
+        tags: json_col(r.get(3)?)?,
+        managed_by: r.get(4)?,
+        created: r.get(5)?,
+        changed: r.get(6)?,
+    })
+}
+const RG_COLS: &str = "subscription_id, name, location, tags, managed_by, created, changed";
+
+fn resource_row(r: &Row) -> rusqlite::Result<Resource> {
+    Ok(Resource {
+        id: r.get(0)?,
+        subscription_id: r.get(1)?,
+        resource_group: r.get(2)?,
+        rtype: r.get(3)?,
+        name: r.get(4)?,
+        location: r.get(5)?,
+        tenant_id: r.get(6)?,
+        body: json_col(r.get(7)?)?,
+        created: r.get(8)?,
+        changed: r.get(9)?,
+    })
+}
+const RESOURCE_COLS: &str = "id, subscription_id, resource_group, rtype, name, location, tenant_id, body, created, changed";
+
+fn ra_row(r: &Row) -> rusqlite::Result<RoleAssignment> {
+    Ok(RoleAssignment {
+        name: r.get(0)?,
+        tenant_id: r.get(1)?,
+        scope: r.get(2)?,
+        role_definition_id: r.get(3)?,
+        principal_id: r.get(4)?,
+        principal_type: r.get(5)?,
+        description: r.get(6)?,
+        created_by: r.get(7)?,
+        created: r.get(8)?,
+    })
+}
+const RA_COLS: &str = "name, tenant_id, scope, role_definition_id, principal_id, principal_type, description, created_by, created";
+
+fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        tenant_id: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        outcome: r.get(6)?,
+        details: r.get(7)?,
+        request_id: r.get(8)?,
+        client_ip: r.get(9)?,
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+fn sub_row(r: &Row) -> rusqlite::Result<Subscription> {
+    Ok(Subscription { id: r.get(0)?, tenant_id: r.get(1)?, display_name: r.get(2)?, state: r.get(3)?, created: r.get(4)? })
+}
+
+impl MetadataStore for SqliteStore {
+    fn create_tenant(&self, t: &Tenant, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tenants (id, display_name, default_domain, created) VALUES (?1,?2,?3,?4)",
+                params![t.id, t.display_name, t.default_domain, t.created],
+            )
+            .map_err(|e| conflict_or(e, "tenant"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_tenant(&self, id: &str) -> Result<Tenant> {
+        self.read(|c| {
+            not_found(c.query_row("SELECT id, display_name, default_domain, created FROM tenants WHERE id = ?1", [id], |r| {
+                Ok(Tenant { id: r.get(0)?, display_name: r.get(1)?, default_domain: r.get(2)?, created: r.get(3)? })
+            }))
+        })
+    }
+    fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT id, display_name, default_domain, created FROM tenants ORDER BY created, id")?;
+            let rows = s.query_map([], |r| {
+                Ok(Tenant { id: r.get(0)?, display_name: r.get(1)?, default_domain: r.get(2)?, created: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn create_principal(&self, p: &Principal, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO principals ({PRINCIPAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+                params![
+                    p.object_id, p.tenant_id, p.kind.as_str(), p.app_id, p.display_name, p.upn, p.password_hash,
+                    p.failed_logins, p.locked_until, p.created
+                ],
+            )
+            .map_err(|e| conflict_or(e, "principal"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_principal(&self, object_id: &str) -> Result<Principal> {
+        self.read(|c| not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE object_id = ?1"), [object_id], principal_row)))
+    }
+    fn find_principal_by_app_id(&self, app_id: &str) -> Result<Principal> {
+        self.read(|c| not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE app_id = ?1"), [app_id], principal_row)))
+    }
+    fn find_user_by_upn(&self, upn: &str) -> Result<Principal> {
+        self.read(|c| {
+            not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE upn = ?1 AND kind = 'user'"), [upn], principal_row))
+        })
+    }
+    fn list_principals(&self, tenant_id: &str, kind: Option<PrincipalKindRec>) -> Result<Vec<Principal>> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {PRINCIPAL_COLS} FROM principals WHERE tenant_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY created, object_id"
+            ))?;
+            let rows = s.query_map(params![tenant_id, kind.map(|k| k.as_str())], principal_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn delete_principal(&self, object_id: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM role_assignments WHERE principal_id = ?1", [object_id])?;
+            if tx.execute("DELETE FROM principals WHERE object_id = ?1", [object_id])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn update_principal_login_state(&self, object_id: &str, failed_logins: i64, locked_until: Option<i64>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE principals SET failed_logins = ?2, locked_until = ?3 WHERE object_id = ?1",
+                params![object_id, failed_logins, locked_until],
+            )?;
+            Ok(())
+        })
+    }
+    fn replace_sp_secrets(&self, object_id: &str, s: &ClientSecret, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM client_secrets WHERE object_id = ?1", [object_id])?;
+            tx.execute(
+                "INSERT INTO client_secrets (key_id, object_id, hint, hash, created, expires) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![s.key_id, object_id, s.hint, s.hash, s.created, s.expires],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_sp_secrets(&self, object_id: &str) -> Result<Vec<ClientSecret>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached("SELECT key_id, object_id, hint, hash, created, expires FROM client_secrets WHERE object_id = ?1")?;
+            let rows = s.query_map([object_id], |r| {
+                Ok(ClientSecret {
+                    key_id: r.get(0)?,
+                    object_id: r.get(1)?,
+                    hint: r.get(2)?,
+                    hash: r.get(3)?,
+                    created: r.get(4)?,
+                    expires: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn create_subscription(&self, s: &Subscription, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO subscriptions (id, tenant_id, display_name, state, created) VALUES (?1,?2,?3,?4,?5)",
+                params![s.id, s.tenant_id, s.display_name, s.state, s.created],
+            )
+            .map_err(|e| conflict_or(e, "subscription"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_subscription(&self, id: &str) -> Result<Subscription> {
+        self.read(|c| {
+            not_found(c.query_row(
+                "SELECT id, tenant_id, display_name, state, created FROM subscriptions WHERE id = ?1",
+                [id],
+                sub_row,
+            ))
+        })
+    }
+    fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>> {
+        self.read(|c| {
+            let mut s = c.prepare(
+                "SELECT id, tenant_id, display_name, state, created FROM subscriptions WHERE tenant_id = ?1 ORDER BY created, id",
+            )?;
+            let rows = s.query_map([tenant_id], sub_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn put_resource_group(&self, rg: &ResourceGroup, audit: &AuditDraft) -> Result<bool> {
+        self.write(|tx| {
+            let existed: bool = tx
+                .query_row(
+                    "SELECT 1 FROM resource_groups WHERE subscription_id = ?1 AND name = ?2",
+                    params![rg.subscription_id, rg.name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if existed {
+                // The name keeps the casing it was created with, as in Azure.
+                tx.execute(
+                    "UPDATE resource_groups SET location = ?3, tags = ?4, managed_by = ?5, changed = ?6 WHERE subscription_id = ?1 AND name = ?2",
+                    params![rg.subscription_id, rg.name, rg.location, rg.tags.to_string(), rg.managed_by, rg.changed],
+                )?;
+            } else {
+                tx.execute(
+                    &format!("INSERT INTO resource_groups ({RG_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
+                    params![rg.subscription_id, rg.name, rg.location, rg.tags.to_string(), rg.managed_by, rg.created, rg.changed],
+                )?;
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(!existed)
+        })
+    }
+    fn get_resource_group(&self, subscription: &str, name: &str) -> Result<ResourceGroup> {
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {RG_COLS} FROM resource_groups WHERE subscription_id = ?1 AND name = ?2"),
+                params![subscription, name],
+                rg_row,
+            ))
+        })
+    }
+    fn list_resource_groups(&self, subscription: &str, after: Option<&str>, limit: usize) -> Result<Vec<ResourceGroup>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {RG_COLS} FROM resource_groups WHERE subscription_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3"
+            ))?;
+            let rows = s.query_map(params![subscription, after, limit as i64], rg_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn delete_resource_group(&self, subscription: &str, name: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let rg: ResourceGroup = not_found(tx.query_row(
+                &format!("SELECT {RG_COLS} FROM resource_groups WHERE subscription_id = ?1 AND name = ?2"),
+                params![subscription, name],
+                rg_row,
+            ))?;
+            let scope = format!("/subscriptions/{}/resourcegroups/{}", rg.subscription_id, rg.name).to_lowercase();
+            tx.execute("DELETE FROM resources WHERE subscription_id = ?1 AND resource_group = ?2", params![subscription, name])?;
+            tx.execute(
+                "DELETE FROM role_assignments WHERE lower(scope) = ?1 OR lower(scope) LIKE ?2 ESCAPE '\\'",
+                params![scope, format!("{}/%", scope.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))],
+            )?;
+            tx.execute("DELETE FROM resource_groups WHERE subscription_id = ?1 AND name = ?2", params![subscription, name])?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+
+    fn put_resource(&self, r: &Resource, audit: &AuditDraft) -> Result<bool> {
+        self.write(|tx| {
+            let key = r.id.to_ascii_lowercase();
+            let existed = tx.query_row("SELECT 1 FROM resources WHERE id_key = ?1", [&key], |_| Ok(())).optional()?.is_some();
+            tx.execute(
+                &format!(
+                    "INSERT INTO resources (id_key, {RESOURCE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
+                     ON CONFLICT(id_key) DO UPDATE SET location = excluded.location, body = excluded.body, changed = excluded.changed"
+                ),
+                params![
+                    key, r.id, r.subscription_id, r.resource_group, r.rtype, r.name, r.location, r.tenant_id, r.body.to_string(),
+                    r.created, r.changed
+                ],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(!existed)
+        })
+    }
+    fn get_resource(&self, id_key: &str) -> Result<Resource> {
+        self.read(|c| {
+            not_found(c.query_row(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE id_key = ?1"), [id_key.to_ascii_lowercase()], resource_row))
+        })
+    }
+    fn delete_resource(&self, id_key: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let key = id_key.to_ascii_lowercase();
+            let n = tx.execute(
+                "DELETE FROM resources WHERE id_key = ?1 OR id_key LIKE ?2 ESCAPE '\\'",
+                params![key, format!("{}/%", key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_resources(&self, scope_key: &str, rtype: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<Resource>> {
+        self.read(|c| {
+            let scope = scope_key.to_ascii_lowercase();
+            let like = format!("{}/%", scope.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLS} FROM resources WHERE id_key LIKE ?1 ESCAPE '\\' AND (?2 IS NULL OR rtype = ?2)
+                 AND (?3 IS NULL OR id_key > ?3) ORDER BY id_key LIMIT ?4"
+            ))?;
+            let rows = s.query_map(params![like, rtype, after.map(|a| a.to_ascii_lowercase()), limit as i64], resource_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO role_assignments ({RA_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+                params![
+                    a.name, a.tenant_id, a.scope, a.role_definition_id, a.principal_id, a.principal_type, a.description, a.created_by,
+                    a.created
+                ],
+            )
+            .map_err(|e| conflict_or(e, "role assignment"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment> {
+        self.read(|c| not_found(c.query_row(&format!("SELECT {RA_COLS} FROM role_assignments WHERE name = ?1"), [name], ra_row)))
+    }
+    fn delete_role_assignment(&self, name: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM role_assignments WHERE name = ?1", [name])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_role_assignments(&self, tenant_id: &str) -> Result<Vec<RoleAssignment>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!("SELECT {RA_COLS} FROM role_assignments WHERE tenant_id = ?1 ORDER BY created, name"))?;
+            let rows = s.query_map([tenant_id], ra_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn list_role_assignments_for_principal(&self, principal_id: &str) -> Result<Vec<RoleAssignment>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!("SELECT {RA_COLS} FROM role_assignments WHERE principal_id = ?1"))?;
+            let rows = s.query_map([principal_id], ra_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn put_role_definition(&self, d: &RoleDefinitionRec, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO role_definitions (id, tenant_id, body) VALUES (?1,?2,?3) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                params![d.id, d.tenant_id, d.body.to_string()],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_role_definitions(&self, tenant_id: &str) -> Result<Vec<RoleDefinitionRec>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached("SELECT id, tenant_id, body FROM role_definitions WHERE tenant_id = ?1")?;
+            let rows = s.query_map([tenant_id], |r| Ok(RoleDefinitionRec { id: r.get(0)?, tenant_id: r.get(1)?, body: json_col(r.get(2)?)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn delete_role_definition(&self, id: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM role_definitions WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+
+    fn put_signing_key(&self, k: &SigningKey, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO signing_keys (kid, sealed_private_key, n, e, created, retired) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![k.kid, k.sealed_private_key, k.n, k.e, k.created, k.retired],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_signing_keys(&self) -> Result<Vec<SigningKey>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT kid, sealed_private_key, n, e, created, retired FROM signing_keys ORDER BY created, kid")?;
+            let rows = s.query_map([], |r| {
+                Ok(SigningKey {
+                    kid: r.get(0)?,
+                    sealed_private_key: r.get(1)?,
+                    n: r.get(2)?,
+                    e: r.get(3)?,
+                    created: r.get(4)?,
+                    retired: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn retire_signing_key(&self, kid: &str, retired_at: i64, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            if tx.execute("UPDATE signing_keys SET retired = ?2 WHERE kid = ?1 AND retired IS NULL", params![kid, retired_at])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn put_refresh_token(&self, t: &RefreshToken) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM refresh_tokens WHERE expires < ?1", [ciel_core::time::now_unix()])?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, object_id, tenant_id, client_id, created, expires) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![t.hash, t.object_id, t.tenant_id, t.client_id, t.created, t.expires],
+            )?;
+            Ok(())
+        })
+    }
+    fn take_refresh_token(&self, hash: &str) -> Result<RefreshToken> {
+        self.write(|tx| {
+            let t = not_found(tx.query_row(
+                "SELECT hash, object_id, tenant_id, client_id, created, expires FROM refresh_tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(RefreshToken {
+                        hash: r.get(0)?,
+                        object_id: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        client_id: r.get(3)?,
+                        created: r.get(4)?,
+                        expires: r.get(5)?,
+                    })
+                },
+            ))?;
+            tx.execute("DELETE FROM refresh_tokens WHERE hash = ?1", [hash])?;
+            Ok(t)
+        })
+    }
+
+    fn put_operation(&self, op: &Operation) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO operations (id, tenant_id, status, resource_id, result, error, created, finished) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, result = excluded.result, error = excluded.error, finished = excluded.finished",
+                params![
+                    op.id, op.tenant_id, op.status, op.resource_id, op.result.as_ref().map(|v| v.to_string()),
+                    op.error.as_ref().map(|v| v.to_string()), op.created, op.finished
+                ],
+            )?;
+            Ok(())
+        })
+    }
+    fn get_operation(&self, id: &str) -> Result<Operation> {
+        self.read(|c| {
+            not_found(c.query_row(
+                "SELECT id, tenant_id, status, resource_id, result, error, created, finished FROM operations WHERE id = ?1",
+                [id],
+                |r| {
+                    let result: Option<String> = r.get(4)?;
+                    let error: Option<String> = r.get(5)?;
+                    Ok(Operation {
+                        id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        status: r.get(2)?,
+                        resource_id: r.get(3)?,
+                        result: result.map(json_col).transpose()?,
+                        error: error.map(json_col).transpose()?,
+                        created: r.get(6)?,
+                        finished: r.get(7)?,
+                    })
+                },
+            ))
+        })
+    }
+
+    fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>> {
+        self.write(|tx| append_in(tx, drafts))
+    }
+    fn read_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT seq, ts, tenant_id, actor, action, target, outcome, details, request_id, client_ip, prev_hash, hash
+                 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = s.query_map(params![after, limit as i64], audit_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+        })
+    }
+    fn put_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, ts, key_id, signature) VALUES (?1,?2,?3,?4,?5)",
+                params![cp.seq, cp.hash, cp.ts, cp.key_id, cp.signature],
+            )?;
+            Ok(())
+        })
+    }
+    fn list_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
+            let rows = s.query_map([], |r| {
+                Ok(Checkpoint { seq: r.get(0)?, hash: r.get(1)?, ts: r.get(2)?, key_id: r.get(3)?, signature: r.get(4)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?))
+    }
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1,?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(action: &str) -> AuditDraft {
+        AuditDraft { actor: "test".into(), action: action.into(), target: "t".into(), outcome: "success".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn chain_links_entries_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        {
+            let s = SqliteStore::open(&p).unwrap();
+            s.append_audit(&[draft("a"), draft("b")]).unwrap();
+            s.create_tenant(&Tenant { id: "t1".into(), display_name: "T".into(), default_domain: "t.fr".into(), created: 1 }, &draft("c"))
+                .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let all = s.read_audit(0, 100).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].prev_hash, GENESIS);
+        assert_eq!(all[1].prev_hash, all[0].hash);
+        assert_eq!(all[2].prev_hash, all[1].hash);
+        for r in &all {
+            assert_eq!(chain_hash(r), r.hash);
+        }
+        assert_eq!(s.list_tenants().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failed_write_leaves_no_audit_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        let t = Tenant { id: "t1".into(), display_name: "T".into(), default_domain: "t.fr".into(), created: 1 };
+        s.create_tenant(&t, &draft("c")).unwrap();
+        assert!(matches!(s.create_tenant(&t, &draft("c")), Err(StoreError::Conflict(_))));
+        assert_eq!(s.read_audit(0, 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn resources_list_by_scope_and_cascade_on_group_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        s.create_tenant(&Tenant { id: "t".into(), display_name: "T".into(), default_domain: "d".into(), created: 1 }, &draft("x")).unwrap();
+        s.create_subscription(
+            &Subscription { id: "S".into(), tenant_id: "t".into(), display_name: "s".into(), state: "Enabled".into(), created: 1 },
+            &draft("x"),
+        )
+        .unwrap();
+        for rg in ["rg_a", "rgxa"] {
+            s.put_resource_group(
+                &ResourceGroup {
+                    subscription_id: "S".into(),
+                    name: rg.into(),
+                    location: "francecentral".into(),
+                    tags: serde_json::json!({}),
+                    managed_by: None,
+                    created: 1,
+                    changed: 1,
+                },
+                &draft("x"),
+            )
+            .unwrap();
+            s.put_resource(
+                &Resource {
+                    id: format!("/subscriptions/S/resourceGroups/{rg}/providers/Microsoft.X/things/one"),
+                    subscription_id: "S".into(),
+                    resource_group: Some(rg.into()),
+                    rtype: "Microsoft.X/things".into(),
+                    name: "one".into(),
+                    location: None,
+                    tenant_id: "t".into(),
+                    body: serde_json::json!({}),
+                    created: 1,
+                    changed: 1,
+                },
+                &draft("x"),
+            )
+            .unwrap();
+        }
+        // `_` must not act as a LIKE wildcard: rg_a's listing must not include rgxa's resource.
+        assert_eq!(s.list_resources("/subscriptions/s/resourcegroups/rg_a", None, None, 10).unwrap().len(), 1);
+        assert_eq!(s.list_resources("/subscriptions/s", None, None, 10).unwrap().len(), 2);
+        s.delete_resource_group("S", "RG_A", &draft("x")).unwrap();
+        assert_eq!(s.list_resources("/subscriptions/s", None, None, 10).unwrap().len(), 1);
+        assert!(matches!(s.get_resource_group("S", "rg_a"), Err(StoreError::NotFound)));
+    }
+}
