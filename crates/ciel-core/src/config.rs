@@ -60,3 +60,10 @@ mod tests {
         assert_eq!(e.login(), "https://login.cloud.example.fr");
     }
 }
+
+impl Endpoints {
+    /// `D[:p]`: the domain with the port, for suffixes that clients append as they are.
+    pub fn host_suffix(&self) -> String {
+        format!("{}{}", self.domain, self.port_suffix())
+    }
+}

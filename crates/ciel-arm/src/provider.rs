@@ -1,0 +1,50 @@
+//! The resource-provider plug: Microsoft.Storage, Microsoft.KeyVault and later providers
+//! implement [`ResourceProvider`] and are registered with the router; the router authenticates,
+//! checks the api-version list, authorizes with RBAC and enforces residency before calling them.
+
+use crate::error::ArmResult;
+use ciel_core::{Caller, ResourceId};
+use serde_json::Value;
+
+/// A resource type the provider serves, for `/providers` and for api-version checks.
+#[derive(Debug, Clone)]
+pub struct ResourceTypeInfo {
+    /// Type path below the namespace, e.g. `storageAccounts` or `storageAccounts/blobServices`.
+    pub resource_type: String,
+    pub api_versions: Vec<String>,
+    /// Whether the type carries a location (residency applies).
+    pub located: bool,
+}
+
+pub struct ProviderRequest {
+    pub method: http::Method,
+    /// The target id (a resource, or a collection when the last segment has no name: then
+    /// `collection_type` is set).
+    pub id: ResourceId,
+    pub collection_type: Option<String>,
+    /// POST actions: `listKeys`, `regenerateKey`...
+    pub action: Option<String>,
+    pub api_version: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub caller: Caller,
+    pub request_id: String,
+}
+
+pub enum ProviderResponse {
+    /// Done: status and JSON body (None for 204-style answers).
+    Done { status: http::StatusCode, body: Option<Value> },
+    /// Accepted: the router answers 202 with Location/Azure-AsyncOperation pointing at `operation_id`.
+    Accepted { operation_id: String },
+}
+
+#[async_trait::async_trait]
+pub trait ResourceProvider: Send + Sync + 'static {
+    /// `Microsoft.Storage`.
+    fn namespace(&self) -> &'static str;
+    fn resource_types(&self) -> Vec<ResourceTypeInfo>;
+    async fn handle(&self, req: ProviderRequest) -> ArmResult<ProviderResponse>;
+    /// Called when a resource group is deleted, for each of the provider's resources in it, so
+    /// that data is destroyed with the metadata.
+    async fn delete_for_group(&self, id: &ResourceId, caller: &Caller) -> ArmResult<()>;
+}

@@ -1,0 +1,111 @@
+//! Generic resources: list by subscription and by resource group (what `az resource list`
+//! reads), and the hand-off of provider paths to the registered resource providers.
+
+use crate::error::ArmResult;
+use crate::provider::{ProviderRequest, ProviderResponse, ResourceProvider};
+use crate::{api_version, check_location, clip, operations, ArmResponse, Ctx};
+use ciel_core::{ApiError, ResourceId};
+use http::{Method, StatusCode};
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
+    api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources/resources")?;
+    let key = scope.key();
+    let rtype = ctx.req.q("$filter").and_then(|f| {
+        f.trim().strip_prefix("resourceType eq ").map(|t| t.trim().trim_matches('\'').to_string())
+    });
+    let all = ciel_store::run(&ctx.arm.store, move |s| s.list_resources(&key, rtype.as_deref(), None, 100_000)).await?;
+    let mut value = Vec::new();
+    for r in all {
+        let Some(id) = ResourceId::parse(&r.id) else { continue };
+        if !ctx.can(&id, &format!("{}/read", r.rtype)).await? {
+            continue;
+        }
+        value.push(json!({
+            "id": r.id, "name": r.name, "type": r.rtype, "location": r.location,
+            "tags": r.body.get("tags").cloned().unwrap_or(json!({})),
+            "kind": r.body.get("kind"), "sku": r.body.get("sku"),
+        }));
+    }
+    Ok(ArmResponse::json(StatusCode::OK, json!({ "value": value })))
+}
+
+/// Hands `{scope}/providers/{ns}/{type}/{name}[/...]` to the provider after the common checks:
+/// api-version known for the type, RBAC for the action, residency for located types.
+pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scope: ResourceId, rest: &[&str]) -> ArmResult<ArmResponse> {
+    if rest.is_empty() {
+        return Err(crate::unknown_path(ctx));
+    }
+    let m = ctx.req.method.clone();
+    let mut id = scope.clone();
+    id.namespace = Some(p.namespace().to_string());
+    // Split into (type, name) pairs; an odd count means a collection (GET list) or a POST action.
+    let mut collection_type = None;
+    let mut action = None;
+    let pairs = rest.len() / 2;
+    id.segments = rest[..pairs * 2].chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+    if rest.len() % 2 == 1 {
+        let last = rest[rest.len() - 1].to_string();
+        if m == Method::POST && !id.segments.is_empty() {
+            action = Some(last);
+        } else {
+            collection_type = Some(last);
+        }
+    }
+    let mut type_path: Vec<String> = id.segments.iter().map(|(t, _)| t.clone()).collect();
+    if let Some(c) = &collection_type {
+        type_path.push(c.clone());
+    }
+    let type_path = type_path.join("/");
+    let info = p.resource_types().into_iter().find(|t| t.resource_type.eq_ignore_ascii_case(&type_path)).ok_or_else(|| {
+        ApiError::bad_request(
+            "InvalidResourceType",
+            format!("The resource type '{}' could not be found in the namespace '{}'.", clip(&type_path), p.namespace()),
+        )
+    })?;
+    let versions: Vec<&str> = info.api_versions.iter().map(String::as_str).collect();
+    let v = api_version::check(ctx.req.api_version(), &versions, &format!("{}/{}", p.namespace(), type_path))?.to_string();
+    let full_type = format!("{}/{}", p.namespace(), type_path);
+    let rbac_action = match (&m, &action) {
+        (_, Some(a)) => format!("{full_type}/{a}/action"),
+        (&Method::GET, _) | (&Method::HEAD, _) => format!("{full_type}/read"),
+        (&Method::DELETE, _) => format!("{full_type}/delete"),
+        _ => format!("{full_type}/write"),
+    };
+    let target = if collection_type.is_some() && id.segments.is_empty() { scope.clone() } else { id.clone() };
+    ctx.authorize(&target, &rbac_action).await?;
+    let body = if ctx.req.body.is_empty() { None } else { Some(ctx.req.json()?) };
+    if info.located && m == Method::PUT {
+        let loc = body.as_ref().and_then(|b| b.get("location")).and_then(|l| l.as_str());
+        if let Err(e) = check_location(loc, "LocationNotAvailableForResourceType", &format!("resource type '{full_type}'")) {
+            ctx.arm
+                .auditor
+                .record(ctx.draft(&rbac_action, &id.to_string(), "denied", json!({"reason": "Residency", "location": clip(loc.unwrap_or(""))})))
+                .await?;
+            return Err(e);
+        }
+    }
+    let resp = p
+        .handle(ProviderRequest {
+            method: m,
+            id,
+            collection_type,
+            action,
+            api_version: v,
+            query: ctx.req.query.clone(),
+            body,
+            caller: ctx.caller.clone(),
+            request_id: ctx.req.request_id.clone(),
+        })
+        .await?;
+    Ok(match resp {
+        ProviderResponse::Done { status, body: Some(b) } => ArmResponse::json(status, b),
+        ProviderResponse::Done { status, body: None } => ArmResponse::empty(status),
+        ProviderResponse::Accepted { operation_id } => {
+            let oid = operation_id.clone();
+            let op = ciel_store::run(&ctx.arm.store, move |s| s.get_operation(&oid)).await?;
+            operations::accepted(ctx, &scope.subscription, &op)
+        }
+    })
+}
