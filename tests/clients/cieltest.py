@@ -70,6 +70,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_available(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def main_server_port() -> int | None:
+    """The port of the shared server: 443 when it can be bound (as in production, and because MSAL's
+    username/password flow asks https://login.D/common/userrealm/... on port 443 whatever the
+    authority's port), else a free port. CIEL_TEST_PORT overrides (0 = any free port)."""
+    env = os.environ.get("CIEL_TEST_PORT")
+    if env is not None:
+        return int(env) or None
+    return 443 if port_available(443) else None
+
+
 def parse_env_file(path: Path) -> dict[str, str]:
     """Parses `export NAME=value` lines (values may be shell-quoted)."""
     out: dict[str, str] = {}
@@ -184,14 +204,15 @@ def wait_until(pred, timeout: float, interval: float = 0.2, what: str = "conditi
 class CielServer:
     """One `ciel up` process on its own data directory."""
 
-    def __init__(self, base_dir: Path, name: str, ca_bundle: "CaBundle", extra_env: dict | None = None):
+    def __init__(self, base_dir: Path, name: str, ca_bundle: "CaBundle", extra_env: dict | None = None,
+                 port: int | None = None):
         self.name = name
         self.base = base_dir
         self.data_dir = base_dir / "data"
         self.log_path = base_dir / "server.log"
         self.ca_bundle = ca_bundle
         self.extra_env = dict(extra_env or {})
-        self.port: int | None = None
+        self.port: int | None = port
         self.proc: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
         self._log_lock = threading.Lock()
@@ -347,7 +368,11 @@ class CielServer:
         return self.env["AZURE_AUTHORITY_HOST"].rstrip("/")
 
     def host_url(self, label: str) -> str:
-        return f"https://{label}.{DOMAIN}:{self.port}"
+        return f"https://{label}.{DOMAIN}" + ("" if self.port == 443 else f":{self.port}")
+
+    def require_port_443(self, why: str):
+        if self.port != 443:
+            missing_prerequisite(f"the shared server is on port {self.port}, not 443: {why}")
 
     # --- operator CLI ----------------------------------------------------------------------
 
@@ -515,9 +540,9 @@ class ServerPool:
         self.ca_bundle = CaBundle(root / "ca-bundle.pem")
         self.servers: list[CielServer] = []
 
-    def new(self, name: str, extra_env: dict | None = None) -> CielServer:
+    def new(self, name: str, extra_env: dict | None = None, port: int | None = None) -> CielServer:
         base = self.root / f"{name}-{len(self.servers)}"
-        s = CielServer(base, name, self.ca_bundle, extra_env)
+        s = CielServer(base, name, self.ca_bundle, extra_env, port)
         self.servers.append(s)
         return s
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cieltest import DOMAIN, AzCli, ServerPool, ciel_bin
+from cieltest import DOMAIN, AzCli, ServerPool, ciel_bin, main_server_port
 
 os.environ.setdefault("AZURE_CORE_COLLECT_TELEMETRY", "false")
 
@@ -51,7 +51,7 @@ def servers(test_root):
 @pytest.fixture(scope="session")
 def ciel(servers):
     """The shared server. Its teardown checks that SIGTERM stops it with exit code 0 within 15 s."""
-    s = servers.new("main").start()
+    s = servers.new("main", port=main_server_port()).start()
     yield s
     rc = s.stop()
     assert rc == 0, f"ciel up exited with {rc} after SIGTERM (None = still running after 15 s)\n{s.log_text(80)}"

@@ -127,6 +127,7 @@ def test_role_assignment_for_service_principal(az, ciel):
 
 
 def test_user_login_with_password(ciel, az, make_az):
+    ciel.require_port_443("az login -u/-p (MSAL) asks https://login.D/common/userrealm/ on port 443")
     user = ciel.create_user()
     upn = user["userPrincipalName"]
     az("role", "assignment", "create", "--assignee-object-id", user["objectId"], "--assignee-principal-type", "User",
@@ -148,3 +149,20 @@ def test_user_login_with_password(ciel, az, make_az):
     assert isinstance(ua("group", "list"), list)
     p = ua.fails("group", "create", "-n", _name("reader-cannot"), "-l", "francecentral")
     assert "AuthorizationFailed" in p.stderr, p.stderr
+
+
+def test_cli_on_a_non_default_port(server_factory, make_az):
+    """Everything above runs against port 443 when possible; this runs the basics with a port in
+    every URL (what a developer's `ciel up --listen 127.0.0.1:8443` gives)."""
+    s = server_factory("az-port")
+    assert s.port != 443
+    a = make_az(s, "port")
+    a.register_cloud()
+    assert a("cloud", "show")["endpoints"]["activeDirectory"].rstrip("/") == s.login
+    subs = a.login_sp()
+    assert [x["id"] for x in subs] == [s.sub], subs
+    name = _name("port-rg")
+    assert a("group", "create", "-n", name, "-l", "francesouth")["location"] == "francesouth"
+    assert a("group", "exists", "-n", name) is True
+    a("group", "delete", "-n", name, "--yes")
+    assert a("group", "exists", "-n", name) is False

@@ -214,7 +214,9 @@ def test_refresh_token_is_single_use(ciel, user):
     assert refresh(second["refresh_token"]).status_code == 200
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_username_password_credential(ciel, user):
+    ciel.require_port_443("MSAL's username/password flow asks https://login.D/common/userrealm/ on port 443")
     cred = UsernamePasswordCredential(AZ_CLI_CLIENT_ID, user["userPrincipalName"], user["password"],
                                       tenant_id=ciel.tenant, authority=ciel.login, disable_instance_discovery=True)
     at = cred.get_token(ciel.arm_scope)

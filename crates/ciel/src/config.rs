@@ -1,0 +1,65 @@
+//! Configuration: defaults, then `DIR/ciel.toml` (or `--config FILE`), then environment
+//! variables (`CIEL_DOMAIN`, `CIEL_LISTEN`, `CIEL_PUBLIC_PORT`, `CIEL_LOG_FORMAT`), then flags.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// DNS domain of this cloud; service hosts are `login.D`, `management.D`, `*.blob.core.D`, ...
+    pub domain: String,
+    /// Address the HTTPS listener binds.
+    pub listen: SocketAddr,
+    /// Port clients use in URLs, when a proxy or port mapping differs from `listen`.
+    pub public_port: Option<u16>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Largest request body accepted by ARM, login and Graph, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds between signed audit checkpoints.
+    pub audit_checkpoint_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domain: "ciel.localhost".into(),
+            listen: "127.0.0.1:8443".parse().expect("static address"),
+            public_port: None,
+            log_format: "text".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            audit_checkpoint_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<Self> {
+        let default_file = data_dir.join("ciel.toml");
+        let path = file.map(Path::to_path_buf).or_else(|| default_file.exists().then_some(default_file));
+        let mut c: Config = match path {
+            Some(p) => toml::from_str(&std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            None => Config::default(),
+        };
+        if let Ok(v) = std::env::var("CIEL_DOMAIN") {
+            c.domain = v;
+        }
+        if let Ok(v) = std::env::var("CIEL_LISTEN") {
+            c.listen = v.parse().map_err(|e| anyhow::anyhow!("CIEL_LISTEN: {e}"))?;
+        }
+        if let Ok(v) = std::env::var("CIEL_PUBLIC_PORT") {
+            c.public_port = Some(v.parse().map_err(|e| anyhow::anyhow!("CIEL_PUBLIC_PORT: {e}"))?);
+        }
+        if let Ok(v) = std::env::var("CIEL_LOG_FORMAT") {
+            c.log_format = v;
+        }
+        Ok(c)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.public_port.unwrap_or(self.listen.port())
+    }
+}

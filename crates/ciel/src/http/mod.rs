@@ -1,0 +1,252 @@
+//! The HTTPS edge: one listener for every service host, dispatch by `Host`, common headers
+//! (`x-ms-request-id`, `x-ms-correlation-request-id`), body limits, metrics, and the mapping of
+//! each layer's errors to Azure's wire shapes.
+
+pub mod graph;
+pub mod login;
+pub mod metrics;
+pub mod server;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ciel_core::config::Endpoints;
+use ciel_core::ApiError;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub struct App {
+    pub arm: Arc<ciel_arm::Arm>,
+    pub tokens: Arc<ciel_identity::token::TokenService>,
+    pub store: ciel_store::Store,
+    pub endpoints: Endpoints,
+    pub metrics: metrics::Metrics,
+    pub max_body: usize,
+}
+
+/// The remote address, put in request extensions by the server loop.
+#[derive(Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Login,
+    Arm,
+    Graph,
+    Blob,
+    Vault,
+    Ops,
+    Unknown,
+}
+
+impl Service {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Service::Login => "login",
+            Service::Arm => "arm",
+            Service::Graph => "graph",
+            Service::Blob => "blob",
+            Service::Vault => "vault",
+            Service::Ops => "ops",
+            Service::Unknown => "unknown",
+        }
+    }
+}
+
+/// Which service a request is for: by host name, or by path on 127.0.0.1/localhost.
+pub fn classify(host: &str, path: &str, domain: &str) -> Service {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if path == "/healthz" || path == "/metrics" {
+        return Service::Ops;
+    }
+    let sub = |label: &str| host == format!("{label}.{domain}");
+    if sub("login") {
+        return Service::Login;
+    }
+    if sub("management") {
+        return Service::Arm;
+    }
+    if sub("graph") {
+        return Service::Graph;
+    }
+    if host.ends_with(&format!(".blob.core.{domain}")) {
+        return Service::Blob;
+    }
+    if host.ends_with(&format!(".vault.{domain}")) {
+        return Service::Vault;
+    }
+    if host == "127.0.0.1" || host == "localhost" || host == "[::1]" {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or("").to_ascii_lowercase();
+        return match first.as_str() {
+            "metadata" | "tenants" | "subscriptions" | "providers" => Service::Arm,
+            "v1.0" => Service::Graph,
+            "" => Service::Unknown,
+            _ => Service::Login,
+        };
+    }
+    Service::Unknown
+}
+
+fn request_ids(headers: &HeaderMap) -> (String, String) {
+    let rid = uuid::Uuid::new_v4().to_string();
+    let corr = headers
+        .get("x-ms-correlation-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| uuid::Uuid::parse_str(v).is_ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| rid.clone());
+    (rid, corr)
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
+}
+
+pub fn arm_error(e: &ApiError) -> Response {
+    json_response(e.status, &e.arm_body())
+}
+
+/// Reads a body up to `limit` bytes; beyond it the request is refused without reading on.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than the {limit} bytes this endpoint accepts."),
+        )),
+        Err(_) => Err(ApiError::bad_request("InvalidRequestContent", "The request body could not be read.")),
+    }
+}
+
+pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let svc = classify(&host, req.uri().path(), &app.endpoints.domain);
+    let (rid, corr) = request_ids(req.headers());
+    let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match svc {
+        Service::Ops => ops(&app, &path).await,
+        Service::Login => login::handle(&app, req, &rid, peer.clone()).await,
+        Service::Arm => arm(&app, req, &rid, peer.clone()).await,
+        Service::Graph => graph::handle(&app, req, &rid).await,
+        Service::Blob => storage_not_available(),
+        Service::Vault => arm_error(&ApiError::feature_not_supported("Key Vault")),
+        Service::Unknown => arm_error(&ApiError::not_found(
+            "UnknownHost",
+            format!("This Ciel deployment serves *.{} hosts; '{}' is not one of its services.", app.endpoints.domain, ciel_arm::clip(&host)),
+        )),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        h.insert("x-ms-request-id", v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&corr) {
+        h.insert("x-ms-correlation-request-id", v);
+    }
+    if let Some(c) = client_request_id {
+        h.insert("x-ms-client-request-id", c);
+    }
+    h.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    let status = resp.status().as_u16();
+    app.metrics.observe(svc.label(), status, started.elapsed());
+    tracing::info!(request_id = %rid, service = svc.label(), %method, path = %ciel_arm::clip(&path), status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+fn storage_not_available() -> Response {
+    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>FeatureNotSupported</Code><Message>Blob Storage is not available in this Ciel deployment yet.</Message></Error>";
+    let mut r = (StatusCode::NOT_IMPLEMENTED, body).into_response();
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert("x-ms-error-code", HeaderValue::from_static("FeatureNotSupported"));
+    r
+}
+
+async fn ops(app: &App, path: &str) -> Response {
+    if path == "/metrics" {
+        let mut r = (StatusCode::OK, app.metrics.render()).into_response();
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        return r;
+    }
+    // Health: the store answers a read.
+    match ciel_store::run(&app.store, |s| s.audit_head()).await {
+        Ok(head) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "auditEntries": head.map(|h| h.0).unwrap_or(0)})),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "unavailable"}))
+        }
+    }
+}
+
+fn decode_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
+    uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, app.max_body).await {
+        Ok(b) => b,
+        Err(e) => return arm_error(&e),
+    };
+    let r = app
+        .arm
+        .handle(ciel_arm::ArmRequest {
+            method: parts.method.clone(),
+            segments: decode_segments(parts.uri.path()),
+            query: query_pairs(&parts.uri),
+            headers: parts.headers,
+            body,
+            request_id: rid.to_string(),
+            client_ip: peer,
+        })
+        .await;
+    let mut resp = match (&r.body, parts.method == http::Method::HEAD) {
+        (Some(b), false) => json_response(r.status, b),
+        _ => r.status.into_response(),
+    };
+    resp.headers_mut().extend(r.headers);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn classifies_hosts_and_paths() {
+        let d = "ciel.localhost";
+        assert_eq!(classify("login.ciel.localhost:8443", "/x/oauth2/v2.0/token", d), Service::Login);
+        assert_eq!(classify("management.ciel.localhost", "/subscriptions", d), Service::Arm);
+        assert_eq!(classify("acct.blob.core.ciel.localhost:8443", "/c/b", d), Service::Blob);
+        assert_eq!(classify("v1.vault.ciel.localhost:8443", "/secrets/s", d), Service::Vault);
+        assert_eq!(classify("127.0.0.1:8443", "/subscriptions/x", d), Service::Arm);
+        assert_eq!(classify("127.0.0.1:8443", "/organizations/v2.0/.well-known/openid-configuration", d), Service::Login);
+        assert_eq!(classify("evil.example", "/subscriptions", d), Service::Unknown);
+        assert_eq!(classify("management.ciel.localhost.evil.example", "/", d), Service::Unknown);
+        assert_eq!(classify("x", "/healthz", d), Service::Ops);
+    }
+}
