@@ -32,8 +32,10 @@ pub async fn dispatch(ctx: &Ctx<'_>, scope: Option<ResourceId>, rest: &[&str]) -
     }
 }
 
+/// Role definitions are rendered with a subscription-level id whatever the scope they were
+/// listed at (as Azure does), so ids compare equal to assignments' `roleDefinitionId`.
 fn scope_str(scope: Option<&ResourceId>) -> String {
-    scope.map(|s| s.to_string()).unwrap_or_default()
+    scope.map(|s| format!("/subscriptions/{}", s.subscription)).unwrap_or_default()
 }
 
 fn custom_json(scope: Option<&ResourceId>, d: &RoleDefinitionRec) -> serde_json::Value {
