@@ -134,7 +134,9 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
             }
         }
     }
-    checkpoints.sort_by_key(|c| c.seq);
+    checkpoints.sort_by(|a, b| (a.seq, &a.signature).cmp(&(b.seq, &b.signature)));
+    // The same checkpoint is normally in both places; count it once.
+    checkpoints.dedup();
     let key = UnparsedPublicKey::new(&ED25519, public_key);
     for c in &checkpoints {
         let sig = hex::decode(&c.signature).unwrap_or_default();
