@@ -181,7 +181,8 @@ def expect_arm_error(resp: requests.Response, status, code=None) -> dict:
 
 
 def is_authn_code(code: str) -> bool:
-    return code.startswith("AuthenticationFailed") or code.startswith("InvalidAuthenticationToken")
+    """ARM's 401 codes: AuthenticationFailed*, InvalidAuthenticationToken*, ExpiredAuthenticationToken."""
+    return code.startswith("AuthenticationFailed") or "AuthenticationToken" in code
 
 
 def wait_until(pred, timeout: float, interval: float = 0.2, what: str = "condition"):
@@ -204,13 +205,11 @@ def wait_until(pred, timeout: float, interval: float = 0.2, what: str = "conditi
 class CielServer:
     """One `ciel up` process on its own data directory."""
 
-    def __init__(self, base_dir: Path, name: str, ca_bundle: "CaBundle", extra_env: dict | None = None,
-                 port: int | None = None):
+    def __init__(self, base_dir: Path, name: str, extra_env: dict | None = None, port: int | None = None):
         self.name = name
         self.base = base_dir
         self.data_dir = base_dir / "data"
         self.log_path = base_dir / "server.log"
-        self.ca_bundle = ca_bundle
         self.extra_env = dict(extra_env or {})
         self.port: int | None = port
         self.proc: subprocess.Popen | None = None
@@ -286,7 +285,6 @@ class CielServer:
                                "AZURE_AUTHORITY_HOST", "CIEL_ARM_ENDPOINT", "CIEL_GRAPH_ENDPOINT", "REQUESTS_CA_BUNDLE")
                    if not self.env.get(k)]
         assert not missing, f"{env_file} lacks {missing}: {self.env}"
-        self.ca_bundle.add(self.ca)
         self._tokens.clear()
         return self
 
@@ -513,36 +511,14 @@ class CielServer:
         return jwt.decode(token, key.key, algorithms=["RS256"], audience=audience, issuer=issuer, options=opts, leeway=60)
 
 
-class CaBundle:
-    """One PEM file holding every test server's CA, used as REQUESTS_CA_BUNDLE/SSL_CERT_FILE for the
-    test process (each server of the session has its own private CA)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, ca_path: str):
-        pem = Path(ca_path).read_text()
-        with self._lock:
-            if pem in self._seen:
-                return
-            self._seen.add(pem)
-            with open(self.path, "a") as f:
-                f.write(pem if pem.endswith("\n") else pem + "\n")
-            os.environ["REQUESTS_CA_BUNDLE"] = str(self.path)
-            os.environ["SSL_CERT_FILE"] = str(self.path)
-
-
 class ServerPool:
     def __init__(self, root: Path):
         self.root = root
-        self.ca_bundle = CaBundle(root / "ca-bundle.pem")
         self.servers: list[CielServer] = []
 
     def new(self, name: str, extra_env: dict | None = None, port: int | None = None) -> CielServer:
         base = self.root / f"{name}-{len(self.servers)}"
-        s = CielServer(base, name, self.ca_bundle, extra_env, port)
+        s = CielServer(base, name, extra_env, port)
         self.servers.append(s)
         return s
 

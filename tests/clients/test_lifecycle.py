@@ -73,7 +73,8 @@ def test_kill9_keeps_acknowledged_writes(server_factory):
     names = [_name("k9") for _ in range(4)]
     for n in names[:-1]:
         s.create_group(n)
-    cred = ClientSecretCredential(s.tenant, s.client_id, s.secret, authority=s.login, disable_instance_discovery=True)
+    cred = ClientSecretCredential(s.tenant, s.client_id, s.secret, authority=s.login, disable_instance_discovery=True,
+                                  connection_verify=s.ca)
     rm = ResourceManagementClient(cred, s.sub, base_url=s.arm, credential_scopes=[s.arm_scope], connection_verify=s.ca)
     g = rm.resource_groups.create_or_update(names[-1], {"location": "francecentral", "tags": {"last": "write"}})
     assert g.name == names[-1]

@@ -30,7 +30,7 @@ def _name(prefix: str) -> str:
 @pytest.fixture(scope="module")
 def cred(ciel):
     return ClientSecretCredential(ciel.tenant, ciel.client_id, ciel.secret, authority=ciel.login,
-                                  disable_instance_discovery=True)
+                                  disable_instance_discovery=True, connection_verify=ciel.ca)
 
 
 def _rm(ciel, cred, subscription=None):
@@ -105,7 +105,7 @@ def test_adfs_authority(ciel):
     r = requests.get(f"{ciel.login}/adfs/.well-known/openid-configuration", verify=ciel.ca, timeout=30)
     assert r.status_code == 200, describe(r)
     assert r.json()["token_endpoint"].startswith(f"{ciel.login}/adfs/"), r.json()
-    cred = ClientSecretCredential("adfs", ciel.client_id, ciel.secret, authority=ciel.login)
+    cred = ClientSecretCredential("adfs", ciel.client_id, ciel.secret, authority=ciel.login, connection_verify=ciel.ca)
     at = cred.get_token(ciel.arm_scope)
     claims = ciel.verify_jwt(at.token, audience=ciel.arm)
     assert claims["tid"] == ciel.tenant and claims["appid"] == ciel.client_id, claims
@@ -218,7 +218,8 @@ def test_refresh_token_is_single_use(ciel, user):
 def test_username_password_credential(ciel, user):
     ciel.require_port_443("MSAL's username/password flow asks https://login.D/common/userrealm/ on port 443")
     cred = UsernamePasswordCredential(AZ_CLI_CLIENT_ID, user["userPrincipalName"], user["password"],
-                                      tenant_id=ciel.tenant, authority=ciel.login, disable_instance_discovery=True)
+                                      tenant_id=ciel.tenant, authority=ciel.login, disable_instance_discovery=True,
+                                      connection_verify=ciel.ca)
     at = cred.get_token(ciel.arm_scope)
     claims = ciel.verify_jwt(at.token, audience=ciel.arm)
     assert claims["oid"] == user["objectId"], claims
