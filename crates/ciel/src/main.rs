@@ -360,6 +360,20 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
         let ring = KeyRing::new(store.clone(), master.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         ring.ensure_active("system:startup").map_err(|e| anyhow::anyhow!("{e}"))?;
         let boot = platform::bootstrap(store.as_ref(), &cfg.domain)?;
+        // Keys rotated by `ciel keys rotate` (another process) are picked up within seconds.
+        let reloader = {
+            let ring = ring.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let r = ring.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reload()).await {
+                        tracing::error!(error = %e, "reloading the signing keys failed");
+                    }
+                }
+            })
+        };
         let tokens = TokenService::new(store.clone(), ring, endpoints.clone());
         let arm = Arc::new(ciel_arm::Arm {
             store: store.clone(),
@@ -414,6 +428,7 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
         let _ = stop_tx.send(true);
         let _ = server.await;
         checkpointer.abort();
+        reloader.abort();
         auditor
             .record(ciel_core::audit::AuditDraft {
                 actor: "system".into(),
