@@ -126,8 +126,10 @@ def world(ciel, tenant_b, role_ids):
     tmp = f"sec-op-{uuid.uuid4().hex[:8]}"
     ciel.create_group(tmp)
     r = ciel.arm_call("DELETE", f"/subscriptions/{ciel.sub}/resourcegroups/{tmp}", params={"api-version": RG_API})
-    assert r.status_code == 202 and r.headers.get("Location"), describe(r)
-    w.operation_url = r.headers["Location"]
+    assert r.status_code in (200, 202), describe(r)
+    # 202 + Location is checked by test_sdk.py::test_delete_long_running_operation_headers; without
+    # it only the operation-status route of the table is skipped.
+    w.operation_url = r.headers.get("Location") if r.status_code == 202 else None
     wait_until(lambda: ciel.get_group(tmp).status_code == 404, 30, what="the delete to finish")
 
     w.facts = {
@@ -141,6 +143,8 @@ def world(ciel, tenant_b, role_ids):
 
 def _call(ciel, w, route_id, token, attacker_oid=None, routes=ROUTES):
     _, method, path, body, kind = next(r for r in routes if r[0] == route_id)
+    if kind == "operation" and not w.operation_url:
+        pytest.skip("DELETE of a resource group gave no 202 + Location (see test_delete_long_running_operation_headers)")
     facts = dict(w.facts, attacker_oid=attacker_oid or str(uuid.uuid4()))
     r = ciel.request(method, _fmt(path, facts), token=token, json_body=_fmt(body, facts))
     return r, kind

@@ -5,9 +5,10 @@
 use crate::model::*;
 use crate::{MetadataStore, Result, StoreError};
 use ciel_core::audit::{chain_hash, AuditDraft, AuditRecord, GENESIS};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -84,11 +85,31 @@ CREATE TABLE audit_checkpoints (
   seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL);
 "#];
 
+/// The writer connection and the state of the batch being collected (group commit).
+struct Writer {
+    conn: Connection,
+    /// A transaction is open and collecting writes.
+    open: bool,
+    /// Number of the current (or last) batch.
+    batch: u64,
+    /// A write of the current batch failed in a way that aborts the transaction.
+    poisoned: bool,
+    /// Commit outcome of recent batches, for the writers waiting on them.
+    outcomes: std::collections::HashMap<u64, std::result::Result<(), String>>,
+}
+
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    committed: Condvar,
+    /// Writers about to take the writer lock; the batch leader waits for them to join.
+    arriving: AtomicUsize,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
 }
+
+/// Longest a batch leader waits for writers that are already on their way.
+const GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+const BATCH_MAX: usize = 256;
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
@@ -117,7 +138,13 @@ impl SqliteStore {
                 MIGRATIONS.len()
             )));
         }
-        Ok(Self { writer: Mutex::new(w), readers: Mutex::new(Vec::new()), path: path.to_path_buf() })
+        Ok(Self {
+            writer: Mutex::new(Writer { conn: w, open: false, batch: 0, poisoned: false, outcomes: Default::default() }),
+            committed: Condvar::new(),
+            arriving: AtomicUsize::new(0),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_path_buf(),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -138,12 +165,77 @@ impl SqliteStore {
         out
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let mut w = self.writer.lock().map_err(|_| StoreError::Task("writer poisoned".into()))?;
-        let tx = w.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Runs `f` as one atomic write, durable when this returns Ok.
+    ///
+    /// Group commit: concurrent writers share one transaction and one fsync. The first writer of
+    /// a batch (the leader) opens the transaction; each writer runs inside its own savepoint, so a
+    /// failing write is undone alone; the leader lets writers already on their way join (at most
+    /// `GATHER_MAX`), commits, and wakes them all with the outcome. A lone writer commits at once.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let poisoned = || StoreError::Task("the store writer lock is poisoned".into());
+        self.arriving.fetch_add(1, Ordering::SeqCst);
+        let locked = self.writer.lock();
+        self.arriving.fetch_sub(1, Ordering::SeqCst);
+        let mut w = locked.map_err(|_| poisoned())?;
+        let leader = !w.open;
+        if leader {
+            w.conn.execute_batch("BEGIN IMMEDIATE")?;
+            w.open = true;
+            w.poisoned = false;
+            w.batch += 1;
+        }
+        let batch = w.batch;
+        let out = match w.conn.execute_batch("SAVEPOINT w") {
+            Ok(()) => {
+                let out = f(&w.conn);
+                let end = if out.is_ok() { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+                if w.conn.execute_batch(end).is_err() {
+                    w.poisoned = true;
+                }
+                out
+            }
+            Err(e) => {
+                w.poisoned = true;
+                Err(e.into())
+            }
+        };
+        if leader {
+            let start = std::time::Instant::now();
+            let mut joined = 1;
+            while self.arriving.load(Ordering::SeqCst) > 0 && start.elapsed() < GATHER_MAX && joined < BATCH_MAX {
+                drop(w);
+                std::thread::yield_now();
+                w = self.writer.lock().map_err(|_| poisoned())?;
+                joined += 1;
+            }
+            let outcome = if w.poisoned {
+                let _ = w.conn.execute_batch("ROLLBACK");
+                Err("the batch was rolled back after a failed write".to_string())
+            } else {
+                match w.conn.execute_batch("COMMIT") {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let _ = w.conn.execute_batch("ROLLBACK");
+                        Err(e.to_string())
+                    }
+                }
+            };
+            w.open = false;
+            w.outcomes.retain(|b, _| *b + 1024 > batch);
+            w.outcomes.insert(batch, outcome);
+            self.committed.notify_all();
+        }
+        loop {
+            if let Some(o) = w.outcomes.get(&batch) {
+                let o = o.clone();
+                return match (out, o) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(msg)) => Err(StoreError::Task(format!("commit failed: {msg}"))),
+                };
+            }
+            w = self.committed.wait(w).map_err(|_| poisoned())?;
+        }
     }
 }
 
@@ -169,7 +261,7 @@ fn json_col(s: String) -> rusqlite::Result<serde_json::Value> {
 }
 
 /// Appends audit entries inside `tx`, chained to the current head.
-fn append_in(tx: &Transaction, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>> {
+fn append_in(tx: &Connection, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>> {
     let head: Option<(i64, String)> =
         tx.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
@@ -787,6 +879,39 @@ mod tests {
             assert_eq!(chain_hash(r), r.hash);
         }
         assert_eq!(s.list_tenants().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_keep_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(SqliteStore::open(&dir.path().join("m.db")).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        // Every fourth write fails (duplicate tenant) and must be undone alone.
+                        let id = if i % 4 == 0 { "dup".to_string() } else { format!("t{t}-{i}") };
+                        let tenant = Tenant { id, display_name: "T".into(), default_domain: "d".into(), created: 1 };
+                        let _ = s.create_tenant(&tenant, &draft("create"));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let tenants = s.list_tenants().unwrap();
+        assert_eq!(tenants.len(), 16 * 30 + 1);
+        let all = s.read_audit(0, 10_000).unwrap();
+        assert_eq!(all.len(), tenants.len(), "one audit entry per stored change, none for refused ones");
+        let mut prev = GENESIS.to_string();
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.seq, i as i64 + 1);
+            assert_eq!(r.prev_hash, prev);
+            assert_eq!(chain_hash(r), r.hash);
+            prev = r.hash.clone();
+        }
     }
 
     #[test]

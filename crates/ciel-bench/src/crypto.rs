@@ -1,0 +1,151 @@
+//! The crypto bound: RS256 (RSA-2048, PKCS#1 v1.5, SHA-256) signing and verification rates,
+//! with ring directly and through `jsonwebtoken` as Ciel's key ring uses it.
+
+use anyhow::{anyhow, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use ciel_identity::token::AccessClaims;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub struct Row {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub threads: usize,
+    pub ops: u64,
+    pub rate: f64,
+}
+
+pub struct CryptoResults {
+    pub rows: Vec<Row>,
+}
+
+impl CryptoResults {
+    /// The highest rate among rows with this key (any thread count).
+    pub fn best(&self, key: &str) -> f64 {
+        self.rows.iter().filter(|r| r.key == key).map(|r| r.rate).fold(0.0, f64::max)
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        json!(self
+            .rows
+            .iter()
+            .map(|r| json!({"key": r.key, "label": r.label, "threads": r.threads, "ops": r.ops, "ops_per_s": (r.rate * 10.0).round() / 10.0}))
+            .collect::<Vec<_>>())
+    }
+}
+
+/// An access token's claims as Ciel issues them to a service principal for Resource Manager.
+pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> AccessClaims {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let oid = uuid::Uuid::new_v4().to_string();
+    AccessClaims {
+        aud: aud.to_string(),
+        iss: iss.to_string(),
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        tid: tenant.to_string(),
+        oid: oid.clone(),
+        sub: oid,
+        appid: client_id.to_string(),
+        azp: client_id.to_string(),
+        idtyp: "app".into(),
+        ver: "2.0".into(),
+        uti: B64URL.encode(uuid::Uuid::new_v4().as_bytes()),
+        upn: None,
+        unique_name: None,
+        name: Some("ciel-admin".into()),
+        scp: None,
+    }
+}
+
+/// Runs `f` on `threads` threads for `secs` seconds (after a short warm-up); returns (ops, ops/s).
+fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result<(u64, f64)> {
+    for _ in 0..20 {
+        f()?;
+    }
+    let dur = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let results: Vec<Result<(u64, Instant)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let deadline = Instant::now() + dur;
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        f()?;
+                        n += 1;
+                    }
+                    Ok((n, Instant::now()))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("benchmark thread panicked")))).collect()
+    });
+    let mut total = 0;
+    let mut end = start;
+    for r in results {
+        let (n, e) = r?;
+        total += n;
+        end = end.max(e);
+    }
+    Ok((total, total as f64 / (end - start).as_secs_f64()))
+}
+
+pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResults> {
+    eprintln!("ciel-bench: generating an RSA-2048 key");
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| anyhow!("{e}"))?;
+    let der = key.to_pkcs1_der().map_err(|e| anyhow!("{e}"))?.as_bytes().to_vec();
+    let n_b64 = B64URL.encode(key.n().to_bytes_be());
+    let e_b64 = B64URL.encode(key.e().to_bytes_be());
+    let pair = RsaKeyPair::from_der(&der).map_err(|e| anyhow!("ring rejected the key: {e}"))?;
+    let rng = ring::rand::SystemRandom::new();
+
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("bench-kid".into());
+    header.typ = Some("JWT".into());
+    let enc = EncodingKey::from_rsa_der(&der);
+    let token = jsonwebtoken::encode(&header, claims, &enc)?;
+    // The bytes a JWT signature covers: base64url(header) "." base64url(claims).
+    let signing_input = token.rsplit_once('.').map(|(a, _)| a.as_bytes().to_vec()).unwrap_or_default();
+
+    let mut rows = Vec::new();
+    let threads = [1usize, 2];
+
+    for t in threads {
+        eprintln!("ciel-bench: ring RsaKeyPair::sign, {t} thread(s), {secs} s");
+        let (ops, r) = rate(t, secs, || {
+            let mut sig = vec![0u8; pair.public().modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
+        })?;
+        rows.push(Row { key: "ring_sign", label: "ring `RsaKeyPair::sign` (key parsed once)", threads: t, ops, rate: r });
+    }
+    eprintln!("ciel-bench: ring RsaKeyPair::from_der + sign, 1 thread, {secs} s");
+    let (ops, r) = rate(1, secs, || {
+        let p = RsaKeyPair::from_der(&der).map_err(|_| anyhow!("from_der failed"))?;
+        let mut sig = vec![0u8; p.public().modulus_len()];
+        p.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
+    })?;
+    rows.push(Row { key: "ring_parse_sign", label: "ring `from_der` + `sign` (key parsed every time)", threads: 1, ops, rate: r });
+    for t in threads {
+        eprintln!("ciel-bench: jsonwebtoken::encode, {t} thread(s), {secs} s");
+        let (ops, r) = rate(t, secs, || jsonwebtoken::encode(&header, claims, &enc).map(|_| ()).map_err(Into::into))?;
+        rows.push(Row { key: "jwt_encode", label: "`jsonwebtoken::encode` (Ciel's path)", threads: t, ops, rate: r });
+    }
+
+    let dec = DecodingKey::from_rsa_components(&n_b64, &e_b64)?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.leeway = 300;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
+    v.set_audience(&[aud.trim_end_matches('/').to_string(), aud.to_string()]);
+    jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v)?;
+    eprintln!("ciel-bench: jsonwebtoken::decode (verify), 1 thread, {secs} s");
+    let (ops, r) = rate(1, secs, || jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v).map(|_| ()).map_err(Into::into))?;
+    rows.push(Row { key: "jwt_verify", label: "`jsonwebtoken::decode` verify (public n, e)", threads: 1, ops, rate: r });
+    Ok(CryptoResults { rows })
+}
