@@ -305,13 +305,11 @@ impl Arm {
             [] if m == Method::GET => subscriptions::get(ctx, &subscription).await,
             ["locations"] if m == Method::GET => subscriptions::list_locations(ctx, &subscription).await,
             ["resources"] if m == Method::GET => resources::list(ctx, &ResourceId::subscription(sub)).await,
-            ["operationresults", id] | ["operationResults", id] if m == Method::GET => operations::get_result(ctx, sub, id).await,
             ["providers"] if m == Method::GET => subscriptions::list_providers(ctx, Some(sub)).await,
             ["providers", ns] if m == Method::GET => subscriptions::get_provider(ctx, Some(sub), ns).await,
             ["providers", ns, "register"] if m == Method::POST => subscriptions::register_provider(ctx, sub, ns).await,
-            ["resourcegroups"] | ["resourceGroups"] | ["resourceGroups" | "resourcegroups" | "ResourceGroups"] if m == Method::GET => {
-                resource_groups::list(ctx, sub).await
-            }
+            [kw] if eq(kw, "resourcegroups") && m == Method::GET => resource_groups::list(ctx, sub).await,
+            ["operationresults" | "operationResults", id] if m == Method::GET => operations::get_result(ctx, sub, id).await,
             [rg_kw, rg, tail @ ..] if eq(rg_kw, "resourcegroups") => {
                 if !ciel_core::names::valid_resource_group_name(rg) {
                     return Err(ApiError::bad_request(
