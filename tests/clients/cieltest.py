@@ -532,13 +532,17 @@ class ServerPool:
 # Azure CLI
 # ---------------------------------------------------------------------------------------------
 
+def _mask(args) -> list[str]:
+    return ["***" if i and args[i - 1] in ("-p", "--password") else a for i, a in enumerate(args)]
+
+
 class AzError(AssertionError):
     def __init__(self, args, rc, stdout, stderr):
         self.args_ = args
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
-        super().__init__(f"`az {shlex.join(args)}` exited {rc}\nstdout: {stdout}\nstderr: {stderr}")
+        super().__init__(f"`az {shlex.join(_mask(args))}` exited {rc}\nstdout: {stdout}\nstderr: {stderr}")
 
 
 class AzCli:
@@ -570,8 +574,9 @@ class AzCli:
         cmd = az_command() + list(args) + ["--output", "json"]
         t0 = time.monotonic()
         p = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout, stdin=subprocess.DEVNULL)
+        shown = _mask(args)
         with open(self.config_dir / "az-commands.log", "a") as f:
-            f.write(f"$ az {shlex.join(args)}  ({time.monotonic() - t0:.1f}s, rc={p.returncode})\n{p.stdout}\n{p.stderr}\n")
+            f.write(f"$ az {shlex.join(shown)}  ({time.monotonic() - t0:.1f}s, rc={p.returncode})\n{p.stdout}\n{p.stderr}\n")
         return p
 
     def __call__(self, *args: str, timeout: float = 180) -> Any:
@@ -588,7 +593,7 @@ class AzCli:
 
     def fails(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         p = self.run(*args, timeout=timeout)
-        assert p.returncode != 0, f"`az {shlex.join(args)}` unexpectedly succeeded\nstdout: {p.stdout}\nstderr: {p.stderr}"
+        assert p.returncode != 0, f"`az {shlex.join(_mask(args))}` unexpectedly succeeded\nstdout: {p.stdout}\nstderr: {p.stderr}"
         return p
 
     def register_cloud(self, name: str = "Ciel"):

@@ -127,9 +127,10 @@ def world(ciel, tenant_b, role_ids):
     ciel.create_group(tmp)
     r = ciel.arm_call("DELETE", f"/subscriptions/{ciel.sub}/resourcegroups/{tmp}", params={"api-version": RG_API})
     assert r.status_code in (200, 202), describe(r)
-    # 202 + Location is checked by test_sdk.py::test_delete_long_running_operation_headers; without
-    # it only the operation-status route of the table is skipped.
-    w.operation_url = r.headers.get("Location") if r.status_code == 202 else None
+    # Quick deletes finish synchronously (200); then the status route is probed with an operation
+    # id of tenant A's subscription, which must still refuse the anonymous and the foreign caller.
+    w.operation_url = (r.headers.get("Location") if r.status_code == 202 else
+                       f"{ciel.arm}subscriptions/{ciel.sub}/operationresults/{uuid.uuid4()}?api-version={RG_API}")
     wait_until(lambda: ciel.get_group(tmp).status_code == 404, 30, what="the delete to finish")
 
     w.facts = {
@@ -143,8 +144,6 @@ def world(ciel, tenant_b, role_ids):
 
 def _call(ciel, w, route_id, token, attacker_oid=None, routes=ROUTES):
     _, method, path, body, kind = next(r for r in routes if r[0] == route_id)
-    if kind == "operation" and not w.operation_url:
-        pytest.skip("DELETE of a resource group gave no 202 + Location (see test_delete_long_running_operation_headers)")
     facts = dict(w.facts, attacker_oid=attacker_oid or str(uuid.uuid4()))
     r = ciel.request(method, _fmt(path, facts), token=token, json_body=_fmt(body, facts))
     return r, kind
@@ -204,6 +203,27 @@ def test_other_tenant_sees_nothing(ciel, world, tenant_b, route_id):
         expect_arm_error(r, (403, 404))
         world.denied_request_ids.append(r.headers["x-ms-request-id"])
     _no_leak(r, ciel, world)
+
+
+def test_role_for_a_foreign_principal_grants_nothing(ciel, world, tenant_b, role_ids):
+    """Tenant A's Owner names tenant B's principal in a role assignment. Azure refuses it
+    (PrincipalNotFound: the principal is not in A's directory); whatever Ciel answers, B's token
+    must still see nothing of A."""
+    name = str(uuid.uuid4())
+    path = f"/subscriptions/{ciel.sub}/providers/Microsoft.Authorization/roleAssignments/{name}"
+    put = ciel.arm_call("PUT", path, params={"api-version": AUTHZ_API}, json_body={"properties": {
+        "roleDefinitionId": role_ids["Reader"], "principalId": world.b_oid, "principalType": "ServicePrincipal"}})
+    try:
+        for route_id in ("get-subscription", "list-groups", "get-group"):
+            r, _ = _call(ciel, world, route_id, token=world.b_token)
+            expect_arm_error(r, (403, 404))
+            _no_leak(r, ciel, world)
+        r = ciel.request("GET", f"/subscriptions?api-version={SUB_API}", token=world.b_token)
+        assert ciel.sub not in r.text, f"tenant B lists tenant A's subscription\n{describe(r)}"
+    finally:
+        if put.status_code in (200, 201):
+            ciel.arm_call("DELETE", path, params={"api-version": AUTHZ_API})
+    expect_arm_error(put, (400, 404))
 
 
 def test_other_tenant_sp_cannot_get_token_from_this_tenant(ciel, tenant_b):

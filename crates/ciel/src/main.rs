@@ -340,7 +340,8 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
     if json_logs {
         tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
     }
     d.create()?;
     let store: ciel_store::Store = Arc::new(ciel_store::sqlite::SqliteStore::open(&d.db()).context("opening the metadata store")?);

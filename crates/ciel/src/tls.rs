@@ -6,9 +6,13 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use std::path::Path;
 use std::sync::Arc;
 
-fn ca_params() -> Result<CertificateParams> {
+/// The CA's name carries a fingerprint of its key, so that the CAs of two deployments never share
+/// a name (OpenSSL picks an issuer by name: two "Ciel" CAs in one bundle would shadow each other).
+fn ca_params(key: &KeyPair) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name.push(DnType::CommonName, "Ciel private root CA");
+    let fp = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+    let id: String = fp.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    p.distinguished_name.push(DnType::CommonName, format!("Ciel private root CA {id}"));
     p.distinguished_name.push(DnType::OrganizationName, "Ciel");
     p.distinguished_name.push(DnType::CountryName, "FR");
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -46,7 +50,7 @@ pub fn ensure(dir: &Path, domain: &str) -> Result<()> {
     };
     // The CA certificate is re-derived from its key and fixed parameters, so a server
     // certificate can be re-issued under the same trust anchor.
-    let ca = ca_params()?.self_signed(&ca_key)?;
+    let ca = ca_params(&ca_key)?.self_signed(&ca_key)?;
     if !ca_pem_path.exists() {
         std::fs::write(&ca_pem_path, ca.pem())?;
     }
@@ -58,6 +62,7 @@ pub fn ensure(dir: &Path, domain: &str) -> Result<()> {
     p.distinguished_name.push(DnType::CommonName, format!("management.{domain}"));
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.use_authority_key_identifier_extension = true;
     let now = rcgen::date_time_ymd(2025, 1, 1);
     p.not_before = now;
     p.not_after = rcgen::date_time_ymd(2034, 12, 31);
