@@ -35,7 +35,7 @@ fn quoted_after<'a>(f: &'a str, prefix: &str) -> Option<String> {
     Some(rest.trim().trim_matches('\'').replace("''", "'"))
 }
 
-pub async fn handle(app: &App, req: Request<Body>, _rid: &str) -> Response {
+pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
     let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -44,11 +44,34 @@ pub async fn handle(app: &App, req: Request<Body>, _rid: &str) -> Response {
         .map(str::to_string);
     let caller = match token.map(|t| app.tokens.verify(&t, Service::Graph)) {
         Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            let a = e.to_arm();
-            return graph_error(a.status, "InvalidAuthenticationToken", &a.message);
+        other => {
+            // Every refused authentication is on the audit record, as for ARM.
+            let reason = match &other {
+                Some(Err(ciel_identity::IdentityError::TokenRejected(r))) => r.to_string(),
+                _ => "Missing".to_string(),
+            };
+            let draft = ciel_core::audit::AuditDraft {
+                actor: "anonymous".into(),
+                action: "graph/authenticate".into(),
+                target: format!("{} {}", req.method(), ciel_arm::clip(req.uri().path())),
+                outcome: "denied".into(),
+                details: json!({ "reason": reason }),
+                request_id: Some(rid.to_string()),
+                client_ip: peer,
+                ..Default::default()
+            };
+            if let Err(e) = app.arm.auditor.record(draft).await {
+                tracing::error!(error = %e, "could not audit a refused Graph call");
+                return graph_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "The request could not be recorded.");
+            }
+            return match other {
+                Some(Err(e)) => {
+                    let a = e.to_arm();
+                    graph_error(a.status, "InvalidAuthenticationToken", &a.message)
+                }
+                _ => graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty."),
+            };
         }
-        None => return graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty."),
     };
     let (parts, body) = req.into_parts();
     let segs: Vec<String> = parts.uri.path().split('/').filter(|s| !s.is_empty()).map(|s| {

@@ -145,7 +145,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
         Service::Ops => ops(&app, &path).await,
         Service::Login => login::handle(&app, req, &rid, peer.clone()).await,
         Service::Arm => arm(&app, req, &rid, peer.clone()).await,
-        Service::Graph => graph::handle(&app, req, &rid).await,
+        Service::Graph => graph::handle(&app, req, &rid, peer.clone()).await,
         Service::Blob => storage_not_available(),
         Service::Vault => arm_error(&ApiError::feature_not_supported("Key Vault")),
         Service::Unknown => arm_error(&ApiError::not_found(
