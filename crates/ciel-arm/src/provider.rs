@@ -29,6 +29,30 @@ pub struct ProviderRequest {
     pub body: Option<Value>,
     pub caller: Caller,
     pub request_id: String,
+    pub client_ip: Option<String>,
+}
+
+impl ProviderRequest {
+    /// An audit draft for this request, to store with the change it records.
+    pub fn draft(&self, action: &str, target: &str, details: Value) -> ciel_core::audit::AuditDraft {
+        ciel_core::audit::AuditDraft {
+            tenant_id: Some(self.caller.tenant_id.clone()),
+            actor: self.caller.display(),
+            action: action.to_string(),
+            target: target.to_string(),
+            outcome: "success".into(),
+            details,
+            request_id: Some(self.request_id.clone()),
+            client_ip: self.client_ip.clone(),
+        }
+    }
+
+    /// The JSON body, or `InvalidRequestContent`.
+    pub fn json(&self) -> Result<&Value, ciel_core::ApiError> {
+        self.body
+            .as_ref()
+            .ok_or_else(|| ciel_core::ApiError::bad_request("InvalidRequestContent", "The request content was invalid: the body is empty."))
+    }
 }
 
 pub enum ProviderResponse {

@@ -47,7 +47,9 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
     id.segments = rest[..pairs * 2].chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
     if rest.len() % 2 == 1 {
         let last = rest[rest.len() - 1].to_string();
-        if m == Method::POST && !id.segments.is_empty() {
+        if m == Method::POST {
+            // `POST .../storageAccounts/a/listKeys`, or a scope-level action such as
+            // `POST /subscriptions/S/providers/Microsoft.Storage/checkNameAvailability`.
             action = Some(last);
         } else {
             collection_type = Some(last);
@@ -56,6 +58,9 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
     let mut type_path: Vec<String> = id.segments.iter().map(|(t, _)| t.clone()).collect();
     if let Some(c) = &collection_type {
         type_path.push(c.clone());
+    }
+    if let (Some(a), true) = (&action, id.segments.is_empty()) {
+        type_path.push(a.clone());
     }
     let type_path = type_path.join("/");
     let info = p.resource_types().into_iter().find(|t| t.resource_type.eq_ignore_ascii_case(&type_path)).ok_or_else(|| {
@@ -68,12 +73,13 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
     let v = api_version::check(ctx.req.api_version(), &versions, &format!("{}/{}", p.namespace(), type_path))?.to_string();
     let full_type = format!("{}/{}", p.namespace(), type_path);
     let rbac_action = match (&m, &action) {
+        (_, Some(_)) if id.segments.is_empty() => format!("{full_type}/action"),
         (_, Some(a)) => format!("{full_type}/{a}/action"),
         (&Method::GET, _) | (&Method::HEAD, _) => format!("{full_type}/read"),
         (&Method::DELETE, _) => format!("{full_type}/delete"),
         _ => format!("{full_type}/write"),
     };
-    let target = if collection_type.is_some() && id.segments.is_empty() { scope.clone() } else { id.clone() };
+    let target = if id.segments.is_empty() { scope.clone() } else { id.clone() };
     ctx.authorize(&target, &rbac_action).await?;
     let body = if ctx.req.body.is_empty() { None } else { Some(ctx.req.json()?) };
     if info.located && m == Method::PUT {
@@ -97,6 +103,7 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
             body,
             caller: ctx.caller.clone(),
             request_id: ctx.req.request_id.clone(),
+            client_ip: ctx.req.client_ip.clone(),
         })
         .await?;
     Ok(match resp {

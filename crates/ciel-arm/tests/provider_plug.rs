@@ -50,6 +50,7 @@ impl ResourceProvider for Widgets {
                     body: json!({"id": req.id.to_string(), "location": body["location"], "tags": {}}),
                     created: 0,
                     changed: 0,
+                    sealed: None,
                 };
                 let out = r.body.clone();
                 let d = AuditDraft { actor: req.caller.display(), action: "Ciel.Test/widgets/write".into(), target: r.id.clone(), outcome: "success".into(), ..Default::default() };

@@ -65,6 +65,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn delete_resource(&self, id_key: &str, audit: &AuditDraft) -> Result<()>;
     /// Resources whose id lies below `scope_key` (a subscription or resource group key), optionally of one type.
     fn list_resources(&self, scope_key: &str, rtype: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<Resource>>;
+    /// Every resource of a type with a name, across all tenants (for names unique in the cloud,
+    /// such as storage accounts, whose names are DNS labels).
+    fn find_resources_by_name(&self, rtype: &str, name: &str) -> Result<Vec<Resource>>;
 
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;

@@ -98,6 +98,10 @@ pub struct Resource {
     pub body: serde_json::Value,
     pub created: i64,
     pub changed: i64,
+    /// The provider's secret material (account keys, data keys), sealed by the provider under the
+    /// master key; never part of the ARM body. `None` on an update keeps what is stored.
+    #[serde(default, skip_serializing)]
+    pub sealed: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

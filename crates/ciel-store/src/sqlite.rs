@@ -83,6 +83,9 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_tenant ON audit_log(tenant_id, seq);
 CREATE TABLE audit_checkpoints (
   seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL);
+"#, r#"
+ALTER TABLE resources ADD COLUMN sealed BLOB;
+CREATE INDEX resources_type_name ON resources(rtype, name);
 "#];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -117,6 +120,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows are overwritten, so that destroyed keys do not linger in free pages.
+    c.pragma_update(None, "secure_delete", "ON")?;
     Ok(c)
 }
 
@@ -339,9 +344,10 @@ fn resource_row(r: &Row) -> rusqlite::Result<Resource> {
         body: json_col(r.get(7)?)?,
         created: r.get(8)?,
         changed: r.get(9)?,
+        sealed: r.get(10)?,
     })
 }
-const RESOURCE_COLS: &str = "id, subscription_id, resource_group, rtype, name, location, tenant_id, body, created, changed";
+const RESOURCE_COLS: &str = "id, subscription_id, resource_group, rtype, name, location, tenant_id, body, created, changed, sealed";
 
 fn ra_row(r: &Row) -> rusqlite::Result<RoleAssignment> {
     Ok(RoleAssignment {
@@ -587,12 +593,13 @@ impl MetadataStore for SqliteStore {
             let existed = tx.query_row("SELECT 1 FROM resources WHERE id_key = ?1", [&key], |_| Ok(())).optional()?.is_some();
             tx.execute(
                 &format!(
-                    "INSERT INTO resources (id_key, {RESOURCE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
-                     ON CONFLICT(id_key) DO UPDATE SET location = excluded.location, body = excluded.body, changed = excluded.changed"
+                    "INSERT INTO resources (id_key, {RESOURCE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)
+                     ON CONFLICT(id_key) DO UPDATE SET location = excluded.location, body = excluded.body, changed = excluded.changed,
+                     sealed = COALESCE(excluded.sealed, resources.sealed)"
                 ),
                 params![
                     key, r.id, r.subscription_id, r.resource_group, r.rtype, r.name, r.location, r.tenant_id, r.body.to_string(),
-                    r.created, r.changed
+                    r.created, r.changed, r.sealed
                 ],
             )?;
             append_in(tx, std::slice::from_ref(audit))?;
@@ -627,6 +634,14 @@ impl MetadataStore for SqliteStore {
                  AND (?3 IS NULL OR id_key > ?3) ORDER BY id_key LIMIT ?4"
             ))?;
             let rows = s.query_map(params![like, rtype, after.map(|a| a.to_ascii_lowercase()), limit as i64], resource_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn find_resources_by_name(&self, rtype: &str, name: &str) -> Result<Vec<Resource>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE rtype = ?1 AND lower(name) = lower(?2)"))?;
+            let rows = s.query_map(params![rtype, name], resource_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -960,6 +975,7 @@ mod tests {
                     body: serde_json::json!({}),
                     created: 1,
                     changed: 1,
+                    sealed: None,
                 },
                 &draft("x"),
             )

@@ -381,7 +381,7 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
             tokens: tokens.clone(),
             auditor: auditor.clone(),
             endpoints: endpoints.clone(),
-            providers: vec![],
+            providers: vec![ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone())],
         });
         let app = Arc::new(http::App {
             arm,
