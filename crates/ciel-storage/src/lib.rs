@@ -4,6 +4,7 @@
 //! `FeatureNotSupported` until then.
 
 pub mod account;
+pub mod blobstore;
 pub mod error;
 
 use ciel_arm::error::ArmResult;
