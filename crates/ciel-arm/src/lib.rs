@@ -5,6 +5,7 @@
 //! not exist for the caller) → authorize with RBAC (inherited from subscription to resource) →
 //! residency → handler → store (with its audit entry, in one transaction) → Azure-shaped response.
 
+pub mod activity_log;
 pub mod api_version;
 pub mod error;
 pub mod metadata;
@@ -334,6 +335,9 @@ impl Arm {
                     }
                     _ => Err(unknown_path(ctx)),
                 }
+            }
+            ["providers", ns, a, b, c] if eq(ns, "Microsoft.Insights") && eq(a, "eventtypes") && eq(b, "management") && eq(c, "values") && m == Method::GET => {
+                activity_log::list(ctx, sub).await
             }
             ["providers", ns, more @ ..] => self.route_provider(ctx, ResourceId::subscription(sub), ns, more).await,
             _ => Err(unknown_path(ctx)),

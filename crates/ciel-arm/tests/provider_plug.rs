@@ -15,7 +15,7 @@ use ciel_identity::keys::KeyRing;
 use ciel_identity::token::{TokenRequest, TokenService};
 use ciel_identity::{directory, rbac};
 use ciel_store::sqlite::SqliteStore;
-use ciel_store::{MetadataStore, Resource, RoleAssignment, Store, Subscription};
+use ciel_store::{Resource, RoleAssignment, Store, Subscription};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -99,6 +99,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Entries with `seq > after`, in order, at most `limit`.
     fn read_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
     fn audit_head(&self) -> Result<Option<(i64, String)>>;
+    /// A tenant's entries, newest first: `from <= ts <= to` (RFC 3339 strings as stored), target
+    /// under `target_prefix` (case-insensitive), `seq < before`, at most `limit`.
+    fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>>;
     fn put_checkpoint(&self, c: &Checkpoint) -> Result<()>;
     fn list_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 

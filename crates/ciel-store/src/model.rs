@@ -175,3 +175,15 @@ pub struct Checkpoint {
     /// Ed25519 signature over `ciel_core::audit::checkpoint_message`, hex.
     pub signature: String,
 }
+
+/// A query of one tenant's audit entries (the activity log).
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub tenant_id: String,
+    pub from: String,
+    pub to: String,
+    /// Lower-cased id prefix the target must start with (a subscription, group or resource).
+    pub target_prefix: String,
+    pub before_seq: i64,
+    pub limit: usize,
+}

@@ -833,6 +833,21 @@ impl MetadataStore for SqliteStore {
             Ok(c.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
         })
     }
+    fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.read(|c| {
+            let prefix = q.target_prefix.to_ascii_lowercase();
+            let prefix = prefix.trim_end_matches('/').to_string();
+            let like = format!("{}/%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let mut s = c.prepare_cached(
+                "SELECT seq, ts, tenant_id, actor, action, target, outcome, details, request_id, client_ip, prev_hash, hash
+                 FROM audit_log WHERE tenant_id = ?1 AND seq < ?2 AND ts >= ?3 AND ts <= ?4
+                 AND (lower(target) = ?5 OR lower(target) LIKE ?6 ESCAPE '\\')
+                 ORDER BY seq DESC LIMIT ?7",
+            )?;
+            let rows = s.query_map(params![q.tenant_id, q.before_seq, q.from, q.to, prefix, like, q.limit as i64], audit_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
     fn put_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         self.write(|tx| {
             tx.execute(
