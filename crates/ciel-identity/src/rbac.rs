@@ -11,12 +11,18 @@ pub struct BuiltinRole {
     pub description: &'static str,
     pub actions: &'static [&'static str],
     pub not_actions: &'static [&'static str],
+    /// Data-plane permissions (blob contents, later secrets and keys). Control-plane `*` does not
+    /// grant them: an Owner manages an account but does not read its data, as in Azure.
+    pub data_actions: &'static [&'static str],
 }
 
 pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 pub const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
 pub const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+pub const STORAGE_BLOB_DATA_OWNER: &str = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b";
+pub const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
+pub const STORAGE_BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
 
 /// The built-in roles, with Azure's GUIDs so that scripts and templates naming them work.
 pub const BUILTIN_ROLES: &[BuiltinRole] = &[
@@ -26,6 +32,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
         actions: &["*"],
         not_actions: &[],
+        data_actions: &[],
     },
     BuiltinRole {
         guid: CONTRIBUTOR,
@@ -37,6 +44,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
             "Microsoft.Authorization/*/Write",
             "Microsoft.Authorization/elevateAccess/Action",
         ],
+        data_actions: &[],
     },
     BuiltinRole {
         guid: READER,
@@ -44,6 +52,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         description: "View all resources, but does not allow you to make any changes.",
         actions: &["*/read"],
         not_actions: &[],
+        data_actions: &[],
     },
     BuiltinRole {
         guid: USER_ACCESS_ADMINISTRATOR,
@@ -51,6 +60,48 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         description: "Lets you manage user access to Azure resources.",
         actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
         not_actions: &[],
+        data_actions: &[],
+    },
+    BuiltinRole {
+        guid: STORAGE_BLOB_DATA_OWNER,
+        name: "Storage Blob Data Owner",
+        description: "Provides full access to Azure Storage blob containers and data, including assigning POSIX access control.",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/*",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        not_actions: &[],
+        data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*"],
+    },
+    BuiltinRole {
+        guid: STORAGE_BLOB_DATA_CONTRIBUTOR,
+        name: "Storage Blob Data Contributor",
+        description: "Read, write, and delete Azure Storage containers and blobs.",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
+        ],
+    },
+    BuiltinRole {
+        guid: STORAGE_BLOB_DATA_READER,
+        name: "Storage Blob Data Reader",
+        description: "Read and list Azure Storage containers and blobs.",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        not_actions: &[],
+        data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
     },
 ];
 
@@ -96,11 +147,17 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
 pub struct Permissions {
     pub actions: Vec<String>,
     pub not_actions: Vec<String>,
+    pub data_actions: Vec<String>,
+    pub not_data_actions: Vec<String>,
 }
 
 impl Permissions {
     pub fn allows(&self, action: &str) -> bool {
         self.actions.iter().any(|p| action_matches(p, action)) && !self.not_actions.iter().any(|p| action_matches(p, action))
+    }
+    pub fn allows_data(&self, action: &str) -> bool {
+        self.data_actions.iter().any(|p| action_matches(p, action))
+            && !self.not_data_actions.iter().any(|p| action_matches(p, action))
     }
 }
 
@@ -113,18 +170,21 @@ pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permis
         return Some(Permissions {
             actions: b.actions.iter().map(|s| s.to_string()).collect(),
             not_actions: b.not_actions.iter().map(|s| s.to_string()).collect(),
+            data_actions: b.data_actions.iter().map(|s| s.to_string()).collect(),
+            not_data_actions: vec![],
         });
     }
     let c = custom.iter().find(|c| role_guid(&c.id) == guid.to_ascii_lowercase())?;
     let perms = c.body["properties"]["permissions"].as_array()?;
-    let mut p = Permissions { actions: vec![], not_actions: vec![] };
+    let mut p = Permissions { actions: vec![], not_actions: vec![], data_actions: vec![], not_data_actions: vec![] };
+    let strings = |perm: &serde_json::Value, k: &str| -> Vec<String> {
+        perm[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
     for perm in perms {
-        for a in perm["actions"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
-            p.actions.push(a.to_string());
-        }
-        for a in perm["notActions"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
-            p.not_actions.push(a.to_string());
-        }
+        p.actions.extend(strings(perm, "actions"));
+        p.not_actions.extend(strings(perm, "notActions"));
+        p.data_actions.extend(strings(perm, "dataActions"));
+        p.not_data_actions.extend(strings(perm, "notDataActions"));
     }
     Some(p)
 }
@@ -135,6 +195,15 @@ pub fn is_allowed(assignments: &[RoleAssignment], custom: &[RoleDefinitionRec], 
         let Some(scope) = ResourceId::parse(&a.scope) else { return false };
         target.is_within(&scope)
             && permissions_of(&role_guid(&a.role_definition_id), custom).map(|p| p.allows(action)).unwrap_or(false)
+    })
+}
+
+/// The same for a data action (blob contents): only `dataActions` grant it.
+pub fn is_data_allowed(assignments: &[RoleAssignment], custom: &[RoleDefinitionRec], target: &ResourceId, action: &str) -> bool {
+    assignments.iter().any(|a| {
+        let Some(scope) = ResourceId::parse(&a.scope) else { return false };
+        target.is_within(&scope)
+            && permissions_of(&role_guid(&a.role_definition_id), custom).map(|p| p.allows_data(action)).unwrap_or(false)
     })
 }
 
@@ -149,7 +218,7 @@ pub fn builtin_definition_json(scope: &str, r: &BuiltinRole) -> serde_json::Valu
             "type": "BuiltInRole",
             "description": r.description,
             "assignableScopes": ["/"],
-            "permissions": [{"actions": r.actions, "notActions": r.not_actions, "dataActions": [], "notDataActions": []}],
+            "permissions": [{"actions": r.actions, "notActions": r.not_actions, "dataActions": r.data_actions, "notDataActions": []}],
             "createdOn": "2015-02-02T21:55:09.8806423Z",
             "updatedOn": "2024-01-01T00:00:00.0000000Z",
             "createdBy": null,
@@ -222,6 +291,11 @@ mod tests {
         assert!(!is_allowed(&contrib, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
         let owner = vec![ra("/subscriptions/s", OWNER)];
         assert!(is_allowed(&owner, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        let blob = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+        assert!(!is_data_allowed(&owner, &[], &rg, blob), "Owner manages, it does not read data");
+        let data_reader = vec![ra("/subscriptions/S/resourceGroups/rg", STORAGE_BLOB_DATA_READER)];
+        assert!(is_data_allowed(&data_reader, &[], &rg, blob));
+        assert!(!is_data_allowed(&data_reader, &[], &rg, "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write"));
         let uaa = vec![ra("/subscriptions/S", USER_ACCESS_ADMINISTRATOR)];
         assert!(is_allowed(&uaa, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
         assert!(!is_allowed(&uaa, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));

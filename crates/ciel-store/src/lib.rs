@@ -69,6 +69,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// such as storage accounts, whose names are DNS labels).
     fn find_resources_by_name(&self, rtype: &str, name: &str) -> Result<Vec<Resource>>;
 
+    // --- Blob data (containers and committed blobs; the bytes live in the byte store)
+    fn put_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()>;
+    fn get_container(&self, account: &str, name: &str) -> Result<BlobContainer>;
+    /// Deletes the container and its blobs; returns the object ids to remove from the byte store.
+    fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
+    fn list_containers(&self, account: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobContainer>>;
+    /// Inserts or replaces a blob; returns the object id it replaced, if any.
+    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Option<Vec<u8>>>;
+    fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
+    /// Returns the deleted blob's object id.
+    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<u8>>;
+    fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>>;
+    /// Removes every container and blob of an account (with the account); returns the object ids.
+    fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>>;
+
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;
     fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment>;

@@ -187,3 +187,38 @@ pub struct AuditQuery {
     pub before_seq: i64,
     pub limit: usize,
 }
+
+/// A blob container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlobContainer {
+    /// Lower-cased id of the storage account.
+    pub account: String,
+    pub name: String,
+    pub metadata: serde_json::Value,
+    pub etag: String,
+    /// Microseconds since the epoch.
+    pub last_modified: i64,
+    /// `None`, `blob` or `container`.
+    pub public_access: Option<String>,
+}
+
+/// A committed blob: its properties and the object holding its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlobRecord {
+    pub account: String,
+    pub container: String,
+    pub name: String,
+    /// Id of the encrypted object in the byte store.
+    pub object_id: Vec<u8>,
+    pub size: i64,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_md5: Option<Vec<u8>>,
+    pub metadata: serde_json::Value,
+    pub etag: String,
+    pub last_modified: i64,
+    pub created: i64,
+}

@@ -86,6 +86,18 @@ CREATE TABLE audit_checkpoints (
 "#, r#"
 ALTER TABLE resources ADD COLUMN sealed BLOB;
 CREATE INDEX resources_type_name ON resources(rtype, name);
+"#, r#"
+CREATE TABLE blob_containers (
+  account TEXT NOT NULL, name TEXT NOT NULL, metadata TEXT NOT NULL, etag TEXT NOT NULL,
+  last_modified INTEGER NOT NULL, public_access TEXT,
+  PRIMARY KEY (account, name));
+CREATE TABLE blobs (
+  account TEXT NOT NULL, container TEXT NOT NULL, name TEXT NOT NULL,
+  object_id BLOB NOT NULL, size INTEGER NOT NULL,
+  content_type TEXT, content_encoding TEXT, content_language TEXT, content_disposition TEXT, cache_control TEXT,
+  content_md5 BLOB, metadata TEXT NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (account, container, name),
+  FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
 "#];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -381,6 +393,45 @@ fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+fn container_row(r: &Row) -> rusqlite::Result<BlobContainer> {
+    Ok(BlobContainer {
+        account: r.get(0)?,
+        name: r.get(1)?,
+        metadata: json_col(r.get(2)?)?,
+        etag: r.get(3)?,
+        last_modified: r.get(4)?,
+        public_access: r.get(5)?,
+    })
+}
+const CONTAINER_COLS: &str = "account, name, metadata, etag, last_modified, public_access";
+
+fn blob_row(r: &Row) -> rusqlite::Result<BlobRecord> {
+    Ok(BlobRecord {
+        account: r.get(0)?,
+        container: r.get(1)?,
+        name: r.get(2)?,
+        object_id: r.get(3)?,
+        size: r.get(4)?,
+        content_type: r.get(5)?,
+        content_encoding: r.get(6)?,
+        content_language: r.get(7)?,
+        content_disposition: r.get(8)?,
+        cache_control: r.get(9)?,
+        content_md5: r.get(10)?,
+        metadata: json_col(r.get(11)?)?,
+        etag: r.get(12)?,
+        last_modified: r.get(13)?,
+        created: r.get(14)?,
+    })
+}
+const BLOB_COLS: &str = "account, container, name, object_id, size, content_type, content_encoding, content_language, \
+content_disposition, cache_control, content_md5, metadata, etag, last_modified, created";
+
+/// `prefix%` with LIKE's wildcards escaped.
+fn like_prefix(prefix: &str) -> String {
+    format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
 fn sub_row(r: &Row) -> rusqlite::Result<Subscription> {
     Ok(Subscription { id: r.get(0)?, tenant_id: r.get(1)?, display_name: r.get(2)?, state: r.get(3)?, created: r.get(4)? })
 }
@@ -643,6 +694,112 @@ impl MetadataStore for SqliteStore {
             let mut s = c.prepare_cached(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE rtype = ?1 AND lower(name) = lower(?2)"))?;
             let rows = s.query_map(params![rtype, name], resource_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn put_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO blob_containers ({CONTAINER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
+                params![c.account, c.name, c.metadata.to_string(), c.etag, c.last_modified, c.public_access],
+            )
+            .map_err(|e| conflict_or(e, "container"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_container(&self, account: &str, name: &str) -> Result<BlobContainer> {
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {CONTAINER_COLS} FROM blob_containers WHERE account = ?1 AND name = ?2"),
+                params![account, name],
+                container_row,
+            ))
+        })
+    }
+    fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let mut s = tx.prepare_cached("SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2")?;
+            let ids = s.query_map(params![account, name], |r| r.get::<_, Vec<u8>>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2", params![account, name])?;
+            if tx.execute("DELETE FROM blob_containers WHERE account = ?1 AND name = ?2", params![account, name])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(ids)
+        })
+    }
+    fn list_containers(&self, account: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobContainer>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {CONTAINER_COLS} FROM blob_containers WHERE account = ?1 AND name LIKE ?2 ESCAPE '\\'
+                 AND (?3 IS NULL OR name > ?3) ORDER BY name LIMIT ?4"
+            ))?;
+            let rows = s.query_map(params![account, like_prefix(prefix), after, limit as i64], container_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Option<Vec<u8>>> {
+        self.write(|tx| {
+            let old: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+                    params![b.account, b.container, b.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO blobs ({BLOB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+                ),
+                params![
+                    b.account, b.container, b.name, b.object_id, b.size, b.content_type, b.content_encoding, b.content_language,
+                    b.content_disposition, b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified, b.created
+                ],
+            )
+            .map_err(|e| conflict_or(e, "blob"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(old)
+        })
+    }
+    fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord> {
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3"),
+                params![account, container, name],
+                blob_row,
+            ))
+        })
+    }
+    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<u8>> {
+        self.write(|tx| {
+            let old: Vec<u8> = not_found(tx.query_row(
+                "SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+                params![account, container, name],
+                |r| r.get(0),
+            ))?;
+            tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3", params![account, container, name])?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(old)
+        })
+    }
+    fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name LIKE ?3 ESCAPE '\\'
+                 AND (?4 IS NULL OR name > ?4) ORDER BY name LIMIT ?5"
+            ))?;
+            let rows = s.query_map(params![account, container, like_prefix(prefix), after, limit as i64], blob_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let mut s = tx.prepare_cached("SELECT object_id FROM blobs WHERE account = ?1")?;
+            let ids = s.query_map(params![account], |r| r.get::<_, Vec<u8>>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.execute("DELETE FROM blobs WHERE account = ?1", params![account])?;
+            tx.execute("DELETE FROM blob_containers WHERE account = ?1", params![account])?;
+            Ok(ids)
         })
     }
 
