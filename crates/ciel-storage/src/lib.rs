@@ -1,9 +1,10 @@
-//! Microsoft.Storage. Today: storage accounts — create, get, list, update, delete,
-//! checkNameAvailability, listKeys, regenerateKey — plugged into ARM as a `ResourceProvider`.
-//! The Blob data plane (`{account}.blob.core.{domain}`) is the next step; its host answers
-//! `FeatureNotSupported` until then.
+//! Microsoft.Storage: storage accounts (a `ResourceProvider` plugged into ARM: create, get, list,
+//! update, delete, checkNameAvailability, listKeys, regenerateKey), the Blob data plane (`blob`,
+//! first part: containers and block blobs in one piece) and the encrypted byte store under it
+//! (`blobstore`).
 
 pub mod account;
+pub mod blob;
 pub mod blobstore;
 pub mod error;
 
@@ -26,11 +27,13 @@ pub struct StorageProvider {
     pub store: Store,
     pub master: Arc<MasterKey>,
     pub endpoints: Endpoints,
+    /// Root of the blob byte store (for erasing a deleted account's files).
+    pub blob_root: std::path::PathBuf,
 }
 
 impl StorageProvider {
-    pub fn new(store: Store, master: Arc<MasterKey>, endpoints: Endpoints) -> Arc<Self> {
-        Arc::new(Self { store, master, endpoints })
+    pub fn new(store: Store, master: Arc<MasterKey>, endpoints: Endpoints, blob_root: std::path::PathBuf) -> Arc<Self> {
+        Arc::new(Self { store, master, endpoints, blob_root })
     }
 }
 

@@ -381,10 +381,18 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
             tokens: tokens.clone(),
             auditor: auditor.clone(),
             endpoints: endpoints.clone(),
-            providers: vec![ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone())],
+            providers: vec![ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs())],
+        });
+        let blob = Arc::new(ciel_storage::blob::BlobService {
+            store: store.clone(),
+            master: master.clone(),
+            tokens: tokens.clone(),
+            endpoints: endpoints.clone(),
+            root: d.blobs(),
         });
         let app = Arc::new(http::App {
             arm,
+            blob,
             tokens,
             store: store.clone(),
             endpoints: endpoints.clone(),

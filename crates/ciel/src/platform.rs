@@ -30,6 +30,10 @@ impl DataDir {
     pub fn tls(&self) -> PathBuf {
         self.root.join("tls")
     }
+    /// The blob byte store (encrypted objects, one directory per account).
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
     pub fn env_file(&self) -> PathBuf {
         self.root.join("ciel.env")
     }
@@ -41,7 +45,7 @@ impl DataDir {
     }
 
     pub fn create(&self) -> Result<()> {
-        for d in [self.root.clone(), self.keys(), self.tls()] {
+        for d in [self.root.clone(), self.keys(), self.tls(), self.blobs()] {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;

@@ -52,9 +52,12 @@ fn bool_field(v: &Value, name: &str) -> Result<Option<bool>, ApiError> {
     }
 }
 
-/// Storage account names: 3 to 24 characters, digits and lower-case letters only.
+/// Storage account names: 3 to 24 characters, digits and lower-case letters only, and not one of
+/// the words that path-style URLs on 127.0.0.1 give to other services.
 pub fn valid_name(n: &str) -> bool {
-    (3..=24).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    (3..=24).contains(&n.len())
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && !crate::blob::RESERVED_PATH_NAMES.contains(&n)
 }
 
 impl Settings {
@@ -246,7 +249,7 @@ pub async fn create(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
         body: out.clone(),
         created: now,
         changed: now,
-        sealed: Some(secrets.seal(p, &req.id)?),
+        sealed: Some(secrets.seal(&p.master, &req.id)?),
     };
     let draft = req.draft(&format!("{TYPE}/write"), &id, json!({"sku": s.sku, "location": location, "created": true}));
     ciel_store::run(&p.store, move |st| st.put_resource(&r, &draft)).await?;
@@ -269,7 +272,7 @@ async fn apply_update(p: &StorageProvider, req: &ProviderRequest, existing: Reso
     let mut s = Settings::from_body(&existing.body);
     s.apply(body)?;
     let sealed = existing.sealed.as_deref().ok_or_else(ApiError::internal)?;
-    let secrets = Secrets::open(p, &req.id, sealed)?;
+    let secrets = Secrets::open(&p.master, &req.id, sealed)?;
     let created = existing.body["properties"]["creationTime"].as_str().unwrap_or_default().to_string();
     let out = render(p, &existing.id, &existing.name, existing.location.as_deref().unwrap_or(""), &created, &s, &secrets);
     let mut r = existing;
@@ -292,6 +295,7 @@ mod tests {
         assert!(!valid_name("Abc"));
         assert!(!valid_name("a-bc"));
         assert!(!valid_name(&"a".repeat(25)));
+        assert!(!valid_name("subscriptions") && !valid_name("common"));
     }
     #[test]
     fn settings_refuse_what_cannot_be_honoured() {

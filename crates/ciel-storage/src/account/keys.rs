@@ -18,7 +18,7 @@ fn keys_json(s: &Secrets) -> serde_json::Value {
 pub async fn list_keys(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
     let r = load(p, &req.id, &req.caller).await?.ok_or_else(|| not_found(&req.id))?;
     let sealed = r.sealed.as_deref().ok_or_else(ApiError::internal)?;
-    let secrets = Secrets::open(p, &req.id, sealed)?;
+    let secrets = Secrets::open(&p.master, &req.id, sealed)?;
     let draft = req.draft(&format!("{TYPE}/listKeys/action"), &req.id.to_string(), json!({}));
     ciel_store::run(&p.store, move |s| s.append_audit(std::slice::from_ref(&draft))).await?;
     Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(keys_json(&secrets)) })
@@ -31,7 +31,7 @@ pub async fn regenerate_key(p: &StorageProvider, req: &ProviderRequest) -> ArmRe
     }
     let mut r = load(p, &req.id, &req.caller).await?.ok_or_else(|| not_found(&req.id))?;
     let sealed = r.sealed.as_deref().ok_or_else(ApiError::internal)?;
-    let mut secrets = Secrets::open(p, &req.id, sealed)?;
+    let mut secrets = Secrets::open(&p.master, &req.id, sealed)?;
     let now = ciel_core::time::now_rfc3339();
     if which == "key1" {
         secrets.key1 = random_b64(64)?;
@@ -41,7 +41,7 @@ pub async fn regenerate_key(p: &StorageProvider, req: &ProviderRequest) -> ArmRe
         secrets.key2_created = now.clone();
     }
     r.body["properties"]["keyCreationTime"][which.as_str()] = json!(now);
-    r.sealed = Some(secrets.seal(p, &req.id)?);
+    r.sealed = Some(secrets.seal(&p.master, &req.id)?);
     r.changed = ciel_core::time::now_unix();
     let draft = req.draft(&format!("{TYPE}/regenerateKey/action"), &req.id.to_string(), json!({"keyName": which}));
     ciel_store::run(&p.store, move |s| s.put_resource(&r, &draft)).await?;

@@ -61,12 +61,12 @@ impl Secrets {
             data_key: random_b64(32)?,
         })
     }
-    pub fn seal(&self, p: &StorageProvider, id: &ResourceId) -> Result<Vec<u8>, StorageError> {
+    pub fn seal(&self, master: &ciel_core::seal::MasterKey, id: &ResourceId) -> Result<Vec<u8>, StorageError> {
         let plain = serde_json::to_vec(self).map_err(|e| StorageError::Invalid(ApiError::bad_request("Internal", e.to_string())))?;
-        Ok(p.master.seal(&purpose(id), &plain)?)
+        Ok(master.seal(&purpose(id), &plain)?)
     }
-    pub fn open(p: &StorageProvider, id: &ResourceId, sealed: &[u8]) -> Result<Self, StorageError> {
-        let plain = p.master.open(&purpose(id), sealed)?;
+    pub fn open(master: &ciel_core::seal::MasterKey, id: &ResourceId, sealed: &[u8]) -> Result<Self, StorageError> {
+        let plain = master.open(&purpose(id), sealed)?;
         serde_json::from_slice(&plain).map_err(|_| StorageError::Seal(ciel_core::seal::SealError::Open))
     }
 }
@@ -121,6 +121,7 @@ pub async fn delete(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
     let draft = req.draft(&format!("{TYPE}/delete"), &req.id.to_string(), json!({"cryptoErasure": true}));
     let key = req.id.key();
     ciel_store::run(&p.store, move |s| s.delete_resource(&key, &draft)).await?;
+    erase_data(p, &req.id).await?;
     Ok(ProviderResponse::Done { status: StatusCode::OK, body: None })
 }
 
@@ -140,6 +141,17 @@ pub async fn destroy(p: &StorageProvider, id: &ResourceId, caller: &Caller) -> A
     };
     let key = id.key();
     ciel_store::run(&p.store, move |s| s.delete_resource(&key, &draft)).await?;
+    erase_data(p, id).await
+}
+
+/// After the account (and its data key) is gone: its containers, blob records and object files.
+async fn erase_data(p: &StorageProvider, id: &ResourceId) -> ArmResult<()> {
+    let key = id.key();
+    ciel_store::run(&p.store, move |s| s.delete_account_data(&key)).await?;
+    let (root, id) = (p.blob_root.clone(), id.clone());
+    tokio::task::spawn_blocking(move || crate::blob::BlobService::destroy_account_files(&root, &id))
+        .await
+        .map_err(|_| ApiError::internal())?;
     Ok(())
 }
 

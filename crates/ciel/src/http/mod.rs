@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub struct App {
     pub arm: Arc<ciel_arm::Arm>,
+    pub blob: Arc<ciel_storage::blob::BlobService>,
     pub tokens: Arc<ciel_identity::token::TokenService>,
     pub store: ciel_store::Store,
     pub endpoints: Endpoints,
@@ -37,6 +38,8 @@ pub enum Service {
     Arm,
     Graph,
     Blob,
+    /// Path-style Blob on 127.0.0.1/localhost: `/{account}/...`.
+    BlobPath,
     Vault,
     Ops,
     Unknown,
@@ -48,7 +51,7 @@ impl Service {
             Service::Login => "login",
             Service::Arm => "arm",
             Service::Graph => "graph",
-            Service::Blob => "blob",
+            Service::Blob | Service::BlobPath => "blob",
             Service::Vault => "vault",
             Service::Ops => "ops",
             Service::Unknown => "unknown",
@@ -85,7 +88,10 @@ pub fn classify(host: &str, path: &str, domain: &str) -> Service {
             "metadata" | "tenants" | "subscriptions" | "providers" => Service::Arm,
             "v1.0" => Service::Graph,
             "" => Service::Unknown,
-            _ => Service::Login,
+            "organizations" | "common" | "adfs" | "consumers" => Service::Login,
+            t if uuid::Uuid::parse_str(t).is_ok() => Service::Login,
+            // Anything else names a storage account (account names cannot take the words above).
+            _ => Service::BlobPath,
         };
     }
     Service::Unknown
@@ -146,7 +152,14 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
         Service::Login => login::handle(&app, req, &rid, peer.clone()).await,
         Service::Arm => arm(&app, req, &rid, peer.clone()).await,
         Service::Graph => graph::handle(&app, req, &rid, peer.clone()).await,
-        Service::Blob => storage_not_available(),
+        Service::Blob => {
+            let account = host_only(&host).split('.').next().unwrap_or("").to_string();
+            app.blob.handle(req, &account, false, &rid, peer.clone()).await
+        }
+        Service::BlobPath => {
+            let account = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+            app.blob.handle(req, &account, true, &rid, peer.clone()).await
+        }
         Service::Vault => arm_error(&ApiError::feature_not_supported("Key Vault")),
         Service::Unknown => arm_error(&ApiError::not_found(
             "UnknownHost",
@@ -171,12 +184,8 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
     resp
 }
 
-fn storage_not_available() -> Response {
-    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>FeatureNotSupported</Code><Message>Blob Storage is not available in this Ciel deployment yet.</Message></Error>";
-    let mut r = (StatusCode::NOT_IMPLEMENTED, body).into_response();
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-    r.headers_mut().insert("x-ms-error-code", HeaderValue::from_static("FeatureNotSupported"));
-    r
+fn host_only(host: &str) -> &str {
+    host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host)
 }
 
 async fn ops(app: &App, path: &str) -> Response {
@@ -245,6 +254,8 @@ mod tests {
         assert_eq!(classify("v1.vault.ciel.localhost:8443", "/secrets/s", d), Service::Vault);
         assert_eq!(classify("127.0.0.1:8443", "/subscriptions/x", d), Service::Arm);
         assert_eq!(classify("127.0.0.1:8443", "/organizations/v2.0/.well-known/openid-configuration", d), Service::Login);
+        assert_eq!(classify("127.0.0.1:8443", "/8f1a4f3e-59ad-4a8c-8cf3-5d1f2f0b7a10/oauth2/v2.0/token", d), Service::Login);
+        assert_eq!(classify("127.0.0.1:8443", "/acct/container/blob", d), Service::BlobPath);
         assert_eq!(classify("evil.example", "/subscriptions", d), Service::Unknown);
         assert_eq!(classify("management.ciel.localhost.evil.example", "/", d), Service::Unknown);
         assert_eq!(classify("x", "/healthz", d), Service::Ops);

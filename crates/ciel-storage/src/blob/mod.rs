@@ -1,0 +1,297 @@
+//! The Blob data plane at `https://{account}.blob.core.{domain}` and, path-style, at
+//! `https://127.0.0.1:{port}/{account}`. This first part serves containers (create, properties,
+//! delete, list) and block blobs put and read in one piece (Put Blob, Get Blob with ranges, Get
+//! Blob Properties, Delete Blob, List Blobs); every other operation answers `FeatureNotSupported`.
+//! Bodies stream through the encrypted byte store (`crate::blobstore`) one chunk at a time.
+
+pub mod auth;
+pub mod blob_ops;
+pub mod container;
+pub mod error;
+
+use crate::account::{Secrets, TYPE};
+use auth::Principal;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ciel_core::audit::AuditDraft;
+use ciel_core::config::Endpoints;
+use ciel_core::seal::MasterKey;
+use ciel_core::ResourceId;
+use ciel_identity::audiences::Service;
+use ciel_identity::token::TokenService;
+use ciel_store::Store;
+use error::{BlobError, BlobResult};
+use http::{HeaderValue, Method, Request, StatusCode};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The service version answered when the client names none; requests naming any version are
+/// answered with that version echoed (the operations here behave alike across versions).
+pub const DEFAULT_VERSION: &str = "2026-10-06";
+
+pub struct BlobService {
+    pub store: Store,
+    pub master: Arc<MasterKey>,
+    pub tokens: Arc<TokenService>,
+    pub endpoints: Endpoints,
+    /// Root of the byte store; each account has a directory below it.
+    pub root: PathBuf,
+}
+
+/// An account, resolved and unsealed for one request.
+pub struct Account {
+    pub id: ResourceId,
+    pub name: String,
+    pub tenant_id: String,
+    pub key1: String,
+    pub key2: String,
+    pub data_key: [u8; 32],
+    pub allow_shared_key: bool,
+    /// `…/blobs/{hash of the account id}`.
+    pub dir: PathBuf,
+}
+
+/// What a handler sees.
+pub struct Ctx<'a> {
+    pub svc: &'a BlobService,
+    pub account: Account,
+    pub principal: Principal,
+    pub request_id: String,
+    pub client_ip: Option<String>,
+    pub service_endpoint: String,
+}
+
+impl Ctx<'_> {
+    pub fn draft(&self, action: &str, target: &str, outcome: &str, details: serde_json::Value) -> AuditDraft {
+        AuditDraft {
+            tenant_id: Some(self.account.tenant_id.clone()),
+            actor: match &self.principal {
+                Principal::AccountKey => format!("key:{}", self.account.name),
+                Principal::Token(c) => c.display(),
+            },
+            action: action.to_string(),
+            target: target.to_string(),
+            outcome: outcome.to_string(),
+            details,
+            request_id: Some(self.request_id.clone()),
+            client_ip: self.client_ip.clone(),
+        }
+    }
+
+    /// The ARM id of a container, the scope RBAC evaluates data actions at.
+    pub fn container_scope(&self, container: &str) -> ResourceId {
+        let mut id = self.account.id.clone();
+        id.segments.push(("blobServices".into(), "default".into()));
+        id.segments.push(("containers".into(), container.to_string()));
+        id
+    }
+
+    /// RBAC for token callers; account-key holders have full access. Denials are audited.
+    pub async fn authorize(&self, scope: &ResourceId, action: &str, data: bool) -> BlobResult<()> {
+        let Principal::Token(c) = &self.principal else { return Ok(()) };
+        let (oid, tid) = (c.object_id.clone(), c.tenant_id.clone());
+        let (assignments, custom) = ciel_store::run(&self.svc.store, move |s| {
+            let a: Vec<_> = s.list_role_assignments_for_principal(&oid)?.into_iter().filter(|a| a.tenant_id == tid).collect();
+            Ok((a, s.list_role_definitions(&tid)?))
+        })
+        .await?;
+        let ok = if data {
+            ciel_identity::rbac::is_data_allowed(&assignments, &custom, scope, action)
+        } else {
+            ciel_identity::rbac::is_allowed(&assignments, &custom, scope, action)
+        };
+        if ok {
+            return Ok(());
+        }
+        let d = self.draft(action, &scope.to_string(), "denied", serde_json::json!({"reason": "AuthorizationPermissionMismatch"}));
+        ciel_store::run(&self.svc.store, move |s| s.append_audit(std::slice::from_ref(&d))).await?;
+        Err(BlobError::forbidden())
+    }
+}
+
+fn account_dir(root: &std::path::Path, id: &ResourceId) -> PathBuf {
+    let h = ring::digest::digest(&ring::digest::SHA256, id.key().as_bytes());
+    root.join(ciel_core::audit::hex_lower(&h.as_ref()[..16]))
+}
+
+/// Names that path-style URLs on 127.0.0.1 give to other services; no account may take them.
+pub const RESERVED_PATH_NAMES: &[&str] =
+    &["metadata", "tenants", "subscriptions", "providers", "adfs", "common", "organizations", "consumers", "healthz", "metrics"];
+
+pub fn http_date(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+pub fn new_etag(micros: i64) -> String {
+    let r = uuid::Uuid::new_v4().as_u128() as u16;
+    format!("\"0x{micros:X}{r:04X}\"")
+}
+
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl BlobService {
+    async fn resolve(&self, name: &str) -> BlobResult<Option<Account>> {
+        let n = name.to_string();
+        let found = ciel_store::run(&self.store, move |s| s.find_resources_by_name(TYPE, &n)).await?;
+        let Some(r) = found.into_iter().next() else { return Ok(None) };
+        let id = ResourceId::parse(&r.id).ok_or_else(BlobError::internal)?;
+        let sealed = r.sealed.as_deref().ok_or_else(BlobError::internal)?;
+        let s = Secrets::open(&self.master, &id, sealed).map_err(|_| BlobError::internal())?;
+        let dk = B64.decode(&s.data_key).map_err(|_| BlobError::internal())?;
+        let data_key: [u8; 32] = dk.try_into().map_err(|_| BlobError::internal())?;
+        Ok(Some(Account {
+            dir: account_dir(&self.root, &id),
+            id,
+            name: r.name.clone(),
+            tenant_id: r.tenant_id.clone(),
+            key1: s.key1,
+            key2: s.key2,
+            data_key,
+            allow_shared_key: r.body["properties"]["allowSharedKeyAccess"].as_bool().unwrap_or(true),
+        }))
+    }
+
+    async fn deny(&self, account: &Account, rid: &str, ip: &Option<String>, reason: &str) {
+        let d = AuditDraft {
+            tenant_id: Some(account.tenant_id.clone()),
+            actor: "anonymous".into(),
+            action: "Microsoft.Storage/storageAccounts/blobServices/authenticate".into(),
+            target: account.id.to_string(),
+            outcome: "denied".into(),
+            details: serde_json::json!({ "reason": reason }),
+            request_id: Some(rid.to_string()),
+            client_ip: ip.clone(),
+        };
+        if let Err(e) = ciel_store::run(&self.store, move |s| s.append_audit(std::slice::from_ref(&d))).await {
+            tracing::error!(error = %e, "could not audit a refused blob request");
+        }
+    }
+
+    /// Entry point. `account` comes from the host name, or from the first path segment when
+    /// `path_style`.
+    pub async fn handle(&self, req: Request<Body>, account: &str, path_style: bool, rid: &str, ip: Option<String>) -> Response {
+        let version = req.headers().get("x-ms-version").and_then(|v| v.to_str().ok()).unwrap_or(DEFAULT_VERSION).to_string();
+        let mut resp = match self.handle_inner(req, account, path_style, rid, ip).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&version) {
+            h.insert("x-ms-version", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&http_date(now_micros())) {
+            h.insert(http::header::DATE, v);
+        }
+        resp
+    }
+
+    async fn handle_inner(&self, req: Request<Body>, account_name: &str, path_style: bool, rid: &str, ip: Option<String>) -> BlobResult<Response> {
+        let account = self
+            .resolve(account_name)
+            .await?
+            .ok_or_else(|| BlobError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified storage account does not exist."))?;
+        let raw_path = req.uri().path().to_string();
+        let raw_query = req.uri().query().map(str::to_string);
+        // The resource path below the account.
+        let rel = if path_style { raw_path.splitn(3, '/').nth(2).map(|r| format!("/{r}")).unwrap_or_else(|| "/".into()) } else { raw_path.clone() };
+        let decoded = percent_encoding::percent_decode_str(&rel).decode_utf8().map_err(|_| BlobError::bad("InvalidUri", "The request URI is not valid UTF-8."))?;
+        let trimmed = decoded.trim_start_matches('/');
+        let (container, blob) = match trimmed.split_once('/') {
+            Some((c, b)) => (c.to_string(), Some(b.to_string()).filter(|b| !b.is_empty())),
+            None => (trimmed.to_string(), None),
+        };
+        if auth::is_sas(raw_query.as_deref()) {
+            self.deny(&account, rid, &ip, "SasNotSupported").await;
+            return Err(BlobError::new(StatusCode::FORBIDDEN, "FeatureNotSupported", "Shared access signatures are not supported by this Ciel deployment yet; use an account key or a bearer token."));
+        }
+        let auth_header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let principal = if let Some(token) = auth_header.strip_prefix("Bearer ") {
+            match self.tokens.verify(token.trim(), Service::Storage) {
+                Ok(c) if c.tenant_id == account.tenant_id => Principal::Token(c),
+                Ok(_) => {
+                    self.deny(&account, rid, &ip, "CrossTenant").await;
+                    return Err(BlobError::forbidden());
+                }
+                Err(e) => {
+                    self.deny(&account, rid, &ip, &format!("{e}")).await;
+                    let mut r = BlobError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo", "Server failed to authenticate the request: the bearer token is not valid.").into_response();
+                    self.challenge(&mut r, &account);
+                    return Ok(r);
+                }
+            }
+        } else if auth_header.starts_with("SharedKey ") {
+            if !account.allow_shared_key {
+                self.deny(&account, rid, &ip, "KeyBasedAuthenticationNotPermitted").await;
+                return Err(BlobError::new(StatusCode::FORBIDDEN, "KeyBasedAuthenticationNotPermitted", "Key based authentication is not permitted on this storage account."));
+            }
+            let keys = [account.key1.as_str(), account.key2.as_str()];
+            if let Err(e) = auth::verify_shared_key(&auth_header, req.method(), &raw_path, raw_query.as_deref(), req.headers(), &account.name, &keys) {
+                self.deny(&account, rid, &ip, "SharedKeySignatureMismatch").await;
+                return Err(e);
+            }
+            Principal::AccountKey
+        } else {
+            // Anonymous access needs public containers, which come with container ACLs.
+            self.deny(&account, rid, &ip, "NoAuthenticationInformation").await;
+            let mut r = auth::no_auth().into_response();
+            self.challenge(&mut r, &account);
+            return Ok(r);
+        };
+        let q: Vec<(String, String)> = raw_query.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let get = |k: &str| q.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+        let restype = get("restype").map(str::to_ascii_lowercase);
+        let comp = get("comp").map(str::to_ascii_lowercase);
+        let ctx = Ctx {
+            svc: self,
+            service_endpoint: format!("https://{}.blob.{}/", account.name, self.endpoints.storage_suffix()),
+            account,
+            principal,
+            request_id: rid.to_string(),
+            client_ip: ip,
+        };
+        let m = req.method().clone();
+        match (container.is_empty(), &blob, restype.as_deref(), comp.as_deref(), &m) {
+            (true, None, _, Some("list"), &Method::GET) => container::list_containers(&ctx, &q).await,
+            (true, _, _, _, _) => Err(BlobError::not_supported("This service-level operation")),
+            (false, None, Some("container"), None, &Method::PUT) => container::create_container(&ctx, &container, req.headers()).await,
+            (false, None, Some("container"), None, &Method::GET | &Method::HEAD) => container::get_container_properties(&ctx, &container).await,
+            (false, None, Some("container"), None, &Method::DELETE) => container::delete_container(&ctx, &container).await,
+            (false, None, Some("container"), Some("list"), &Method::GET) => blob_ops::list_blobs(&ctx, &container, &q).await,
+            (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
+            (false, Some(b), None, None, &Method::PUT) => blob_ops::put_blob(&ctx, &container, b, req).await,
+            (false, Some(b), None, None, &Method::GET) => blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await,
+            (false, Some(b), None, None, &Method::HEAD) => blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await,
+            (false, Some(b), None, None, &Method::DELETE) => blob_ops::delete_blob(&ctx, &container, b, req.headers()).await,
+            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (blocks, metadata, leases, snapshots, copy, tags)")),
+        }
+    }
+
+    fn challenge(&self, r: &mut Response, account: &Account) {
+        let v = format!(
+            "Bearer authorization_uri={}/{}/oauth2/authorize resource_id=https://storage.azure.com",
+            self.endpoints.login(),
+            account.tenant_id
+        );
+        if let Ok(h) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, h);
+        }
+    }
+
+    /// Removes an account's data when the account is deleted (its key is already gone).
+    pub fn destroy_account_files(root: &std::path::Path, id: &ResourceId) {
+        let dir = account_dir(root, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, dir = %dir.display(), "could not remove a deleted account's files");
+            }
+        }
+    }
+}
+
+pub fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
