@@ -5,7 +5,7 @@ use ciel_core::audit::AuditDraft;
 use ciel_core::seal::MasterKey;
 use ciel_identity::keys::KeyRing;
 use ciel_store::sqlite::SqliteStore;
-use ciel_store::{MetadataStore, Store};
+use ciel_store::Store;
 use std::sync::Arc;
 
 fn kids(ring: &KeyRing) -> Vec<String> {
