@@ -229,3 +229,51 @@ def test_shared_key_can_be_disabled(ciel, account):
     with pytest.raises(HttpResponseError) as e:
         _svc(ciel, host_url(ciel, name), key).create_container("nope")
     assert e.value.error_code == "KeyBasedAuthenticationNotPermitted"
+
+
+def test_block_uploads(ciel, account):
+    svc = _svc(ciel, host_url(ciel, account["name"]), account["key"])
+    c = svc.create_container(f"blocks-{uuid.uuid4().hex[:6]}")
+    # Forced into blocks: 1 MiB blocks, so the ragged end and ranges cross block boundaries.
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    small_blocks = BlobServiceClient(host_url(ciel, account["name"]), credential=account["key"], connection_verify=ciel.ca,
+                                     max_single_put_size=1024, max_block_size=1024 * 1024)
+    bc = small_blocks.get_blob_client(c.container_name, "chunked.bin")
+    bc.upload_blob(data, max_concurrency=2)
+    assert bc.download_blob().readall() == data
+    assert bc.download_blob(offset=1024 * 1024 - 5, length=10).readall() == data[1024 * 1024 - 5:1024 * 1024 + 5]
+    committed, uncommitted = bc.get_block_list("all")
+    assert len(committed) == 6 and not uncommitted and sum(b.size for b in committed) == len(data)
+
+    # Staging and committing by hand: Latest, Committed and Uncommitted picks.
+    from azure.storage.blob import BlobBlock, BlockState
+    hb = c.get_blob_client("hand.txt")
+    hb.stage_block("QUFB", b"aaa")
+    hb.stage_block("QkJC", b"bbb")
+    assert [b.id for b in hb.get_block_list("uncommitted")[1]] == ["QUFB", "QkJC"]
+    hb.commit_block_list([BlobBlock("QkJC"), BlobBlock("QUFB")])
+    assert hb.download_blob().readall() == b"bbbaaa"
+    hb.stage_block("Q0ND", b"ccc")
+    hb.commit_block_list([BlobBlock("QUFB", BlockState.COMMITTED), BlobBlock("Q0ND", BlockState.UNCOMMITTED)])
+    assert hb.download_blob().readall() == b"aaaccc"
+    with pytest.raises(HttpResponseError) as e:
+        hb.commit_block_list([BlobBlock("WldaWg==")])
+    assert e.value.error_code == "InvalidBlockList"
+    assert hb.download_blob().readall() == b"aaaccc", "a refused block list changed the blob"
+
+    # Above the SDK's single-shot limit (64 MiB): its default path is blocks of 4 MiB.
+    big = os.urandom(65 * 1024 * 1024)
+    c.upload_blob("big.bin", big, max_concurrency=2)
+    assert hashlib.sha256(c.download_blob("big.bin", max_concurrency=2).readall()).digest() == hashlib.sha256(big).digest()
+
+    # Overwriting and deleting leave no orphan objects behind.
+    files_before = {p for p in (Path(ciel.data_dir) / "blobs").rglob("*") if p.is_file()}
+    c.delete_blob("big.bin")
+    bc.upload_blob(b"small now", overwrite=True)
+    files_after = {p for p in (Path(ciel.data_dir) / "blobs").rglob("*") if p.is_file()}
+    import time as _t
+    deadline = _t.monotonic() + 10
+    while len(files_before - files_after) < 17 + 6 and _t.monotonic() < deadline:
+        _t.sleep(0.2)
+        files_after = {p for p in (Path(ciel.data_dir) / "blobs").rglob("*") if p.is_file()}
+    assert len(files_before - files_after) >= 17 + 6, "replaced and deleted blocks were not removed"

@@ -75,11 +75,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes the container and its blobs; returns the object ids to remove from the byte store.
     fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
     fn list_containers(&self, account: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobContainer>>;
-    /// Inserts or replaces a blob; returns the object id it replaced, if any.
-    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Option<Vec<u8>>>;
+    /// Inserts or replaces a blob and drops its uncommitted blocks; returns the objects nothing
+    /// refers to any more (the old content, unused blocks), for removal from the byte store.
+    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
-    /// Returns the deleted blob's object id.
-    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<u8>>;
+    /// Returns the objects of the deleted blob and of its uncommitted blocks.
+    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
+    /// Stores an uncommitted block; returns the object of the block it replaced, if any.
+    fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>>;
+    fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>>;
     fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>>;
     /// Removes every container and blob of an account (with the account); returns the object ids.
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>>;

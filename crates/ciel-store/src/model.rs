@@ -221,4 +221,21 @@ pub struct BlobRecord {
     pub etag: String,
     pub last_modified: i64,
     pub created: i64,
+    /// Committed blocks, for blobs built with Put Block List: `[{"id","object","size"}]`, objects
+    /// as hex; empty for a blob written whole (then `object_id` holds its bytes).
+    #[serde(default)]
+    pub blocks: serde_json::Value,
+}
+
+/// An uncommitted block (Put Block), waiting for a Put Block List.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockRec {
+    pub account: String,
+    pub container: String,
+    pub blob: String,
+    /// The block id as the client gave it (base64).
+    pub block_id: String,
+    pub object_id: Vec<u8>,
+    pub size: i64,
+    pub created: i64,
 }

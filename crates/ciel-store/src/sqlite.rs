@@ -98,6 +98,13 @@ CREATE TABLE blobs (
   content_md5 BLOB, metadata TEXT NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL, created INTEGER NOT NULL,
   PRIMARY KEY (account, container, name),
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
+"#, r#"
+ALTER TABLE blobs ADD COLUMN blocks TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE blob_blocks (
+  account TEXT NOT NULL, container TEXT NOT NULL, blob TEXT NOT NULL, block_id TEXT NOT NULL,
+  object_id BLOB NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (account, container, blob, block_id),
+  FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
 "#];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -422,10 +429,54 @@ fn blob_row(r: &Row) -> rusqlite::Result<BlobRecord> {
         etag: r.get(12)?,
         last_modified: r.get(13)?,
         created: r.get(14)?,
+        blocks: json_col(r.get(15)?)?,
     })
 }
 const BLOB_COLS: &str = "account, container, name, object_id, size, content_type, content_encoding, content_language, \
-content_disposition, cache_control, content_md5, metadata, etag, last_modified, created";
+content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks";
+
+/// Every object a blob record refers to.
+fn objects_of(object_id: &[u8], blocks: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if !object_id.is_empty() {
+        out.push(object_id.to_vec());
+    }
+    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(blocks) {
+        for b in a {
+            if let Some(Ok(bytes)) = b["object"].as_str().map(decode_hex) {
+                out.push(bytes);
+            }
+        }
+    }
+    out
+}
+
+fn decode_hex(s: &str) -> std::result::Result<Vec<u8>, ()> {
+    if s.len() % 2 != 0 {
+        return Err(());
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ())).collect()
+}
+
+/// Objects of a blob and of its uncommitted blocks (inside a transaction).
+fn blob_objects(tx: &Connection, account: &str, container: &str, name: &str) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    if let Some((oid, blocks)) = tx
+        .query_row(
+            "SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+            params![account, container, name],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?
+    {
+        out.extend(objects_of(&oid, &blocks));
+    }
+    let mut s = tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3")?;
+    for r in s.query_map(params![account, container, name], |r| r.get::<_, Vec<u8>>(0))? {
+        out.push(r?);
+    }
+    Ok(out)
+}
 
 /// `prefix%` with LIKE's wildcards escaped.
 fn like_prefix(prefix: &str) -> String {
@@ -719,8 +770,17 @@ impl MetadataStore for SqliteStore {
     }
     fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
-            let mut s = tx.prepare_cached("SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2")?;
-            let ids = s.query_map(params![account, name], |r| r.get::<_, Vec<u8>>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut ids = Vec::new();
+            let mut s = tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2")?;
+            for r in s.query_map(params![account, name], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))? {
+                let (o, b) = r?;
+                ids.extend(objects_of(&o, &b));
+            }
+            let mut s = tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2")?;
+            for r in s.query_map(params![account, name], |r| r.get::<_, Vec<u8>>(0))? {
+                ids.push(r?);
+            }
+            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2", params![account, name])?;
             tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2", params![account, name])?;
             if tx.execute("DELETE FROM blob_containers WHERE account = ?1 AND name = ?2", params![account, name])? == 0 {
                 return Err(StoreError::NotFound);
@@ -739,27 +799,24 @@ impl MetadataStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
-    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Option<Vec<u8>>> {
+    fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
-            let old: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
-                    params![b.account, b.container, b.name],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let before = blob_objects(tx, &b.account, &b.container, &b.name)?;
             tx.execute(
                 &format!(
-                    "INSERT OR REPLACE INTO blobs ({BLOB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+                    "INSERT OR REPLACE INTO blobs ({BLOB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
                 ),
                 params![
                     b.account, b.container, b.name, b.object_id, b.size, b.content_type, b.content_encoding, b.content_language,
-                    b.content_disposition, b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified, b.created
+                    b.content_disposition, b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified, b.created,
+                    if b.blocks.is_array() { b.blocks.to_string() } else { "[]".to_string() }
                 ],
             )
             .map_err(|e| conflict_or(e, "blob"))?;
+            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3", params![b.account, b.container, b.name])?;
+            let now_used = objects_of(&b.object_id, &b.blocks.to_string());
             append_in(tx, std::slice::from_ref(audit))?;
-            Ok(old)
+            Ok(before.into_iter().filter(|o| !now_used.contains(o)).collect())
         })
     }
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord> {
@@ -771,16 +828,52 @@ impl MetadataStore for SqliteStore {
             ))
         })
     }
-    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<u8>> {
+    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
-            let old: Vec<u8> = not_found(tx.query_row(
-                "SELECT object_id FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
-                params![account, container, name],
-                |r| r.get(0),
-            ))?;
-            tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3", params![account, container, name])?;
+            let objects = blob_objects(tx, account, container, name)?;
+            if tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3", params![account, container, name])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3", params![account, container, name])?;
             append_in(tx, std::slice::from_ref(audit))?;
+            Ok(objects)
+        })
+    }
+    fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>> {
+        self.write(|tx| {
+            let old: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3 AND block_id = ?4",
+                    params![b.account, b.container, b.blob, b.block_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO blob_blocks (account, container, blob, block_id, object_id, size, created) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                params![b.account, b.container, b.blob, b.block_id, b.object_id, b.size, b.created],
+            )
+            .map_err(|e| conflict_or(e, "block"))?;
             Ok(old)
+        })
+    }
+    fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT account, container, blob, block_id, object_id, size, created FROM blob_blocks
+                 WHERE account = ?1 AND container = ?2 AND blob = ?3 ORDER BY created, block_id",
+            )?;
+            let rows = s.query_map(params![account, container, blob], |r| {
+                Ok(BlockRec {
+                    account: r.get(0)?,
+                    container: r.get(1)?,
+                    blob: r.get(2)?,
+                    block_id: r.get(3)?,
+                    object_id: r.get(4)?,
+                    size: r.get(5)?,
+                    created: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
     fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>> {
@@ -795,8 +888,13 @@ impl MetadataStore for SqliteStore {
     }
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
-            let mut s = tx.prepare_cached("SELECT object_id FROM blobs WHERE account = ?1")?;
-            let ids = s.query_map(params![account], |r| r.get::<_, Vec<u8>>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut ids = Vec::new();
+            let mut s = tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1")?;
+            for r in s.query_map(params![account], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))? {
+                let (o, b) = r?;
+                ids.extend(objects_of(&o, &b));
+            }
+            tx.execute("DELETE FROM blob_blocks WHERE account = ?1", params![account])?;
             tx.execute("DELETE FROM blobs WHERE account = ?1", params![account])?;
             tx.execute("DELETE FROM blob_containers WHERE account = ?1", params![account])?;
             Ok(ids)

@@ -17,13 +17,13 @@ use md5::{Digest, Md5};
 use quick_xml::escape::escape;
 use serde_json::json;
 
-const READ: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
-const WRITE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write";
+pub(crate) const READ: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+pub(crate) const WRITE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write";
 const DELETE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete";
 /// Azure's limit for a single Put Blob (5000 MiB).
 const MAX_PUT: u64 = 5000 * 1024 * 1024;
 
-fn h<'a>(headers: &'a HeaderMap, n: &str) -> Option<&'a str> {
+pub(crate) fn h<'a>(headers: &'a HeaderMap, n: &str) -> Option<&'a str> {
     headers.get(n).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
 }
 
@@ -32,7 +32,7 @@ fn parse_http_date(s: &str) -> Option<i64> {
 }
 
 /// Outcome of the conditional headers against the current blob (None when absent).
-fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>, read: bool) -> BlobResult<()> {
+pub(crate) fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>, read: bool) -> BlobResult<()> {
     let failed = || BlobError::new(StatusCode::PRECONDITION_FAILED, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.");
     let etag = current.map(|b| b.etag.as_str());
     let modified = current.map(|b| b.last_modified / 1_000_000);
@@ -69,7 +69,7 @@ fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>, read: boo
     Ok(())
 }
 
-async fn load(ctx: &Ctx<'_>, container: &str, name: &str) -> BlobResult<Option<BlobRecord>> {
+pub(crate) async fn load(ctx: &Ctx<'_>, container: &str, name: &str) -> BlobResult<Option<BlobRecord>> {
     let (a, c, n) = (ctx.account.id.key(), container.to_string(), name.to_string());
     match ciel_store::run(&ctx.svc.store, move |s| s.get_blob(&a, &c, &n)).await {
         Ok(b) => Ok(Some(b)),
@@ -78,8 +78,22 @@ async fn load(ctx: &Ctx<'_>, container: &str, name: &str) -> BlobResult<Option<B
     }
 }
 
-fn object_id(b: &BlobRecord) -> BlobResult<[u8; 16]> {
-    <[u8; 16]>::try_from(b.object_id.as_slice()).map_err(|_| BlobError::internal())
+/// The objects holding a blob's bytes, in order, with their lengths.
+fn segments(b: &BlobRecord) -> BlobResult<Vec<([u8; 16], u64)>> {
+    let blocks = b.blocks.as_array().cloned().unwrap_or_default();
+    if blocks.is_empty() {
+        let oid = <[u8; 16]>::try_from(b.object_id.as_slice()).map_err(|_| BlobError::internal())?;
+        return Ok(vec![(oid, b.size as u64)]);
+    }
+    blocks
+        .iter()
+        .map(|x| {
+            let hexs = x["object"].as_str().unwrap_or("");
+            let bytes: Vec<u8> = (0..hexs.len() / 2).filter_map(|i| u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16).ok()).collect();
+            let oid = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| BlobError::internal())?;
+            Ok((oid, x["size"].as_u64().unwrap_or(0)))
+        })
+        .collect()
 }
 
 pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<Body>) -> BlobResult<Response> {
@@ -109,55 +123,7 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         None => None,
     };
 
-    // Stream the body into the byte store: one chunk in memory, encrypted as it arrives.
-    let oid = blobstore::new_object_id()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(8);
-    let dir = ctx.account.dir.clone();
-    let key = ctx.account.data_key;
-    let writer = tokio::task::spawn_blocking(move || -> Result<Option<(u64, Vec<u8>)>, blobstore::ObjectError> {
-        let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
-        let mut md5 = Md5::new();
-        while let Some(item) = rx.blocking_recv() {
-            match item {
-                Some(b) => {
-                    md5.update(&b);
-                    w.write(&b)?;
-                }
-                // The body failed: drop the writer, which removes the partial object.
-                None => return Ok(None),
-            }
-        }
-        let n = w.finish()?;
-        Ok(Some((n, md5.finalize().to_vec())))
-    });
-    let mut body = req.into_body();
-    let mut total = 0u64;
-    let mut failed = false;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
-                    total += data.len() as u64;
-                    if total > MAX_PUT || tx.send(Some(data)).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
-    if failed {
-        let _ = tx.send(None).await;
-    }
-    drop(tx);
-    let written = writer.await.map_err(|_| BlobError::internal())??;
-    let Some((size, md5)) = written else {
-        return Err(BlobError::bad("InvalidInput", "The request body could not be read completely."));
-    };
+    let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
     if let Some(want) = want_md5 {
         if want != md5 {
             let _ = blobstore::delete(&ctx.account.dir, &oid);
@@ -185,6 +151,7 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         etag: new_etag(now),
         last_modified: now,
         created: existing.as_ref().map(|b| b.created).unwrap_or(now),
+        blocks: json!([]),
     };
     let draft = ctx.draft(WRITE, &format!("{}/blobs/{}", ctx.container_scope(container), name), "success", json!({"size": size}));
     let r2 = rec.clone();
@@ -198,9 +165,7 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
             });
         }
     };
-    if let Some(old) = replaced.and_then(|o| <[u8; 16]>::try_from(o.as_slice()).ok()) {
-        let _ = blobstore::delete(&ctx.account.dir, &old);
-    }
+    remove_objects(ctx, replaced);
     let mut r = empty(StatusCode::CREATED);
     let hm = r.headers_mut();
     for (k, v) in [
@@ -214,6 +179,74 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         }
     }
     Ok(r)
+}
+
+
+/// Streams a request body into a new encrypted object: one chunk in memory, encrypted as it
+/// arrives. Returns the object id, its length and the MD5 of the bytes.
+pub(crate) async fn stream_to_object(ctx: &Ctx<'_>, body: Body) -> BlobResult<([u8; 16], u64, Vec<u8>)> {
+    let oid = blobstore::new_object_id()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(8);
+    let dir = ctx.account.dir.clone();
+    let key = ctx.account.data_key;
+    let writer = tokio::task::spawn_blocking(move || -> Result<Option<(u64, Vec<u8>)>, blobstore::ObjectError> {
+        let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
+        let mut md5 = Md5::new();
+        while let Some(item) = rx.blocking_recv() {
+            match item {
+                Some(b) => {
+                    md5.update(&b);
+                    w.write(&b)?;
+                }
+                // The body failed: drop the writer, which removes the partial object.
+                None => return Ok(None),
+            }
+        }
+        let n = w.finish()?;
+        Ok(Some((n, md5.finalize().to_vec())))
+    });
+    let mut body = body;
+    let mut total = 0u64;
+    let mut failed = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    total += data.len() as u64;
+                    if total > MAX_PUT || tx.send(Some(data)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        let _ = tx.send(None).await;
+    }
+    drop(tx);
+    let written = writer.await.map_err(|_| BlobError::internal())??;
+    let Some((size, md5)) = written else {
+        return Err(BlobError::bad("InvalidInput", "The request body could not be read completely."));
+    };
+    Ok((oid, size, md5))
+}
+
+pub(crate) fn remove_objects(ctx: &Ctx<'_>, objects: Vec<Vec<u8>>) {
+    let dir = ctx.account.dir.clone();
+    tokio::task::spawn_blocking(move || {
+        for o in objects {
+            if let Ok(oid) = <[u8; 16]>::try_from(o.as_slice()) {
+                if let Err(e) = blobstore::delete(&dir, &oid) {
+                    tracing::warn!(error = %e, "could not remove an unreferenced blob object");
+                }
+            }
+        }
+    });
 }
 
 /// `bytes=a-b` or `bytes=a-`, from `x-ms-range` (preferred) or `Range`.
@@ -278,21 +311,40 @@ pub async fn get_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &Head
     let mut r = if head {
         empty(StatusCode::OK)
     } else {
-        let (dir, key, oid) = (ctx.account.dir.clone(), ctx.account.data_key, object_id(&b)?);
-        let reader = tokio::task::spawn_blocking(move || ObjectReader::open(&dir, &key, oid)).await.map_err(|_| BlobError::internal())??;
-        if reader.len() != size {
-            tracing::error!(container, blob = name, "blob object length differs from its record");
+        let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
+        let segs = segments(&b)?;
+        if segs.iter().map(|s| s.1).sum::<u64>() != size {
+            tracing::error!(container, blob = name, "blob segments do not add up to its size");
             return Err(BlobError::internal());
+        }
+        // Open the first object before answering, so that a missing object is an error status.
+        let first = segs.first().map(|s| s.0);
+        if let Some(oid) = first {
+            let (d, k) = (dir.clone(), key);
+            tokio::task::spawn_blocking(move || ObjectReader::open(&d, &k, oid)).await.map_err(|_| BlobError::internal())??;
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         tokio::task::spawn_blocking(move || {
-            let mut reader = reader;
-            let res = reader.read_range(start, end, |piece| {
-                tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
-                    .map_err(|_| blobstore::ObjectError::Io(std::io::Error::other("client went away")))
-            });
+            let res = (|| -> Result<(), blobstore::ObjectError> {
+                let mut base = 0u64;
+                for (oid, len) in segs {
+                    let (s, e) = (start.max(base), end.min(base + len));
+                    if s < e {
+                        let mut reader = ObjectReader::open(&dir, &key, oid)?;
+                        if reader.len() != len {
+                            return Err(blobstore::ObjectError::Corrupt("object length differs from its record".into()));
+                        }
+                        reader.read_range(s - base, e - base, |piece| {
+                            tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                                .map_err(|_| blobstore::ObjectError::Io(std::io::Error::other("client went away")))
+                        })?;
+                    }
+                    base += len;
+                }
+                Ok(())
+            })();
             if let Err(e) = res {
-                tracing::error!(error = %e, "reading a blob object failed");
+                tracing::error!(error = %e, "reading a blob failed");
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             }
         });
@@ -335,9 +387,7 @@ pub async fn delete_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &H
         StoreError::NotFound => BlobError::blob_not_found(),
         other => other.into(),
     })?;
-    if let Ok(oid) = <[u8; 16]>::try_from(old.as_slice()) {
-        let _ = blobstore::delete(&ctx.account.dir, &oid);
-    }
+    remove_objects(ctx, old);
     Ok(empty(StatusCode::ACCEPTED))
 }
 

@@ -1,11 +1,13 @@
 //! The Blob data plane at `https://{account}.blob.core.{domain}` and, path-style, at
 //! `https://127.0.0.1:{port}/{account}`. This first part serves containers (create, properties,
-//! delete, list) and block blobs put and read in one piece (Put Blob, Get Blob with ranges, Get
-//! Blob Properties, Delete Blob, List Blobs); every other operation answers `FeatureNotSupported`.
+//! delete, list) and block blobs (Put Blob, Put Block, Put Block List, Get Block List, Get Blob
+//! with ranges, Get Blob Properties, Delete Blob, List Blobs); every other operation answers
+//! `FeatureNotSupported`.
 //! Bodies stream through the encrypted byte store (`crate::blobstore`) one chunk at a time.
 
 pub mod auth;
 pub mod blob_ops;
+pub mod block;
 pub mod container;
 pub mod error;
 
@@ -263,10 +265,18 @@ impl BlobService {
             (false, None, Some("container"), Some("list"), &Method::GET) => blob_ops::list_blobs(&ctx, &container, &q).await,
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
             (false, Some(b), None, None, &Method::PUT) => blob_ops::put_blob(&ctx, &container, b, req).await,
+            (false, Some(b), None, Some("block"), &Method::PUT) => {
+                let id = get("blockid").map(str::to_string);
+                block::put_block(&ctx, &container, b, id.as_deref(), req).await
+            }
+            (false, Some(b), None, Some("blocklist"), &Method::PUT) => block::put_block_list(&ctx, &container, b, req).await,
+            (false, Some(b), None, Some("blocklist"), &Method::GET) => {
+                block::get_block_list(&ctx, &container, b, get("blocklisttype"), req.headers()).await
+            }
             (false, Some(b), None, None, &Method::GET) => blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await,
             (false, Some(b), None, None, &Method::HEAD) => blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await,
             (false, Some(b), None, None, &Method::DELETE) => blob_ops::delete_blob(&ctx, &container, b, req.headers()).await,
-            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (blocks, metadata, leases, snapshots, copy, tags)")),
+            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (metadata, properties, leases, snapshots, copy, tags)")),
         }
     }
 
