@@ -356,6 +356,15 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
         if cfg.listen.port() == 0 && cfg.public_port.is_none() {
             cfg.public_port = Some(listener.local_addr()?.port());
         }
+        // `*.localhost` names resolve to ::1 as well as 127.0.0.1, and some clients (Go's resolver,
+        // so rclone and azcopy) try only the IPv6 one: on the IPv4 loopback, serve the IPv6
+        // loopback too, on the same port.
+        let listener_v6 = if cfg.listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+            let port = listener.local_addr()?.port();
+            tokio::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).await.ok()
+        } else {
+            None
+        };
         let endpoints = Endpoints::new(&cfg.domain, cfg.port());
         let auditor = Auditor::new(store.clone(), signer, d.checkpoint_file());
         let ring = KeyRing::new(store.clone(), master.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -412,6 +421,7 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
             .await?;
         let checkpointer = auditor.spawn_checkpointer(std::time::Duration::from_secs(cfg.audit_checkpoint_secs.max(1)));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server_v6 = listener_v6.map(|l| tokio::spawn(http::server::serve(l, tls_cfg.clone(), app.clone(), stop_rx.clone())));
         let server = tokio::spawn(http::server::serve(listener, tls_cfg, app, stop_rx));
         let env_path = d.env_file();
         let ca = d.tls().join("ca.pem");
@@ -436,6 +446,9 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(s) = server_v6 {
+            let _ = s.await;
+        }
         checkpointer.abort();
         reloader.abort();
         auditor

@@ -81,6 +81,10 @@ pub(crate) async fn load(ctx: &Ctx<'_>, container: &str, name: &str) -> BlobResu
 /// The objects holding a blob's bytes, in order, with their lengths.
 fn segments(b: &BlobRecord) -> BlobResult<Vec<([u8; 16], u64)>> {
     let blocks = b.blocks.as_array().cloned().unwrap_or_default();
+    // A block list of no blocks is an empty blob with no object at all.
+    if blocks.is_empty() && b.object_id.is_empty() {
+        return Ok(vec![]);
+    }
     if blocks.is_empty() {
         let oid = <[u8; 16]>::try_from(b.object_id.as_slice()).map_err(|_| BlobError::internal())?;
         return Ok(vec![(oid, b.size as u64)]);
