@@ -18,6 +18,8 @@ pub struct Row {
     pub threads: usize,
     pub ops: u64,
     pub rate: f64,
+    /// Cores' worth of CPU that other processes used meanwhile.
+    pub other_cores: Option<f64>,
 }
 
 pub struct CryptoResults {
@@ -25,15 +27,16 @@ pub struct CryptoResults {
 }
 
 impl CryptoResults {
-    /// The highest rate among rows with this key (any thread count).
-    pub fn best(&self, key: &str) -> f64 {
-        self.rows.iter().filter(|r| r.key == key).map(|r| r.rate).fold(0.0, f64::max)
+    /// The highest rate among rows with this key, and its thread count.
+    pub fn best(&self, key: &str) -> (f64, usize) {
+        self.rows.iter().filter(|r| r.key == key).map(|r| (r.rate, r.threads)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
     }
     pub fn to_json(&self) -> serde_json::Value {
         json!(self
             .rows
             .iter()
-            .map(|r| json!({"key": r.key, "label": r.label, "threads": r.threads, "ops": r.ops, "ops_per_s": (r.rate * 10.0).round() / 10.0}))
+            .map(|r| json!({"key": r.key, "label": r.label, "threads": r.threads, "ops": r.ops, "ops_per_s": (r.rate * 10.0).round() / 10.0,
+                "other_cores": r.other_cores.map(|x| (x * 100.0).round() / 100.0)}))
             .collect::<Vec<_>>())
     }
 }
@@ -63,12 +66,14 @@ pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> Acc
     }
 }
 
-/// Runs `f` on `threads` threads for `secs` seconds (after a short warm-up); returns (ops, ops/s).
-fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result<(u64, f64)> {
+/// Runs `f` on `threads` threads for `secs` seconds (after a short warm-up); returns (ops, ops/s,
+/// cores' worth of CPU used by other processes meanwhile).
+fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result<(u64, f64, Option<f64>)> {
     for _ in 0..20 {
         f()?;
     }
     let dur = Duration::from_secs_f64(secs);
+    let (self0, busy0) = (crate::stats::cpu_secs("self"), crate::stats::machine_busy_secs());
     let start = Instant::now();
     let results: Vec<Result<(u64, Instant)>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
@@ -93,7 +98,13 @@ fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result
         total += n;
         end = end.max(e);
     }
-    Ok((total, total as f64 / (end - start).as_secs_f64()))
+    let elapsed = (end - start).as_secs_f64();
+    let ours = match (self0, crate::stats::cpu_secs("self")) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let other = crate::stats::other_cores((busy0, crate::stats::machine_busy_secs()), ours, elapsed);
+    Ok((total, total as f64 / elapsed, other))
 }
 
 pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResults> {
@@ -118,23 +129,23 @@ pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResu
 
     for t in threads {
         eprintln!("ciel-bench: ring RsaKeyPair::sign, {t} thread(s), {secs} s");
-        let (ops, r) = rate(t, secs, || {
+        let (ops, r, other) = rate(t, secs, || {
             let mut sig = vec![0u8; pair.public().modulus_len()];
             pair.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
         })?;
-        rows.push(Row { key: "ring_sign", label: "ring `RsaKeyPair::sign` (key parsed once)", threads: t, ops, rate: r });
+        rows.push(Row { key: "ring_sign", label: "ring `RsaKeyPair::sign` (key parsed once)", threads: t, ops, rate: r, other_cores: other });
     }
     eprintln!("ciel-bench: ring RsaKeyPair::from_der + sign, 1 thread, {secs} s");
-    let (ops, r) = rate(1, secs, || {
+    let (ops, r, other) = rate(1, secs, || {
         let p = RsaKeyPair::from_der(&der).map_err(|_| anyhow!("from_der failed"))?;
         let mut sig = vec![0u8; p.public().modulus_len()];
         p.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
     })?;
-    rows.push(Row { key: "ring_parse_sign", label: "ring `from_der` + `sign` (key parsed every time)", threads: 1, ops, rate: r });
+    rows.push(Row { key: "ring_parse_sign", label: "ring `from_der` + `sign` (key parsed every time)", threads: 1, ops, rate: r, other_cores: other });
     for t in threads {
         eprintln!("ciel-bench: jsonwebtoken::encode, {t} thread(s), {secs} s");
-        let (ops, r) = rate(t, secs, || jsonwebtoken::encode(&header, claims, &enc).map(|_| ()).map_err(Into::into))?;
-        rows.push(Row { key: "jwt_encode", label: "`jsonwebtoken::encode` (Ciel's path)", threads: t, ops, rate: r });
+        let (ops, r, other) = rate(t, secs, || jsonwebtoken::encode(&header, claims, &enc).map(|_| ()).map_err(Into::into))?;
+        rows.push(Row { key: "jwt_encode", label: "`jsonwebtoken::encode` (Ciel's path)", threads: t, ops, rate: r, other_cores: other });
     }
 
     let dec = DecodingKey::from_rsa_components(&n_b64, &e_b64)?;
@@ -145,7 +156,7 @@ pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResu
     v.set_audience(&[aud.trim_end_matches('/').to_string(), aud.to_string()]);
     jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v)?;
     eprintln!("ciel-bench: jsonwebtoken::decode (verify), 1 thread, {secs} s");
-    let (ops, r) = rate(1, secs, || jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v).map(|_| ()).map_err(Into::into))?;
-    rows.push(Row { key: "jwt_verify", label: "`jsonwebtoken::decode` verify (public n, e)", threads: 1, ops, rate: r });
+    let (ops, r, other) = rate(1, secs, || jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v).map(|_| ()).map_err(Into::into))?;
+    rows.push(Row { key: "jwt_verify", label: "`jsonwebtoken::decode` verify (public n, e)", threads: 1, ops, rate: r, other_cores: other });
     Ok(CryptoResults { rows })
 }

@@ -31,6 +31,9 @@ struct Cli {
     /// Requests per counted measurement (resource group creates and deletes, at C=1 and at C=8).
     #[arg(long, default_value_t = 500)]
     requests: usize,
+    /// Process id of the server (same machine): its CPU time per request is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Only measure the crypto library (no server needed).
     #[arg(long)]
     crypto_only: bool,
@@ -71,6 +74,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.seconds <= 0.0 || cli.requests == 0 {
         bail!("--seconds and --requests must be positive");
+    }
+    if let Some(p) = cli.server_pid {
+        let _ = stats::SERVER_PID.set(p);
     }
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cpu = cpu_model();
@@ -159,7 +165,7 @@ async fn server_benches(get: &dyn Fn(&str) -> Result<String>, secs: f64, n: usiz
     for c in [1usize, 4, 16] {
         eprintln!("ciel-bench: token endpoint, {c} connection(s), {secs} s");
         let r = token_req.clone();
-        runs.push(stats::drive(&format!("token issue (client_credentials)"), "token", &login, &tls, c, Stop::Secs(secs), true, move |_| r.clone()).await?);
+        runs.push(stats::drive("token issue (client_credentials)", "token", &login, &tls, c, Stop::Secs(secs), true, move |_| r.clone()).await?);
     }
 
     // One token for Resource Manager.
@@ -239,21 +245,29 @@ fn render(c: &crypto::CryptoResults, runs: &[HttpRun], nproc: usize, cpu: &str, 
     let _ = writeln!(s, "\n## ciel-bench results\n");
     let _ = writeln!(s, "Machine: {nproc} CPU(s), {cpu}. Timed runs {} s each, counted runs {} requests.\n", cli.seconds, cli.requests);
     let _ = writeln!(s, "### RS256 with RSA-2048 (in process, no server)\n");
-    let _ = writeln!(s, "| Operation | Threads | Ops/s | µs/op per thread |");
-    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let other = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
+    let _ = writeln!(s, "| Operation | Threads | Ops/s | µs/op per thread | Other load (cores) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
     for r in &c.rows {
-        let _ = writeln!(s, "| {} | {} | {:.0} | {:.0} |", r.label, r.threads, r.rate, r.threads as f64 * 1e6 / r.rate);
+        let _ = writeln!(s, "| {} | {} | {:.0} | {:.0} | {} |", r.label, r.threads, r.rate, r.threads as f64 * 1e6 / r.rate, other(r.other_cores));
     }
+    let disturbed = c.rows.iter().map(|r| r.other_cores).chain(runs.iter().map(|r| r.other_cores)).flatten().fold(0.0, f64::max);
+    let note = format!(
+        "\n\"Other load\" is the CPU (in cores) that other processes on the machine used during a run; {}\n",
+        if disturbed > 0.15 { format!("up to {disturbed:.2} here, so some figures are low: rerun on a quiet machine.") } else { "near 0 here: the run had the machine to itself.".to_string() }
+    );
     if runs.is_empty() {
+        s.push_str(&note);
         return s;
     }
     let _ = writeln!(s, "\n### Running server (HTTPS, HTTP/1.1 keep-alive, client on the same machine)\n");
-    let _ = writeln!(s, "| Measurement | Conc. | Requests | Rate (/s) | p50 ms | p99 ms | max ms | Errors |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| Measurement | Conc. | Requests | Rate (/s) | p50 ms | p99 ms | max ms | Errors | Server CPU µs/req | Client CPU µs/req | Other load (cores) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cpu = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into());
     for r in runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             r.concurrency,
             r.ok + r.errors,
@@ -261,18 +275,26 @@ fn render(c: &crypto::CryptoResults, runs: &[HttpRun], nproc: usize, cpu: &str, 
             ms(r.p50_us),
             ms(r.p99_us),
             ms(r.max_us),
-            r.errors
+            r.errors,
+            cpu(r.server_cpu_us),
+            cpu(r.client_cpu_us),
+            other(r.other_cores)
         );
     }
+    s.push_str(&note);
     let best = runs.iter().filter(|r| r.key == "token").map(|r| (r.rate, r.concurrency)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
     if best.0 > 0.0 {
         let _ = writeln!(s);
-        for (label, bound) in [
-            ("raw ring sign, all threads", c.best("ring_sign")),
-            ("jsonwebtoken::encode, all threads", c.best("jwt_encode")),
-        ] {
+        for (label, (bound, threads)) in [("raw ring signing", c.best("ring_sign")), ("`jsonwebtoken::encode`", c.best("jwt_encode"))] {
             if bound > 0.0 {
-                let _ = writeln!(s, "- Best token rate {:.0}/s (C={}) = {:.0}% of the {label} bound ({:.0}/s).", best.0, best.1, 100.0 * best.0 / bound, bound);
+                let _ = writeln!(
+                    s,
+                    "- Best token rate {:.0}/s (C={}) = {:.0}% of {label} on {threads} thread(s) ({:.0}/s).",
+                    best.0,
+                    best.1,
+                    100.0 * best.0 / bound,
+                    bound
+                );
             }
         }
     }
