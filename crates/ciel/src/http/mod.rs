@@ -118,18 +118,34 @@ pub fn arm_error(e: &ApiError) -> Response {
     json_response(e.status, &e.arm_body())
 }
 
-/// Reads a body up to `limit` bytes; beyond it the request is refused without reading on.
+/// Reads a body up to `limit` bytes. Beyond it the request is refused (413), but the rest of the
+/// body is still read and discarded, up to `DRAIN_MAX`: a client that sends its whole body before
+/// reading the answer (as `requests` does) would otherwise see the connection cut instead of the
+/// error.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+    const DRAIN_MAX: usize = 64 * 1024 * 1024;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_request("InvalidRequestContent", "The request body could not be read."))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > limit + DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
             format!("The request body is larger than the {limit} bytes this endpoint accepts."),
-        )),
-        Err(_) => Err(ApiError::bad_request("InvalidRequestContent", "The request body could not be read.")),
+        ));
     }
+    Ok(buf.freeze())
 }
 
 pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
