@@ -145,6 +145,16 @@ def test_bearer_roles_and_tenants(ciel, account, tenant_b, role_ids):
         svc.get_container_client(c.container_name).upload_blob("new.txt", b"x")
     assert e.value.status_code == 403
 
+    # The account's own audience is accepted too (and another account's is not).
+    own = ciel.client_token(sp["appId"], sp["password"], scope=f"https://{account['name']}.blob.core.{DOMAIN}:{ciel.port}/.default")
+    r = requests.get(f"{url}/{c.container_name}/doc.txt", headers={"Authorization": f"Bearer {own}", "x-ms-version": "2026-04-06"},
+                     verify=ciel.ca, timeout=30)
+    assert r.status_code == 200 and r.content == b"secret", describe(r)
+    other = ciel.client_token(sp["appId"], sp["password"], scope=f"https://someoneelse.blob.core.{DOMAIN}:{ciel.port}/.default")
+    r = requests.get(f"{url}/{c.container_name}/doc.txt", headers={"Authorization": f"Bearer {other}", "x-ms-version": "2026-04-06"},
+                     verify=ciel.ca, timeout=30)
+    assert r.status_code == 401, describe(r)
+
     b = tenant_b["sp"]
     cred_b = ClientSecretCredential(tenant_b["tenantId"], b["appId"], b["password"], authority=ciel.login,
                                     disable_instance_discovery=True, connection_verify=ciel.ca,

@@ -34,7 +34,10 @@ impl Audiences {
     /// service and the canonical `aud` to issue. ARM is accepted with and without a trailing
     /// slash and under its public-cloud names, which the management SDKs ask for by default.
     pub fn resolve(&self, resource: &str) -> Option<(Service, String)> {
-        let r = resource.trim().trim_end_matches('/').to_ascii_lowercase();
+        // `https://host:443` is `https://host`.
+        let trimmed = resource.trim().trim_end_matches('/');
+        let resource = trimmed.strip_suffix(":443").unwrap_or(trimmed);
+        let r = resource.to_ascii_lowercase();
         let arm = self.arm.trim_end_matches('/').to_ascii_lowercase();
         if r == arm
             || r == "https://management.azure.com"
@@ -49,7 +52,7 @@ impl Audiences {
         // An account-specific storage audience: https://{account}.blob.core.{domain}
         let suffix = format!(".blob.{}", self.endpoints.storage_suffix()).to_ascii_lowercase();
         if r.starts_with("https://") && r.ends_with(&suffix) && !r[8..r.len() - suffix.len()].contains(['/', '.']) {
-            return Some((Service::Storage, resource.trim_end_matches('/').to_string()));
+            return Some((Service::Storage, r.clone()));
         }
         if r == self.keyvault.to_ascii_lowercase() {
             return Some((Service::KeyVault, self.keyvault.clone()));
@@ -100,6 +103,9 @@ mod tests {
         assert_eq!(a.resolve("https://storage.azure.com").unwrap().0, Service::Storage);
         assert_eq!(a.resolve("https://acct.blob.core.ciel.localhost:8443").unwrap().0, Service::Storage);
         assert!(a.resolve("https://a.b.blob.core.ciel.localhost:8443").is_none());
+        let p443 = Audiences::new(&Endpoints::new("ciel.localhost", 443));
+        assert_eq!(p443.resolve("https://acct.blob.core.ciel.localhost:443/").unwrap().1, "https://acct.blob.core.ciel.localhost");
+        assert_eq!(p443.resolve("https://management.ciel.localhost:443/").unwrap().0, Service::ResourceManager);
         assert_eq!(a.resolve("https://vault.ciel.localhost:8443").unwrap().0, Service::KeyVault);
         assert!(a.resolve("https://vault.azure.net").is_none());
         assert!(a.resolve("https://evil.example").is_none());

@@ -354,6 +354,12 @@ impl TokenService {
     /// Verifies a bearer token for a service: RS256 only, signed by one of our keys, within its
     /// validity window, for that service's audience, issued for the tenant it names.
     pub fn verify(&self, token: &str, svc: Service) -> Result<Caller, IdentityError> {
+        self.verify_for(token, &self.accepted_audiences(svc))
+    }
+
+    /// The same, for an explicit list of audiences (a storage account also accepts its own
+    /// `https://{account}.blob.core.{domain}` audience).
+    pub fn verify_for(&self, token: &str, audiences: &[String]) -> Result<Caller, IdentityError> {
         let reject = |r| IdentityError::TokenRejected(r);
         let header = jsonwebtoken::decode_header(token).map_err(|_| reject(TokenRejection::Malformed))?;
         if header.alg != jsonwebtoken::Algorithm::RS256 {
@@ -365,7 +371,7 @@ impl TokenService {
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
-        v.set_audience(&self.accepted_audiences(svc));
+        v.set_audience(audiences);
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             reject(match e.kind() {

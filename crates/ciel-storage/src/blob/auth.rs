@@ -97,8 +97,14 @@ pub fn verify_shared_key(
         return Err(BlobError::auth_failed("The account in the SharedKey header does not match the request."));
     }
     let sig = B64.decode(sig.trim()).map_err(|_| BlobError::auth_failed("The signature is not base64."))?;
-    if header(headers, "x-ms-date").is_empty() && header(headers, "date").is_empty() {
+    // The signed date bounds replay: Azure accepts 15 minutes of skew either way.
+    let date = if header(headers, "x-ms-date").is_empty() { header(headers, "date") } else { header(headers, "x-ms-date") };
+    if date.is_empty() {
         return Err(BlobError::auth_failed("Request date header not specified."));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(date).map_err(|_| BlobError::auth_failed("The request date header is not a valid HTTP date."))?;
+    if (chrono::Utc::now().timestamp() - when.timestamp()).abs() > 15 * 60 {
+        return Err(BlobError::auth_failed("Request date header too old or too far in the future: the allowed skew is 15 minutes."));
     }
     for word in [true, false] {
         let sts = string_to_sign(method, raw_path, raw_query, headers, account, word);
@@ -149,12 +155,30 @@ mod tests {
         assert_eq!(sts, want);
     }
 
+    fn now_date() -> HeaderValue {
+        HeaderValue::from_str(&chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap()
+    }
+
+    #[test]
+    fn stale_dates_are_refused() {
+        let key = B64.encode([3u8; 64]);
+        let mut h = HeaderMap::new();
+        h.insert("x-ms-date", HeaderValue::from_static("Sat, 28 Nov 2020 22:00:00 GMT"));
+        let sig = sign(&string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false), &key);
+        let auth = format!("SharedKey acct:{sig}");
+        assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_err());
+        h.insert("x-ms-date", now_date());
+        let sig = sign(&string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false), &key);
+        let auth = format!("SharedKey acct:{sig}");
+        assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_ok());
+    }
+
     #[test]
     fn verifies_and_rejects() {
         let key = B64.encode([3u8; 64]);
         let other = B64.encode([4u8; 64]);
         let mut h = HeaderMap::new();
-        h.insert("x-ms-date", HeaderValue::from_static("Sat, 28 Nov 2026 22:00:00 GMT"));
+        h.insert("x-ms-date", now_date());
         h.insert("x-ms-meta-a-z", HeaderValue::from_static("1"));
         h.insert("x-ms-meta-ab", HeaderValue::from_static("2"));
         for word in [true, false] {

@@ -212,7 +212,11 @@ impl BlobService {
         }
         let auth_header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let principal = if let Some(token) = auth_header.strip_prefix("Bearer ") {
-            match self.tokens.verify(token.trim(), Service::Storage) {
+            let mut audiences = self.tokens.accepted_audiences(Service::Storage);
+            let own = format!("https://{}.blob.{}", account.name, self.endpoints.storage_suffix());
+            audiences.push(format!("{own}/"));
+            audiences.push(own);
+            match self.tokens.verify_for(token.trim(), &audiences) {
                 Ok(c) if c.tenant_id == account.tenant_id => Principal::Token(c),
                 Ok(_) => {
                     self.deny(&account, rid, &ip, "CrossTenant").await;
