@@ -287,3 +287,29 @@ def test_block_uploads(ciel, account):
         _t.sleep(0.2)
         files_after = {p for p in (Path(ciel.data_dir) / "blobs").rglob("*") if p.is_file()}
     assert len(files_before - files_after) >= 17 + 6, "replaced and deleted blocks were not removed"
+
+
+def test_metadata_and_properties(ciel, account):
+    from azure.storage.blob import ContentSettings
+    svc = _svc(ciel, host_url(ciel, account["name"]), account["key"])
+    c = svc.create_container(f"meta-{uuid.uuid4().hex[:6]}", metadata={"a": "1"})
+    c.set_container_metadata({"b": "2"})
+    assert c.get_container_properties().metadata == {"b": "2"}
+    bc = c.upload_blob("doc.txt", b"hello", metadata={"x": "1"},
+                       content_settings=ContentSettings(content_type="text/plain", cache_control="no-cache"))
+    etag = bc.get_blob_properties().etag
+    bc.set_blob_metadata({"y": "2"})
+    p = bc.get_blob_properties()
+    assert p.metadata == {"y": "2"} and p.etag != etag
+    assert p.content_settings.content_type == "text/plain"
+    bc.set_http_headers(ContentSettings(content_type="application/json", content_language="fr"))
+    p = bc.get_blob_properties()
+    assert p.content_settings.content_type == "application/json" and p.content_settings.content_language == "fr"
+    assert p.content_settings.cache_control is None, "Set Blob Properties clears what it is not given"
+    assert p.metadata == {"y": "2"}, "properties and metadata are set separately"
+    assert bc.download_blob().readall() == b"hello", "setting properties does not touch the content"
+    from azure.core import MatchConditions
+    with pytest.raises(HttpResponseError) as e:
+        bc.set_blob_metadata({"z": "3"}, etag=etag, match_condition=MatchConditions.IfNotModified)
+    assert e.value.status_code == 412
+    assert bc.get_blob_properties().metadata == {"y": "2"}

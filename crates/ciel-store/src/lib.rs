@@ -81,6 +81,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
     /// Returns the objects of the deleted blob and of its uncommitted blocks.
     fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
+    /// Updates a blob's properties and metadata (not its content nor its blocks).
+    fn update_blob_properties(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<()>;
+    fn update_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()>;
     /// Stores an uncommitted block; returns the object of the block it replaced, if any.
     fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>>;
     fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>>;

@@ -839,6 +839,37 @@ impl MetadataStore for SqliteStore {
             Ok(objects)
         })
     }
+    fn update_blob_properties(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE blobs SET content_type = ?4, content_encoding = ?5, content_language = ?6, content_disposition = ?7,
+                 cache_control = ?8, content_md5 = ?9, metadata = ?10, etag = ?11, last_modified = ?12
+                 WHERE account = ?1 AND container = ?2 AND name = ?3",
+                params![
+                    b.account, b.container, b.name, b.content_type, b.content_encoding, b.content_language, b.content_disposition,
+                    b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn update_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE blob_containers SET metadata = ?3, etag = ?4, last_modified = ?5 WHERE account = ?1 AND name = ?2",
+                params![c.account, c.name, c.metadata.to_string(), c.etag, c.last_modified],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
     fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>> {
         self.write(|tx| {
             let old: Option<Vec<u8>> = tx

@@ -10,6 +10,7 @@ pub mod blob_ops;
 pub mod block;
 pub mod container;
 pub mod error;
+pub mod properties;
 
 use crate::account::{Secrets, TYPE};
 use auth::Principal;
@@ -267,12 +268,23 @@ impl BlobService {
             (false, None, Some("container"), None, &Method::GET | &Method::HEAD) => container::get_container_properties(&ctx, &container).await,
             (false, None, Some("container"), None, &Method::DELETE) => container::delete_container(&ctx, &container).await,
             (false, None, Some("container"), Some("list"), &Method::GET) => blob_ops::list_blobs(&ctx, &container, &q).await,
+            (false, None, Some("container"), Some("metadata"), &Method::PUT) => {
+                properties::set_container_metadata(&ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), Some("metadata"), &Method::GET | &Method::HEAD) => {
+                properties::get_container_metadata(&ctx, &container).await
+            }
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
             (false, Some(b), None, None, &Method::PUT) => blob_ops::put_blob(&ctx, &container, b, req).await,
             (false, Some(b), None, Some("block"), &Method::PUT) => {
                 let id = get("blockid").map(str::to_string);
                 block::put_block(&ctx, &container, b, id.as_deref(), req).await
             }
+            (false, Some(b), None, Some("metadata"), &Method::PUT) => properties::set_blob(&ctx, &container, b, req.headers(), true).await,
+            (false, Some(b), None, Some("metadata"), &Method::GET | &Method::HEAD) => {
+                properties::get_blob_metadata(&ctx, &container, b, req.headers()).await
+            }
+            (false, Some(b), None, Some("properties"), &Method::PUT) => properties::set_blob(&ctx, &container, b, req.headers(), false).await,
             (false, Some(b), None, Some("blocklist"), &Method::PUT) => block::put_block_list(&ctx, &container, b, req).await,
             (false, Some(b), None, Some("blocklist"), &Method::GET) => {
                 block::get_block_list(&ctx, &container, b, get("blocklisttype"), req.headers()).await
@@ -280,7 +292,7 @@ impl BlobService {
             (false, Some(b), None, None, &Method::GET) => blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await,
             (false, Some(b), None, None, &Method::HEAD) => blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await,
             (false, Some(b), None, None, &Method::DELETE) => blob_ops::delete_blob(&ctx, &container, b, req.headers()).await,
-            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (metadata, properties, leases, snapshots, copy, tags)")),
+            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (leases, snapshots, copy, tags, tiers)")),
         }
     }
 
