@@ -50,7 +50,9 @@ fn parse_filter(f: &str) -> Result<Filter, ApiError> {
     let mut out = Filter::default();
     for cond in f.split(" and ") {
         let parts: Vec<&str> = cond.trim().splitn(3, ' ').collect();
-        let [field, op, value] = parts.as_slice() else { return Err(bad()) };
+        let [field, op, value] = parts.as_slice() else {
+            return Err(bad());
+        };
         let value = value.trim().trim_matches('\'').to_string();
         match (field.to_ascii_lowercase().as_str(), *op) {
             ("eventtimestamp", "ge") => out.from = Some(parse_time(&value).ok_or_else(bad)?),
@@ -72,8 +74,19 @@ fn fmt(t: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 fn guid_of(hash: &str) -> String {
-    let h = if hash.len() >= 32 { &hash[..32] } else { "00000000000000000000000000000000" };
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    let h = if hash.len() >= 32 {
+        &hash[..32]
+    } else {
+        "00000000000000000000000000000000"
+    };
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn caller_of(actor: &str) -> String {
@@ -91,17 +104,27 @@ pub fn event(r: &AuditRecord, subscription: &str) -> Value {
     let id = ResourceId::parse(&r.target);
     let rg = id.as_ref().and_then(|i| i.resource_group.clone());
     let provider = r.action.split('/').next().unwrap_or("").to_string();
-    let rtype = id.as_ref().and_then(|i| i.resource_type()).unwrap_or_else(|| {
-        if rg.is_some() { "Microsoft.Resources/resourceGroups".into() } else { "Microsoft.Resources/subscriptions".into() }
-    });
+    let rtype = id
+        .as_ref()
+        .and_then(|i| i.resource_type())
+        .unwrap_or_else(|| {
+            if rg.is_some() {
+                "Microsoft.Resources/resourceGroups".into()
+            } else {
+                "Microsoft.Resources/subscriptions".into()
+            }
+        });
     let details: Value = serde_json::from_str(&r.details).unwrap_or(json!({}));
     let mut props = serde_json::Map::new();
     if let Value::Object(m) = details {
         for (k, v) in m {
-            props.insert(k, Value::String(match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            }));
+            props.insert(
+                k,
+                Value::String(match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                }),
+            );
         }
     }
     props.insert("auditSequence".into(), json!(r.seq.to_string()));
@@ -140,28 +163,48 @@ pub fn event(r: &AuditRecord, subscription: &str) -> Value {
 }
 
 pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
-    crate::api_version::check(ctx.req.api_version(), API_VERSIONS, "Microsoft.Insights/eventtypes")?;
+    crate::api_version::check(
+        ctx.req.api_version(),
+        API_VERSIONS,
+        "Microsoft.Insights/eventtypes",
+    )?;
     let f = parse_filter(ctx.req.q("$filter").ok_or_else(|| {
-        ApiError::bad_request("BadRequest", "The $filter parameter is required and must give at least eventTimestamp ge.")
+        ApiError::bad_request(
+            "BadRequest",
+            "The $filter parameter is required and must give at least eventTimestamp ge.",
+        )
     })?)?;
-    let from = f.from.ok_or_else(|| ApiError::bad_request("BadRequest", "The $filter must give 'eventTimestamp ge'."))?;
+    let from = f.from.ok_or_else(|| {
+        ApiError::bad_request("BadRequest", "The $filter must give 'eventTimestamp ge'.")
+    })?;
     let to = f.to.unwrap_or_else(chrono::Utc::now);
     if to < from || (to - from).num_days() > MAX_WINDOW_DAYS {
-        return Err(ApiError::bad_request("BadRequest", format!("The time window must be positive and at most {MAX_WINDOW_DAYS} days.")).into());
+        return Err(ApiError::bad_request(
+            "BadRequest",
+            format!("The time window must be positive and at most {MAX_WINDOW_DAYS} days."),
+        )
+        .into());
     }
     let mut scope = ResourceId::subscription(sub);
     if let Some(rg) = &f.resource_group {
         scope = ResourceId::resource_group(sub, rg);
     }
     if let Some(rid) = &f.resource_id {
-        let id = ResourceId::parse(rid).filter(|i| i.subscription.eq_ignore_ascii_case(sub)).ok_or_else(|| {
-            ApiError::bad_request("BadRequest", format!("'{}' is not a resource id of this subscription.", clip(rid)))
-        })?;
+        let id = ResourceId::parse(rid)
+            .filter(|i| i.subscription.eq_ignore_ascii_case(sub))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "BadRequest",
+                    format!("'{}' is not a resource id of this subscription.", clip(rid)),
+                )
+            })?;
         scope = id;
     }
     ctx.authorize(&scope, READ).await?;
     let before = match ctx.req.q("$skipToken").or_else(|| ctx.req.q("$skiptoken")) {
-        Some(t) => t.parse::<i64>().map_err(|_| ApiError::bad_request("BadRequest", "The $skipToken is not valid."))?,
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("BadRequest", "The $skipToken is not valid."))?,
         None => i64::MAX,
     };
     let q = AuditQuery {
@@ -176,12 +219,32 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
     let more = rows.len() > PAGE;
     rows.truncate(PAGE);
     let keep = |r: &AuditRecord| {
-        f.provider.as_ref().map(|p| r.action.to_ascii_lowercase().starts_with(&format!("{}/", p.to_ascii_lowercase()))).unwrap_or(true)
-            && f.correlation_id.as_ref().map(|c| r.request_id.as_deref() == Some(c.as_str())).unwrap_or(true)
-            && f.caller.as_ref().map(|c| caller_of(&r.actor).eq_ignore_ascii_case(c)).unwrap_or(true)
-            && f.status.as_ref().map(|s| status_of(&r.outcome).eq_ignore_ascii_case(s)).unwrap_or(true)
+        f.provider
+            .as_ref()
+            .map(|p| {
+                r.action
+                    .to_ascii_lowercase()
+                    .starts_with(&format!("{}/", p.to_ascii_lowercase()))
+            })
+            .unwrap_or(true)
+            && f.correlation_id
+                .as_ref()
+                .map(|c| r.request_id.as_deref() == Some(c.as_str()))
+                .unwrap_or(true)
+            && f.caller
+                .as_ref()
+                .map(|c| caller_of(&r.actor).eq_ignore_ascii_case(c))
+                .unwrap_or(true)
+            && f.status
+                .as_ref()
+                .map(|s| status_of(&r.outcome).eq_ignore_ascii_case(s))
+                .unwrap_or(true)
     };
-    let value: Vec<Value> = rows.iter().filter(|r| keep(r)).map(|r| event(r, sub)).collect();
+    let value: Vec<Value> = rows
+        .iter()
+        .filter(|r| keep(r))
+        .map(|r| event(r, sub))
+        .collect();
     let mut body = json!({ "value": value });
     if more {
         if let Some(last) = rows.last() {
@@ -206,7 +269,8 @@ mod tests {
         let f = parse_filter("eventTimestamp ge 2026-11-28T16:00:00.123456 and eventTimestamp le 2026-11-28T22:00:00.123456 and resourceGroupName eq 'rg1'").unwrap();
         assert_eq!(f.resource_group.as_deref(), Some("rg1"));
         assert!(f.from.unwrap() < f.to.unwrap());
-        let f = parse_filter("eventTimestamp ge '2026-11-28T16:00:00Z' and caller eq 'alice@x.fr'").unwrap();
+        let f = parse_filter("eventTimestamp ge '2026-11-28T16:00:00Z' and caller eq 'alice@x.fr'")
+            .unwrap();
         assert_eq!(f.caller.as_deref(), Some("alice@x.fr"));
         assert!(parse_filter("eventTimestamp gt 2026-11-28").is_err());
         assert!(parse_filter("nonsense").is_err());

@@ -24,8 +24,12 @@ impl ArmError {
         match self {
             ArmError::Api(e) => e,
             ArmError::Identity(e) => e.to_arm(),
-            ArmError::Store(ciel_store::StoreError::NotFound) => ApiError::not_found("ResourceNotFound", "The resource was not found."),
-            ArmError::Store(ciel_store::StoreError::Conflict(w)) => ApiError::conflict("Conflict", format!("The {w} already exists.")),
+            ArmError::Store(ciel_store::StoreError::NotFound) => {
+                ApiError::not_found("ResourceNotFound", "The resource was not found.")
+            }
+            ArmError::Store(ciel_store::StoreError::Conflict(w)) => {
+                ApiError::conflict("Conflict", format!("The {w} already exists."))
+            }
             other => {
                 tracing::error!(error = %other, "internal error in ARM");
                 ApiError::internal()

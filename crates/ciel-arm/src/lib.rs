@@ -44,7 +44,10 @@ pub struct ArmRequest {
 
 impl ArmRequest {
     pub fn q(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn api_version(&self) -> Option<&str> {
         self.q("api-version")
@@ -52,7 +55,11 @@ impl ArmRequest {
     /// The JSON body; malformed JSON is `InvalidRequestContent`, as in Azure.
     pub fn json(&self) -> ArmResult<serde_json::Value> {
         if self.body.is_empty() {
-            return Err(ApiError::bad_request("InvalidRequestContent", "The request content was invalid: the body is empty.").into());
+            return Err(ApiError::bad_request(
+                "InvalidRequestContent",
+                "The request content was invalid: the body is empty.",
+            )
+            .into());
         }
         let v: serde_json::Value = serde_json::from_slice(&self.body).map_err(|e| {
             ApiError::bad_request(
@@ -61,7 +68,11 @@ impl ArmRequest {
             )
         })?;
         if !v.is_object() {
-            return Err(ApiError::bad_request("InvalidRequestContent", "The request content must be a JSON object.").into());
+            return Err(ApiError::bad_request(
+                "InvalidRequestContent",
+                "The request content must be a JSON object.",
+            )
+            .into());
         }
         Ok(v)
     }
@@ -76,10 +87,18 @@ pub struct ArmResponse {
 
 impl ArmResponse {
     pub fn json(status: StatusCode, body: serde_json::Value) -> Self {
-        Self { status, headers: HeaderMap::new(), body: Some(body) }
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: Some(body),
+        }
     }
     pub fn empty(status: StatusCode) -> Self {
-        Self { status, headers: HeaderMap::new(), body: None }
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: None,
+        }
     }
     pub fn error(e: &ApiError) -> Self {
         let mut r = Self::json(e.status, e.arm_body());
@@ -107,7 +126,13 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn draft(&self, action: &str, target: &str, outcome: &str, details: serde_json::Value) -> AuditDraft {
+    pub fn draft(
+        &self,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        details: serde_json::Value,
+    ) -> AuditDraft {
         AuditDraft {
             tenant_id: Some(self.caller.tenant_id.clone()),
             actor: self.caller.display(),
@@ -126,8 +151,11 @@ impl<'a> Ctx<'a> {
                 let oid = self.caller.object_id.clone();
                 let tid = self.caller.tenant_id.clone();
                 let out = ciel_store::run(&self.arm.store, move |s| {
-                    let a: Vec<RoleAssignment> =
-                        s.list_role_assignments_for_principal(&oid)?.into_iter().filter(|a| a.tenant_id == tid).collect();
+                    let a: Vec<RoleAssignment> = s
+                        .list_role_assignments_for_principal(&oid)?
+                        .into_iter()
+                        .filter(|a| a.tenant_id == tid)
+                        .collect();
                     let d = s.list_role_definitions(&tid)?;
                     Ok((a, d))
                 })
@@ -146,7 +174,11 @@ impl<'a> Ctx<'a> {
     /// True when the caller holds any role at or below `scope` (what makes a subscription visible).
     pub async fn has_any_access_within(&self, scope: &ResourceId) -> ArmResult<bool> {
         let (a, _) = self.permissions().await?;
-        Ok(a.iter().any(|x| ResourceId::parse(&x.scope).map(|s| s.is_within(scope) || scope.is_within(&s)).unwrap_or(false)))
+        Ok(a.iter().any(|x| {
+            ResourceId::parse(&x.scope)
+                .map(|s| s.is_within(scope) || scope.is_within(&s))
+                .unwrap_or(false)
+        }))
     }
 
     /// Authorizes `action` on `scope`; a denial is audited and answered `AuthorizationFailed`.
@@ -156,7 +188,12 @@ impl<'a> Ctx<'a> {
         }
         self.arm
             .auditor
-            .record(self.draft(action, &scope.to_string(), "denied", serde_json::json!({"reason": "AuthorizationFailed"})))
+            .record(self.draft(
+                action,
+                &scope.to_string(),
+                "denied",
+                serde_json::json!({"reason": "AuthorizationFailed"}),
+            ))
             .await?;
         Err(ApiError::forbidden(
             "AuthorizationFailed",
@@ -193,7 +230,11 @@ impl<'a> Ctx<'a> {
                         ))
                         .await?;
                 }
-                Err(ApiError::not_found("SubscriptionNotFound", format!("The subscription '{}' could not be found.", clip(id))).into())
+                Err(ApiError::not_found(
+                    "SubscriptionNotFound",
+                    format!("The subscription '{}' could not be found.", clip(id)),
+                )
+                .into())
             }
         }
     }
@@ -213,7 +254,9 @@ fn eq(a: &str, b: &str) -> bool {
 
 impl Arm {
     pub fn provider(&self, ns: &str) -> Option<&Arc<dyn ResourceProvider>> {
-        self.providers.iter().find(|p| p.namespace().eq_ignore_ascii_case(ns))
+        self.providers
+            .iter()
+            .find(|p| p.namespace().eq_ignore_ascii_case(ns))
     }
 
     /// Entry point for every ARM request.
@@ -239,10 +282,19 @@ impl Arm {
     }
 
     async fn authenticate(&self, req: &ArmRequest) -> ArmResult<Caller> {
-        let header = req.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim);
+        let header = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim);
         let result = match token {
-            None | Some("") => Err(ciel_identity::IdentityError::TokenRejected(ciel_identity::error::TokenRejection::Missing)),
+            None | Some("") => Err(ciel_identity::IdentityError::TokenRejected(
+                ciel_identity::error::TokenRejection::Missing,
+            )),
             Some(t) => self.tokens.verify(t, Service::ResourceManager),
         };
         match result {
@@ -279,38 +331,69 @@ impl Arm {
             return metadata::endpoints(self, req);
         }
         let caller = self.authenticate(req).await?;
-        let ctx = Ctx { arm: self, req, caller, assignments: tokio::sync::OnceCell::new() };
+        let ctx = Ctx {
+            arm: self,
+            req,
+            caller,
+            assignments: tokio::sync::OnceCell::new(),
+        };
         let m = &req.method;
         match s.as_slice() {
             ["tenants"] if m == Method::GET => subscriptions::list_tenants(&ctx).await,
             ["subscriptions"] if m == Method::GET => subscriptions::list(&ctx).await,
             ["providers"] if m == Method::GET => subscriptions::list_providers(&ctx, None).await,
-            ["providers", ns] if m == Method::GET => subscriptions::get_provider(&ctx, None, ns).await,
-            ["providers", p, "roleDefinitions", ..] | ["providers", p, "roledefinitions", ..] if eq(p, "Microsoft.Authorization") => {
+            ["providers", ns] if m == Method::GET => {
+                subscriptions::get_provider(&ctx, None, ns).await
+            }
+            ["providers", p, "roleDefinitions", ..] | ["providers", p, "roledefinitions", ..]
+                if eq(p, "Microsoft.Authorization") =>
+            {
                 role_definitions::dispatch(&ctx, None, &s[3..]).await
             }
             ["subscriptions", sub, rest @ ..] => self.route_subscription(&ctx, sub, rest).await,
             _ => Err(ApiError::not_found(
                 "InvalidResourceType",
-                format!("The resource path '/{}' is not known to this Resource Manager.", clip(&s.join("/"))),
+                format!(
+                    "The resource path '/{}' is not known to this Resource Manager.",
+                    clip(&s.join("/"))
+                ),
             )
             .into()),
         }
     }
 
-    async fn route_subscription(&self, ctx: &Ctx<'_>, sub: &str, rest: &[&str]) -> ArmResult<ArmResponse> {
+    async fn route_subscription(
+        &self,
+        ctx: &Ctx<'_>,
+        sub: &str,
+        rest: &[&str],
+    ) -> ArmResult<ArmResponse> {
         let m = &ctx.req.method;
         let subscription = ctx.subscription(sub).await?;
         let sub = subscription.id.as_str();
         match rest {
             [] if m == Method::GET => subscriptions::get(ctx, &subscription).await,
-            ["locations"] if m == Method::GET => subscriptions::list_locations(ctx, &subscription).await,
-            ["resources"] if m == Method::GET => resources::list(ctx, &ResourceId::subscription(sub)).await,
-            ["providers"] if m == Method::GET => subscriptions::list_providers(ctx, Some(sub)).await,
-            ["providers", ns] if m == Method::GET => subscriptions::get_provider(ctx, Some(sub), ns).await,
-            ["providers", ns, "register"] if m == Method::POST => subscriptions::register_provider(ctx, sub, ns).await,
-            [kw] if eq(kw, "resourcegroups") && m == Method::GET => resource_groups::list(ctx, sub).await,
-            ["operationresults" | "operationResults", id] if m == Method::GET => operations::get_result(ctx, sub, id).await,
+            ["locations"] if m == Method::GET => {
+                subscriptions::list_locations(ctx, &subscription).await
+            }
+            ["resources"] if m == Method::GET => {
+                resources::list(ctx, &ResourceId::subscription(sub)).await
+            }
+            ["providers"] if m == Method::GET => {
+                subscriptions::list_providers(ctx, Some(sub)).await
+            }
+            ["providers", ns] if m == Method::GET => {
+                subscriptions::get_provider(ctx, Some(sub), ns).await
+            }
+            ["providers", ns, "register"] if m == Method::POST => {
+                subscriptions::register_provider(ctx, sub, ns).await
+            }
+            [kw] if eq(kw, "resourcegroups") && m == Method::GET => {
+                resource_groups::list(ctx, sub).await
+            }
+            ["operationresults" | "operationResults", id] if m == Method::GET => {
+                operations::get_result(ctx, sub, id).await
+            }
             [rg_kw, rg, tail @ ..] if eq(rg_kw, "resourcegroups") => {
                 if !ciel_core::names::valid_resource_group_name(rg) {
                     return Err(ApiError::bad_request(
@@ -336,23 +419,42 @@ impl Arm {
                     _ => Err(unknown_path(ctx)),
                 }
             }
-            ["providers", ns, a, b, c] if eq(ns, "Microsoft.Insights") && eq(a, "eventtypes") && eq(b, "management") && eq(c, "values") && m == Method::GET => {
+            ["providers", ns, a, b, c]
+                if eq(ns, "Microsoft.Insights")
+                    && eq(a, "eventtypes")
+                    && eq(b, "management")
+                    && eq(c, "values")
+                    && m == Method::GET =>
+            {
                 activity_log::list(ctx, sub).await
             }
-            ["providers", ns, more @ ..] => self.route_provider(ctx, ResourceId::subscription(sub), ns, more).await,
+            ["providers", ns, more @ ..] => {
+                self.route_provider(ctx, ResourceId::subscription(sub), ns, more)
+                    .await
+            }
             _ => Err(unknown_path(ctx)),
         }
     }
 
     /// `{scope}/providers/{ns}/...`: Microsoft.Authorization extension resources at any scope,
     /// or a registered provider's resources.
-    async fn route_provider(&self, ctx: &Ctx<'_>, scope: ResourceId, ns: &str, rest: &[&str]) -> ArmResult<ArmResponse> {
+    async fn route_provider(
+        &self,
+        ctx: &Ctx<'_>,
+        scope: ResourceId,
+        ns: &str,
+        rest: &[&str],
+    ) -> ArmResult<ArmResponse> {
         // Extension resources on a provider resource: `.../providers/NS/type/name/providers/Microsoft.Authorization/...`
         if let Some(pos) = rest.iter().position(|x| eq(x, "providers")) {
-            if pos % 2 == 0 && rest.len() > pos + 1 && eq(rest[pos + 1], "Microsoft.Authorization") {
+            if pos % 2 == 0 && rest.len() > pos + 1 && eq(rest[pos + 1], "Microsoft.Authorization")
+            {
                 let mut id = scope.clone();
                 id.namespace = Some(ns.to_string());
-                id.segments = rest[..pos].chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+                id.segments = rest[..pos]
+                    .chunks(2)
+                    .map(|c| (c[0].to_string(), c[1].to_string()))
+                    .collect();
                 if id.segments.is_empty() {
                     return Err(unknown_path(ctx));
                 }
@@ -365,30 +467,50 @@ impl Arm {
         let Some(p) = self.provider(ns) else {
             return Err(ApiError::bad_request(
                 "InvalidResourceNamespace",
-                format!("The resource namespace '{}' is invalid or not available in this cloud.", clip(ns)),
+                format!(
+                    "The resource namespace '{}' is invalid or not available in this cloud.",
+                    clip(ns)
+                ),
             )
             .into());
         };
         resources::dispatch_provider(ctx, p.clone(), scope, rest).await
     }
 
-    async fn route_authorization(&self, ctx: &Ctx<'_>, scope: ResourceId, rest: &[&str]) -> ArmResult<ArmResponse> {
+    async fn route_authorization(
+        &self,
+        ctx: &Ctx<'_>,
+        scope: ResourceId,
+        rest: &[&str],
+    ) -> ArmResult<ArmResponse> {
         match rest {
-            [kind, tail @ ..] if eq(kind, "roleAssignments") => role_assignments::dispatch(ctx, scope, tail).await,
-            [kind, tail @ ..] if eq(kind, "roleDefinitions") => role_definitions::dispatch(ctx, Some(scope), tail).await,
+            [kind, tail @ ..] if eq(kind, "roleAssignments") => {
+                role_assignments::dispatch(ctx, scope, tail).await
+            }
+            [kind, tail @ ..] if eq(kind, "roleDefinitions") => {
+                role_definitions::dispatch(ctx, Some(scope), tail).await
+            }
             _ => Err(unknown_path(ctx)),
         }
     }
 }
 
 pub fn method_not_allowed() -> ArmError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "The HTTP method is not supported for this resource.").into()
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The HTTP method is not supported for this resource.",
+    )
+    .into()
 }
 
 pub fn unknown_path(ctx: &Ctx<'_>) -> ArmError {
     ApiError::not_found(
         "InvalidResourceType",
-        format!("The resource path '/{}' is not known to this Resource Manager.", clip(&ctx.req.segments.join("/"))),
+        format!(
+            "The resource path '/{}' is not known to this Resource Manager.",
+            clip(&ctx.req.segments.join("/"))
+        ),
     )
     .into()
 }
@@ -398,16 +520,30 @@ pub fn tags_from(body: &serde_json::Value) -> ArmResult<serde_json::Value> {
     match body.get("tags") {
         None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
         Some(serde_json::Value::Object(m)) => {
-            ciel_core::names::validate_tags(m).map_err(|e| ApiError::bad_request("InvalidTag", e))?;
+            ciel_core::names::validate_tags(m)
+                .map_err(|e| ApiError::bad_request("InvalidTag", e))?;
             Ok(serde_json::Value::Object(m.clone()))
         }
-        Some(_) => Err(ApiError::bad_request("InvalidRequestContent", "'tags' must be an object of strings.").into()),
+        Some(_) => Err(ApiError::bad_request(
+            "InvalidRequestContent",
+            "'tags' must be an object of strings.",
+        )
+        .into()),
     }
 }
 
 /// Residency: the location must be one of the French regions; the error names them.
-pub fn check_location(loc: Option<&str>, code: &str, what: &str) -> ArmResult<&'static ciel_core::region::Region> {
-    let l = loc.ok_or_else(|| ApiError::bad_request("LocationRequired", "The location property is required for this definition."))?;
+pub fn check_location(
+    loc: Option<&str>,
+    code: &str,
+    what: &str,
+) -> ArmResult<&'static ciel_core::region::Region> {
+    let l = loc.ok_or_else(|| {
+        ApiError::bad_request(
+            "LocationRequired",
+            "The location property is required for this definition.",
+        )
+    })?;
     ciel_core::region::normalize(l).ok_or_else(|| {
         ApiError::bad_request(
             code,

@@ -41,14 +41,27 @@ pub fn document(arm: &Arm) -> serde_json::Value {
 
 pub fn endpoints(arm: &Arm, req: &ArmRequest) -> ArmResult<ArmResponse> {
     let v = req.api_version().ok_or_else(|| {
-        ApiError::bad_request("MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+        ApiError::bad_request(
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )
     })?;
-    let valid = v.len() >= 10 && v.as_bytes()[4] == b'-' && v.as_bytes()[7] == b'-' && v[..4].chars().all(|c| c.is_ascii_digit());
+    let valid = v.len() >= 10
+        && v.as_bytes()[4] == b'-'
+        && v.as_bytes()[7] == b'-'
+        && v[..4].chars().all(|c| c.is_ascii_digit());
     if !valid {
-        return Err(ApiError::bad_request("InvalidApiVersionParameter", "The api-version must be a date such as '2022-09-01'.").into());
+        return Err(ApiError::bad_request(
+            "InvalidApiVersionParameter",
+            "The api-version must be a date such as '2022-09-01'.",
+        )
+        .into());
     }
     // From 2022-09-01 the document is one object (what `az cloud register` reads); before, an
     // array of clouds (what ARM_CLOUD_METADATA_URL expects).
     let doc = document(arm);
-    Ok(ArmResponse::json(StatusCode::OK, if v >= "2022-09-01" { doc } else { json!([doc]) }))
+    Ok(ArmResponse::json(
+        StatusCode::OK,
+        if v >= "2022-09-01" { doc } else { json!([doc]) },
+    ))
 }

@@ -56,7 +56,10 @@ where
 
 fn location(ctx: &Ctx<'_>, sub: &str, id: &str) -> String {
     let v = ctx.req.api_version().unwrap_or("2024-11-01");
-    format!("{}subscriptions/{sub}/operationresults/{id}?api-version={v}", ctx.base())
+    format!(
+        "{}subscriptions/{sub}/operationresults/{id}?api-version={v}",
+        ctx.base()
+    )
 }
 
 /// 202 Accepted pointing at the operation.
@@ -69,7 +72,10 @@ pub fn accepted(ctx: &Ctx<'_>, sub: &str, op: &Operation) -> ArmResponse {
     if let Ok(v) = HeaderValue::from_str(&format!("{loc}&status=1")) {
         r.headers.insert("azure-asyncoperation", v);
     }
-    r.headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    r.headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
     r
 }
 
@@ -77,7 +83,11 @@ pub fn accepted(ctx: &Ctx<'_>, sub: &str, op: &Operation) -> ArmResponse {
 /// (200 with the resource, or 204), or the error. With `status=1` (the Azure-AsyncOperation
 /// form) the status document instead.
 pub async fn get_result(ctx: &Ctx<'_>, sub: &str, id: &str) -> ArmResult<ArmResponse> {
-    api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources/operationresults")?;
+    api_version::check(
+        ctx.req.api_version(),
+        api_version::RESOURCES,
+        "Microsoft.Resources/operationresults",
+    )?;
     let oid = id.to_string();
     let op = ciel_store::run(&ctx.arm.store, move |s| match s.get_operation(&oid) {
         Ok(o) => Ok(Some(o)),
@@ -87,7 +97,13 @@ pub async fn get_result(ctx: &Ctx<'_>, sub: &str, id: &str) -> ArmResult<ArmResp
     .await?;
     let op = match op {
         Some(o) if o.tenant_id == ctx.caller.tenant_id => o,
-        _ => return Err(ApiError::not_found("OperationNotFound", format!("The operation '{}' could not be found.", clip(id))).into()),
+        _ => {
+            return Err(ApiError::not_found(
+                "OperationNotFound",
+                format!("The operation '{}' could not be found.", clip(id)),
+            )
+            .into())
+        }
     };
     if ctx.req.q("status").is_some() {
         let mut r = ArmResponse::json(
@@ -99,7 +115,10 @@ pub async fn get_result(ctx: &Ctx<'_>, sub: &str, id: &str) -> ArmResult<ArmResp
             }),
         );
         if op.status == "InProgress" {
-            r.headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            r.headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         return Ok(r);
     }
@@ -110,7 +129,9 @@ pub async fn get_result(ctx: &Ctx<'_>, sub: &str, id: &str) -> ArmResult<ArmResp
             None => ArmResponse::empty(StatusCode::OK),
         }),
         _ => {
-            let e = op.error.unwrap_or_else(|| json!({"code": "OperationFailed", "message": "The operation failed."}));
+            let e = op.error.unwrap_or_else(
+                || json!({"code": "OperationFailed", "message": "The operation failed."}),
+            );
             Err(ArmError::Api(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 e["code"].as_str().unwrap_or("OperationFailed"),

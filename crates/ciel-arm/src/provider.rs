@@ -34,7 +34,12 @@ pub struct ProviderRequest {
 
 impl ProviderRequest {
     /// An audit draft for this request, to store with the change it records.
-    pub fn draft(&self, action: &str, target: &str, details: Value) -> ciel_core::audit::AuditDraft {
+    pub fn draft(
+        &self,
+        action: &str,
+        target: &str,
+        details: Value,
+    ) -> ciel_core::audit::AuditDraft {
         ciel_core::audit::AuditDraft {
             tenant_id: Some(self.caller.tenant_id.clone()),
             actor: self.caller.display(),
@@ -49,15 +54,21 @@ impl ProviderRequest {
 
     /// The JSON body, or `InvalidRequestContent`.
     pub fn json(&self) -> Result<&Value, ciel_core::ApiError> {
-        self.body
-            .as_ref()
-            .ok_or_else(|| ciel_core::ApiError::bad_request("InvalidRequestContent", "The request content was invalid: the body is empty."))
+        self.body.as_ref().ok_or_else(|| {
+            ciel_core::ApiError::bad_request(
+                "InvalidRequestContent",
+                "The request content was invalid: the body is empty.",
+            )
+        })
     }
 }
 
 pub enum ProviderResponse {
     /// Done: status and JSON body (None for 204-style answers).
-    Done { status: http::StatusCode, body: Option<Value> },
+    Done {
+        status: http::StatusCode,
+        body: Option<Value>,
+    },
     /// Accepted: the router answers 202 with Location/Azure-AsyncOperation pointing at `operation_id`.
     Accepted { operation_id: String },
 }

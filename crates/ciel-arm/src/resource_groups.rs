@@ -1,7 +1,9 @@
 //! Resource groups: create_or_update, get, check_existence (HEAD), update (PATCH), delete, list.
 
 use crate::error::{ArmError, ArmResult};
-use crate::{api_version, check_location, clip, method_not_allowed, operations, tags_from, ArmResponse, Ctx};
+use crate::{
+    api_version, check_location, clip, method_not_allowed, operations, tags_from, ArmResponse, Ctx,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use ciel_core::{ApiError, ResourceId};
@@ -31,15 +33,21 @@ pub fn to_json(g: &ResourceGroup) -> serde_json::Value {
 }
 
 fn not_found(name: &str) -> ArmError {
-    ApiError::not_found("ResourceGroupNotFound", format!("Resource group '{}' could not be found.", clip(name))).into()
+    ApiError::not_found(
+        "ResourceGroupNotFound",
+        format!("Resource group '{}' could not be found.", clip(name)),
+    )
+    .into()
 }
 
 async fn load(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Option<ResourceGroup>> {
     let (s, n) = (sub.to_string(), name.to_string());
-    Ok(ciel_store::run(&ctx.arm.store, move |st| match st.get_resource_group(&s, &n) {
-        Ok(g) => Ok(Some(g)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e),
+    Ok(ciel_store::run(&ctx.arm.store, move |st| {
+        match st.get_resource_group(&s, &n) {
+            Ok(g) => Ok(Some(g)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     })
     .await?)
 }
@@ -47,7 +55,8 @@ async fn load(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Option<Resource
 /// The group, for reading below it: authorizes read first (so that existence is not revealed
 /// to callers without access), then 404 if absent.
 pub async fn require(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ResourceGroup> {
-    ctx.authorize(&ResourceId::resource_group(sub, name), READ).await?;
+    ctx.authorize(&ResourceId::resource_group(sub, name), READ)
+        .await?;
     load(ctx, sub, name).await?.ok_or_else(|| not_found(name))
 }
 
@@ -57,8 +66,12 @@ pub async fn require_for(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Reso
         Some(g) => Ok(g),
         None => {
             // Without any access, do not reveal whether the group exists.
-            if !ctx.has_any_access_within(&ResourceId::resource_group(sub, name)).await? {
-                ctx.authorize(&ResourceId::resource_group(sub, name), READ).await?;
+            if !ctx
+                .has_any_access_within(&ResourceId::resource_group(sub, name))
+                .await?
+            {
+                ctx.authorize(&ResourceId::resource_group(sub, name), READ)
+                    .await?;
             }
             Err(not_found(name))
         }
@@ -66,7 +79,11 @@ pub async fn require_for(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Reso
 }
 
 pub async fn dispatch(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> {
-    api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources/resourceGroups")?;
+    api_version::check(
+        ctx.req.api_version(),
+        api_version::RESOURCES,
+        "Microsoft.Resources/resourceGroups",
+    )?;
     let scope = ResourceId::resource_group(sub, name);
     match ctx.req.method {
         Method::GET => {
@@ -75,7 +92,13 @@ pub async fn dispatch(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResp
         }
         Method::HEAD => {
             ctx.authorize(&scope, READ).await?;
-            Ok(ArmResponse::empty(if load(ctx, sub, name).await?.is_some() { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }))
+            Ok(ArmResponse::empty(
+                if load(ctx, sub, name).await?.is_some() {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::NOT_FOUND
+                },
+            ))
         }
         Method::PUT => create_or_update(ctx, sub, name).await,
         Method::PATCH => update(ctx, sub, name).await,
@@ -89,18 +112,30 @@ async fn create_or_update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Arm
     ctx.authorize(&scope, WRITE).await?;
     let body = ctx.req.json()?;
     let location = body.get("location").and_then(|v| v.as_str());
-    let region = match check_location(location, "LocationNotAvailableForResourceGroup", "resource group") {
+    let region = match check_location(
+        location,
+        "LocationNotAvailableForResourceGroup",
+        "resource group",
+    ) {
         Ok(r) => r,
         Err(e) => {
             ctx.arm
                 .auditor
-                .record(ctx.draft(WRITE, &scope.to_string(), "denied", json!({"reason": "Residency", "location": clip(location.unwrap_or(""))})))
+                .record(ctx.draft(
+                    WRITE,
+                    &scope.to_string(),
+                    "denied",
+                    json!({"reason": "Residency", "location": clip(location.unwrap_or(""))}),
+                ))
                 .await?;
             return Err(e);
         }
     };
     let tags = tags_from(&body)?;
-    let managed_by = body.get("managedBy").and_then(|v| v.as_str()).map(str::to_string);
+    let managed_by = body
+        .get("managedBy")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let now = ciel_core::time::now_unix();
     let existing = load(ctx, sub, name).await?;
     if let Some(g) = &existing {
@@ -114,17 +149,33 @@ async fn create_or_update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Arm
     }
     let g = ResourceGroup {
         subscription_id: sub.to_string(),
-        name: existing.as_ref().map(|g| g.name.clone()).unwrap_or_else(|| name.to_string()),
+        name: existing
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_else(|| name.to_string()),
         location: region.name.to_string(),
         tags,
         managed_by,
         created: existing.as_ref().map(|g| g.created).unwrap_or(now),
         changed: now,
     };
-    let draft = ctx.draft(WRITE, &scope.to_string(), "success", json!({"location": region.name}));
+    let draft = ctx.draft(
+        WRITE,
+        &scope.to_string(),
+        "success",
+        json!({"location": region.name}),
+    );
     let g2 = g.clone();
-    let created = ciel_store::run(&ctx.arm.store, move |s| s.put_resource_group(&g2, &draft)).await?;
-    Ok(ArmResponse::json(if created { StatusCode::CREATED } else { StatusCode::OK }, to_json(&g)))
+    let created =
+        ciel_store::run(&ctx.arm.store, move |s| s.put_resource_group(&g2, &draft)).await?;
+    Ok(ArmResponse::json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        to_json(&g),
+    ))
 }
 
 async fn update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> {
@@ -134,7 +185,11 @@ async fn update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> 
     let mut g = load(ctx, sub, name).await?.ok_or_else(|| not_found(name))?;
     if let Some(l) = body.get("location").and_then(|v| v.as_str()) {
         if ciel_core::region::normalize(l).map(|r| r.name) != Some(g.location.as_str()) {
-            return Err(ApiError::bad_request("InvalidResourceGroupLocation", "The location of a resource group cannot be changed.").into());
+            return Err(ApiError::bad_request(
+                "InvalidResourceGroupLocation",
+                "The location of a resource group cannot be changed.",
+            )
+            .into());
         }
     }
     if body.get("tags").is_some() {
@@ -158,21 +213,41 @@ async fn delete(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> 
     ctx.authorize(&scope, DELETE).await?;
     let g = load(ctx, sub, name).await?.ok_or_else(|| not_found(name))?;
     let key = ResourceId::resource_group(sub, &g.name).key();
-    let resources = ciel_store::run(&ctx.arm.store, move |s| s.list_resources(&key, None, None, 100_000)).await?;
+    let resources = ciel_store::run(&ctx.arm.store, move |s| {
+        s.list_resources(&key, None, None, 100_000)
+    })
+    .await?;
     let with_provider: Vec<_> = resources
         .iter()
         .filter_map(|r| ResourceId::parse(&r.id))
-        .filter(|id| id.namespace.as_deref().map(|ns| ctx.arm.provider(ns).is_some()).unwrap_or(false))
+        .filter(|id| {
+            id.namespace
+                .as_deref()
+                .map(|ns| ctx.arm.provider(ns).is_some())
+                .unwrap_or(false)
+        })
         .collect();
-    let draft = ctx.draft(DELETE, &scope.to_string(), "success", json!({"resources": resources.len()}));
+    let draft = ctx.draft(
+        DELETE,
+        &scope.to_string(),
+        "success",
+        json!({"resources": resources.len()}),
+    );
     if with_provider.is_empty() {
         let (s, n) = (sub.to_string(), g.name.clone());
-        ciel_store::run(&ctx.arm.store, move |st| st.delete_resource_group(&s, &n, &draft)).await?;
+        ciel_store::run(&ctx.arm.store, move |st| {
+            st.delete_resource_group(&s, &n, &draft)
+        })
+        .await?;
         return Ok(ArmResponse::empty(StatusCode::OK));
     }
     let providers: Vec<_> = with_provider
         .into_iter()
-        .filter_map(|id| ctx.arm.provider(id.namespace.as_deref().unwrap_or("")).map(|p| (p.clone(), id)))
+        .filter_map(|id| {
+            ctx.arm
+                .provider(id.namespace.as_deref().unwrap_or(""))
+                .map(|p| (p.clone(), id))
+        })
         .collect();
     let caller = ctx.caller.clone();
     let store = ctx.arm.store.clone();
@@ -189,14 +264,20 @@ async fn delete(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> 
 }
 
 pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
-    let v = api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources/resourceGroups")?;
+    let v = api_version::check(
+        ctx.req.api_version(),
+        api_version::RESOURCES,
+        "Microsoft.Resources/resourceGroups",
+    )?;
     let top = match ctx.req.q("$top") {
         None => DEFAULT_PAGE,
         Some(t) => t
             .parse::<usize>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::bad_request("InvalidTopParameter", "$top must be a positive integer."))?
+            .ok_or_else(|| {
+                ApiError::bad_request("InvalidTopParameter", "$top must be a positive integer.")
+            })?
             .min(MAX_PAGE),
     };
     let after = match ctx.req.q("$skiptoken") {
@@ -206,13 +287,19 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
                 .decode(t)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::bad_request("InvalidSkipToken", "The $skiptoken is not valid."))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request("InvalidSkipToken", "The $skiptoken is not valid.")
+                })?,
         ),
     };
     let filter = parse_tag_filter(ctx.req.q("$filter"))?;
     // Only groups the caller may read are listed; a subscription-wide reader sees all.
     let sub_read = ctx.can(&ResourceId::subscription(sub), READ).await?;
-    if !sub_read && !ctx.has_any_access_within(&ResourceId::subscription(sub)).await? {
+    if !sub_read
+        && !ctx
+            .has_any_access_within(&ResourceId::subscription(sub))
+            .await?
+    {
         ctx.authorize(&ResourceId::subscription(sub), READ).await?;
     }
     let mut value = Vec::new();
@@ -221,7 +308,10 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
     // Page through the store until `top` visible groups are found.
     'outer: loop {
         let (s, c) = (sub.to_string(), cursor.clone());
-        let batch = ciel_store::run(&ctx.arm.store, move |st| st.list_resource_groups(&s, c.as_deref(), top + 1)).await?;
+        let batch = ciel_store::run(&ctx.arm.store, move |st| {
+            st.list_resource_groups(&s, c.as_deref(), top + 1)
+        })
+        .await?;
         let exhausted = batch.len() <= top;
         for g in batch {
             if value.len() == top {
@@ -229,14 +319,22 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
                 break 'outer;
             }
             cursor = Some(g.name.clone());
-            if !sub_read && !ctx.can(&ResourceId::resource_group(sub, &g.name), READ).await? {
+            if !sub_read
+                && !ctx
+                    .can(&ResourceId::resource_group(sub, &g.name), READ)
+                    .await?
+            {
                 continue;
             }
             if let Some((k, val)) = &filter {
                 let t = g.tags.as_object();
                 let hit = t
                     .and_then(|m| m.iter().find(|(tk, _)| tk.eq_ignore_ascii_case(k)))
-                    .map(|(_, tv)| val.as_ref().map(|want| tv.as_str() == Some(want.as_str())).unwrap_or(true))
+                    .map(|(_, tv)| {
+                        val.as_ref()
+                            .map(|want| tv.as_str() == Some(want.as_str()))
+                            .unwrap_or(true)
+                    })
                     .unwrap_or(false);
                 if !hit {
                     continue;
@@ -258,7 +356,10 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
             );
             if let Some(f) = ctx.req.q("$filter") {
                 link.push_str("&%24filter=");
-                link.push_str(&percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC).to_string());
+                link.push_str(
+                    &percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string(),
+                );
             }
             body["nextLink"] = json!(link);
         }
@@ -269,16 +370,32 @@ pub async fn list(ctx: &Ctx<'_>, sub: &str) -> ArmResult<ArmResponse> {
 /// `tagName eq 'k' [and tagValue eq 'v']`, the filter `az group list --tag` sends.
 fn parse_tag_filter(f: Option<&str>) -> ArmResult<Option<(String, Option<String>)>> {
     let Some(f) = f else { return Ok(None) };
-    let bad = || ApiError::bad_request("InvalidFilterInQueryString", format!("The $filter '{}' is not supported.", clip(f)));
+    let bad = || {
+        ApiError::bad_request(
+            "InvalidFilterInQueryString",
+            format!("The $filter '{}' is not supported.", clip(f)),
+        )
+    };
     let quoted = |s: &str| -> Option<String> {
         let s = s.trim();
-        s.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')).map(|x| x.replace("''", "'"))
+        s.strip_prefix('\'')
+            .and_then(|x| x.strip_suffix('\''))
+            .map(|x| x.replace("''", "'"))
     };
     let parts: Vec<&str> = f.splitn(2, " and ").collect();
-    let name = parts[0].trim().strip_prefix("tagName eq ").and_then(quoted).ok_or_else(bad)?;
+    let name = parts[0]
+        .trim()
+        .strip_prefix("tagName eq ")
+        .and_then(quoted)
+        .ok_or_else(bad)?;
     let value = match parts.get(1) {
         None => None,
-        Some(p) => Some(p.trim().strip_prefix("tagValue eq ").and_then(quoted).ok_or_else(bad)?),
+        Some(p) => Some(
+            p.trim()
+                .strip_prefix("tagValue eq ")
+                .and_then(quoted)
+                .ok_or_else(bad)?,
+        ),
     };
     Ok(Some((name, value)))
 }

@@ -10,15 +10,26 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
-    api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources/resources")?;
+    api_version::check(
+        ctx.req.api_version(),
+        api_version::RESOURCES,
+        "Microsoft.Resources/resources",
+    )?;
     let key = scope.key();
     let rtype = ctx.req.q("$filter").and_then(|f| {
-        f.trim().strip_prefix("resourceType eq ").map(|t| t.trim().trim_matches('\'').to_string())
+        f.trim()
+            .strip_prefix("resourceType eq ")
+            .map(|t| t.trim().trim_matches('\'').to_string())
     });
-    let all = ciel_store::run(&ctx.arm.store, move |s| s.list_resources(&key, rtype.as_deref(), None, 100_000)).await?;
+    let all = ciel_store::run(&ctx.arm.store, move |s| {
+        s.list_resources(&key, rtype.as_deref(), None, 100_000)
+    })
+    .await?;
     let mut value = Vec::new();
     for r in all {
-        let Some(id) = ResourceId::parse(&r.id) else { continue };
+        let Some(id) = ResourceId::parse(&r.id) else {
+            continue;
+        };
         if !ctx.can(&id, &format!("{}/read", r.rtype)).await? {
             continue;
         }
@@ -33,7 +44,12 @@ pub async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
 
 /// Hands `{scope}/providers/{ns}/{type}/{name}[/...]` to the provider after the common checks:
 /// api-version known for the type, RBAC for the action, residency for located types.
-pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scope: ResourceId, rest: &[&str]) -> ArmResult<ArmResponse> {
+pub async fn dispatch_provider(
+    ctx: &Ctx<'_>,
+    p: Arc<dyn ResourceProvider>,
+    scope: ResourceId,
+    rest: &[&str],
+) -> ArmResult<ArmResponse> {
     if rest.is_empty() {
         return Err(crate::unknown_path(ctx));
     }
@@ -44,7 +60,10 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
     let mut collection_type = None;
     let mut action = None;
     let pairs = rest.len() / 2;
-    id.segments = rest[..pairs * 2].chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+    id.segments = rest[..pairs * 2]
+        .chunks(2)
+        .map(|c| (c[0].to_string(), c[1].to_string()))
+        .collect();
     if rest.len() % 2 == 1 {
         let last = rest[rest.len() - 1].to_string();
         if m == Method::POST {
@@ -63,14 +82,27 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
         type_path.push(a.clone());
     }
     let type_path = type_path.join("/");
-    let info = p.resource_types().into_iter().find(|t| t.resource_type.eq_ignore_ascii_case(&type_path)).ok_or_else(|| {
-        ApiError::bad_request(
-            "InvalidResourceType",
-            format!("The resource type '{}' could not be found in the namespace '{}'.", clip(&type_path), p.namespace()),
-        )
-    })?;
+    let info = p
+        .resource_types()
+        .into_iter()
+        .find(|t| t.resource_type.eq_ignore_ascii_case(&type_path))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "InvalidResourceType",
+                format!(
+                    "The resource type '{}' could not be found in the namespace '{}'.",
+                    clip(&type_path),
+                    p.namespace()
+                ),
+            )
+        })?;
     let versions: Vec<&str> = info.api_versions.iter().map(String::as_str).collect();
-    let v = api_version::check(ctx.req.api_version(), &versions, &format!("{}/{}", p.namespace(), type_path))?.to_string();
+    let v = api_version::check(
+        ctx.req.api_version(),
+        &versions,
+        &format!("{}/{}", p.namespace(), type_path),
+    )?
+    .to_string();
     let full_type = format!("{}/{}", p.namespace(), type_path);
     let rbac_action = match (&m, &action) {
         (_, Some(_)) if id.segments.is_empty() => format!("{full_type}/action"),
@@ -79,15 +111,35 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
         (&Method::DELETE, _) => format!("{full_type}/delete"),
         _ => format!("{full_type}/write"),
     };
-    let target = if id.segments.is_empty() { scope.clone() } else { id.clone() };
+    let target = if id.segments.is_empty() {
+        scope.clone()
+    } else {
+        id.clone()
+    };
     ctx.authorize(&target, &rbac_action).await?;
-    let body = if ctx.req.body.is_empty() { None } else { Some(ctx.req.json()?) };
+    let body = if ctx.req.body.is_empty() {
+        None
+    } else {
+        Some(ctx.req.json()?)
+    };
     if info.located && m == Method::PUT {
-        let loc = body.as_ref().and_then(|b| b.get("location")).and_then(|l| l.as_str());
-        if let Err(e) = check_location(loc, "LocationNotAvailableForResourceType", &format!("resource type '{full_type}'")) {
+        let loc = body
+            .as_ref()
+            .and_then(|b| b.get("location"))
+            .and_then(|l| l.as_str());
+        if let Err(e) = check_location(
+            loc,
+            "LocationNotAvailableForResourceType",
+            &format!("resource type '{full_type}'"),
+        ) {
             ctx.arm
                 .auditor
-                .record(ctx.draft(&rbac_action, &id.to_string(), "denied", json!({"reason": "Residency", "location": clip(loc.unwrap_or(""))})))
+                .record(ctx.draft(
+                    &rbac_action,
+                    &id.to_string(),
+                    "denied",
+                    json!({"reason": "Residency", "location": clip(loc.unwrap_or(""))}),
+                ))
                 .await?;
             return Err(e);
         }
@@ -107,7 +159,10 @@ pub async fn dispatch_provider(ctx: &Ctx<'_>, p: Arc<dyn ResourceProvider>, scop
         })
         .await?;
     Ok(match resp {
-        ProviderResponse::Done { status, body: Some(b) } => ArmResponse::json(status, b),
+        ProviderResponse::Done {
+            status,
+            body: Some(b),
+        } => ArmResponse::json(status, b),
         ProviderResponse::Done { status, body: None } => ArmResponse::empty(status),
         ProviderResponse::Accepted { operation_id } => {
             let oid = operation_id.clone();

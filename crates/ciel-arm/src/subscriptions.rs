@@ -9,7 +9,11 @@ use http::StatusCode;
 use serde_json::json;
 
 fn check(ctx: &Ctx<'_>) -> ArmResult<()> {
-    api_version::check(ctx.req.api_version(), api_version::RESOURCES, "Microsoft.Resources")?;
+    api_version::check(
+        ctx.req.api_version(),
+        api_version::RESOURCES,
+        "Microsoft.Resources",
+    )?;
     Ok(())
 }
 
@@ -46,18 +50,31 @@ pub async fn list(ctx: &Ctx<'_>) -> ArmResult<ArmResponse> {
     let subs = ciel_store::run(&ctx.arm.store, move |s| s.list_subscriptions(&tid)).await?;
     let mut value = vec![];
     for s in subs {
-        if ctx.has_any_access_within(&ResourceId::subscription(&s.id)).await? {
+        if ctx
+            .has_any_access_within(&ResourceId::subscription(&s.id))
+            .await?
+        {
             value.push(subscription_json(&s));
         }
     }
-    Ok(ArmResponse::json(StatusCode::OK, json!({ "count": {"type": "Total", "value": value.len()}, "value": value })))
+    Ok(ArmResponse::json(
+        StatusCode::OK,
+        json!({ "count": {"type": "Total", "value": value.len()}, "value": value }),
+    ))
 }
 
 async fn require_visible(ctx: &Ctx<'_>, s: &Subscription) -> ArmResult<()> {
-    if ctx.has_any_access_within(&ResourceId::subscription(&s.id)).await? {
+    if ctx
+        .has_any_access_within(&ResourceId::subscription(&s.id))
+        .await?
+    {
         return Ok(());
     }
-    ctx.authorize(&ResourceId::subscription(&s.id), "Microsoft.Resources/subscriptions/read").await
+    ctx.authorize(
+        &ResourceId::subscription(&s.id),
+        "Microsoft.Resources/subscriptions/read",
+    )
+    .await
 }
 
 pub async fn get(ctx: &Ctx<'_>, s: &Subscription) -> ArmResult<ArmResponse> {
@@ -135,17 +152,29 @@ fn provider_json(sub: Option<&str>, ns: &str, types: &[serde_json::Value]) -> se
 
 pub async fn list_providers(ctx: &Ctx<'_>, sub: Option<&str>) -> ArmResult<ArmResponse> {
     check(ctx)?;
-    let value: Vec<_> = providers(ctx).iter().map(|(ns, t)| provider_json(sub, ns, t)).collect();
+    let value: Vec<_> = providers(ctx)
+        .iter()
+        .map(|(ns, t)| provider_json(sub, ns, t))
+        .collect();
     Ok(ArmResponse::json(StatusCode::OK, json!({ "value": value })))
 }
 
 pub async fn get_provider(ctx: &Ctx<'_>, sub: Option<&str>, ns: &str) -> ArmResult<ArmResponse> {
     check(ctx)?;
-    match providers(ctx).into_iter().find(|(n, _)| n.eq_ignore_ascii_case(ns)) {
-        Some((n, t)) => Ok(ArmResponse::json(StatusCode::OK, provider_json(sub, &n, &t))),
+    match providers(ctx)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(ns))
+    {
+        Some((n, t)) => Ok(ArmResponse::json(
+            StatusCode::OK,
+            provider_json(sub, &n, &t),
+        )),
         None => Err(ApiError::not_found(
             "InvalidResourceNamespace",
-            format!("The resource namespace '{}' is invalid or not available in this cloud.", clip(ns)),
+            format!(
+                "The resource namespace '{}' is invalid or not available in this cloud.",
+                clip(ns)
+            ),
         )
         .into()),
     }
@@ -155,6 +184,10 @@ pub async fn get_provider(ctx: &Ctx<'_>, sub: Option<&str>, ns: &str) -> ArmResu
 /// so that scripts that register first keep working.
 pub async fn register_provider(ctx: &Ctx<'_>, sub: &str, ns: &str) -> ArmResult<ArmResponse> {
     check(ctx)?;
-    ctx.authorize(&ResourceId::subscription(sub), "Microsoft.Resources/subscriptions/providers/register/action").await?;
+    ctx.authorize(
+        &ResourceId::subscription(sub),
+        "Microsoft.Resources/subscriptions/providers/register/action",
+    )
+    .await?;
     get_provider(ctx, Some(sub), ns).await
 }

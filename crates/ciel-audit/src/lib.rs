@@ -34,7 +34,10 @@ pub struct CheckpointSigner {
 impl CheckpointSigner {
     pub fn generate_pkcs8() -> Result<Vec<u8>, AuditError> {
         let rng = ring::rand::SystemRandom::new();
-        Ok(Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| AuditError::Key(e.to_string()))?.as_ref().to_vec())
+        Ok(Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|e| AuditError::Key(e.to_string()))?
+            .as_ref()
+            .to_vec())
     }
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, AuditError> {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| AuditError::Key(e.to_string()))?;
@@ -57,36 +60,61 @@ pub struct Auditor {
 
 impl Auditor {
     pub fn new(store: Store, signer: CheckpointSigner, checkpoint_file: PathBuf) -> Arc<Self> {
-        Arc::new(Self { store, signer, checkpoint_file })
+        Arc::new(Self {
+            store,
+            signer,
+            checkpoint_file,
+        })
     }
 
     /// Records an event that changes nothing stored. Failing to audit is an error for the caller:
     /// an action that cannot be recorded must not proceed.
     pub async fn record(&self, draft: AuditDraft) -> Result<(), AuditError> {
-        ciel_store::run(&self.store, move |s| s.append_audit(std::slice::from_ref(&draft))).await?;
+        ciel_store::run(&self.store, move |s| {
+            s.append_audit(std::slice::from_ref(&draft))
+        })
+        .await?;
         Ok(())
     }
 
     /// Signs the current head if no checkpoint covers it yet.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
-        let Some((seq, hash)) = self.store.audit_head()? else { return Ok(None) };
+        let Some((seq, hash)) = self.store.audit_head()? else {
+            return Ok(None);
+        };
         let last = self.store.list_checkpoints()?.into_iter().last();
         if last.as_ref().map(|c| c.seq) == Some(seq) {
             return Ok(None);
         }
         let ts = ciel_core::time::now_rfc3339();
         let sig = self.signer.pair.sign(&checkpoint_message(seq, &hash, &ts));
-        let cp = Checkpoint { seq, hash, ts, key_id: self.signer.key_id.clone(), signature: hex::encode(sig.as_ref()) };
+        let cp = Checkpoint {
+            seq,
+            hash,
+            ts,
+            key_id: self.signer.key_id.clone(),
+            signature: hex::encode(sig.as_ref()),
+        };
         // The file first: if we crash between the two, verify still finds the checkpoint.
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.checkpoint_file)?;
-        writeln!(f, "{}", serde_json::to_string(&cp).map_err(|e| AuditError::Key(e.to_string()))?)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.checkpoint_file)?;
+        writeln!(
+            f,
+            "{}",
+            serde_json::to_string(&cp).map_err(|e| AuditError::Key(e.to_string()))?
+        )?;
         f.sync_data()?;
         self.store.put_checkpoint(&cp)?;
         Ok(Some(cp))
     }
 
     /// Checkpoints periodically until the runtime shuts down.
-    pub fn spawn_checkpointer(self: &Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_checkpointer(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -106,14 +134,24 @@ impl Auditor {
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { entries: i64, checkpoints: usize },
+    Intact {
+        entries: i64,
+        checkpoints: usize,
+    },
     /// The first broken entry and why.
-    Broken { seq: i64, reason: String },
+    Broken {
+        seq: i64,
+        reason: String,
+    },
 }
 
 /// Walks the whole chain in bounded memory, then checks every checkpoint (from the store and
 /// from the checkpoint file) against the chain and the audit public key.
-pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Option<&Path>) -> Result<Verdict, AuditError> {
+pub fn verify(
+    store: &dyn MetadataStore,
+    public_key: &[u8],
+    checkpoint_file: Option<&Path>,
+) -> Result<Verdict, AuditError> {
     let mut prev_hash = GENESIS.to_string();
     let mut expected = 1i64;
     let mut after = 0i64;
@@ -128,7 +166,10 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
                 match serde_json::from_str::<Checkpoint>(line) {
                     Ok(c) => checkpoints.push(c),
                     Err(_) => {
-                        return Ok(Verdict::Broken { seq: 0, reason: format!("checkpoint file line {} is not a checkpoint", i + 1) })
+                        return Ok(Verdict::Broken {
+                            seq: 0,
+                            reason: format!("checkpoint file line {} is not a checkpoint", i + 1),
+                        })
                     }
                 }
             }
@@ -140,8 +181,14 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
     let key = UnparsedPublicKey::new(&ED25519, public_key);
     for c in &checkpoints {
         let sig = hex::decode(&c.signature).unwrap_or_default();
-        if key.verify(&checkpoint_message(c.seq, &c.hash, &c.ts), &sig).is_err() {
-            return Ok(Verdict::Broken { seq: c.seq, reason: format!("the checkpoint at entry {} has an invalid signature", c.seq) });
+        if key
+            .verify(&checkpoint_message(c.seq, &c.hash, &c.ts), &sig)
+            .is_err()
+        {
+            return Ok(Verdict::Broken {
+                seq: c.seq,
+                reason: format!("the checkpoint at entry {} has an invalid signature", c.seq),
+            });
         }
     }
     let mut cp_iter = checkpoints.iter().peekable();
@@ -154,14 +201,26 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
             if r.seq != expected {
                 return Ok(Verdict::Broken {
                     seq: expected,
-                    reason: format!("entry {expected} is missing (the next entry present is {})", r.seq),
+                    reason: format!(
+                        "entry {expected} is missing (the next entry present is {})",
+                        r.seq
+                    ),
                 });
             }
             if r.prev_hash != prev_hash {
-                return Ok(Verdict::Broken { seq: r.seq, reason: format!("entry {} does not link to entry {}", r.seq, r.seq - 1) });
+                return Ok(Verdict::Broken {
+                    seq: r.seq,
+                    reason: format!("entry {} does not link to entry {}", r.seq, r.seq - 1),
+                });
             }
             if chain_hash(r) != r.hash {
-                return Ok(Verdict::Broken { seq: r.seq, reason: format!("entry {} has been altered (its hash does not match its content)", r.seq) });
+                return Ok(Verdict::Broken {
+                    seq: r.seq,
+                    reason: format!(
+                        "entry {} has been altered (its hash does not match its content)",
+                        r.seq
+                    ),
+                });
             }
             while let Some(c) = cp_iter.peek() {
                 if c.seq > r.seq {
@@ -170,7 +229,10 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
                 if c.seq == r.seq && c.hash != r.hash {
                     return Ok(Verdict::Broken {
                         seq: r.seq,
-                        reason: format!("entry {} differs from the signed checkpoint taken at {}", r.seq, c.ts),
+                        reason: format!(
+                            "entry {} differs from the signed checkpoint taken at {}",
+                            r.seq, c.ts
+                        ),
                     });
                 }
                 cp_iter.next();
@@ -183,8 +245,14 @@ pub fn verify(store: &dyn MetadataStore, public_key: &[u8], checkpoint_file: Opt
     if let Some(c) = cp_iter.next() {
         return Ok(Verdict::Broken {
             seq: expected,
-            reason: format!("entries {expected} to {} are missing: a signed checkpoint covers entry {}", c.seq, c.seq),
+            reason: format!(
+                "entries {expected} to {} are missing: a signed checkpoint covers entry {}",
+                c.seq, c.seq
+            ),
         });
     }
-    Ok(Verdict::Intact { entries: expected - 1, checkpoints: checkpoints.len() })
+    Ok(Verdict::Intact {
+        entries: expected - 1,
+        checkpoints: checkpoints.len(),
+    })
 }

@@ -34,8 +34,16 @@ fn fixture(checkpoint_at_end: bool) -> Fixture {
     let cpfile = dir.path().join("cp.jsonl");
     let store: Store = Arc::new(SqliteStore::open(&db).unwrap());
     let pk8 = CheckpointSigner::generate_pkcs8().unwrap();
-    let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pk8).unwrap().public_key().as_ref().to_vec();
-    let auditor = Auditor::new(store.clone(), CheckpointSigner::from_pkcs8(&pk8).unwrap(), cpfile.clone());
+    let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pk8)
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let auditor = Auditor::new(
+        store.clone(),
+        CheckpointSigner::from_pkcs8(&pk8).unwrap(),
+        cpfile.clone(),
+    );
     for i in 0..10 {
         store.append_audit(&[draft(i)]).unwrap();
     }
@@ -46,7 +54,12 @@ fn fixture(checkpoint_at_end: bool) -> Fixture {
     if checkpoint_at_end {
         auditor.checkpoint().unwrap().unwrap();
     }
-    Fixture { _dir: dir, db, cpfile, public }
+    Fixture {
+        _dir: dir,
+        db,
+        cpfile,
+        public,
+    }
 }
 
 fn check(f: &Fixture) -> Verdict {
@@ -69,13 +82,22 @@ fn broken_at(v: Verdict) -> i64 {
 #[test]
 fn intact_chain_verifies() {
     let f = fixture(true);
-    assert_eq!(check(&f), Verdict::Intact { entries: 20, checkpoints: 2 });
+    assert_eq!(
+        check(&f),
+        Verdict::Intact {
+            entries: 20,
+            checkpoints: 2
+        }
+    );
 }
 
 #[test]
 fn edited_entry_is_named() {
     let f = fixture(true);
-    sql(&f, "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 7");
+    sql(
+        &f,
+        "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 7",
+    );
     assert_eq!(broken_at(check(&f)), 7);
 }
 
@@ -100,7 +122,10 @@ fn reordered_entries_are_caught() {
 #[test]
 fn truncated_tail_is_caught_by_the_checkpoint_file() {
     let f = fixture(true);
-    sql(&f, "DELETE FROM audit_log WHERE seq > 15; DELETE FROM audit_checkpoints;");
+    sql(
+        &f,
+        "DELETE FROM audit_log WHERE seq > 15; DELETE FROM audit_checkpoints;",
+    );
     assert_eq!(broken_at(check(&f)), 16);
 }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use tokio_rustls::TlsConnector;
 
 pub fn tls_connector(ca: &Path) -> Result<TlsConnector> {
-    let pem = std::fs::read(ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+    let pem = std::fs::read(ca)
+        .with_context(|| format!("reading the CA certificate {}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c?)?;
@@ -22,10 +23,12 @@ pub fn tls_connector(ca: &Path) -> Result<TlsConnector> {
     if roots.is_empty() {
         bail!("no certificate in {}", ca.display());
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     // No ALPN: HTTP/1.1, as most Azure SDK clients speak it.
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
@@ -48,7 +51,10 @@ impl Endpoint {
         let auth = uri.authority().ok_or_else(|| anyhow!("{url}: no host"))?;
         let host = auth.host().to_string();
         let port = auth.port_u16().unwrap_or(443);
-        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await.with_context(|| format!("resolving {host}"))?.collect();
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .collect();
         addrs.sort_by_key(|a| !a.is_ipv4());
         addrs.dedup();
         if addrs.is_empty() {
@@ -58,7 +64,14 @@ impl Endpoint {
             "" => "/".to_string(),
             p => p.to_string(),
         };
-        Ok((Endpoint { host, authority: auth.as_str().to_string(), addrs }, base))
+        Ok((
+            Endpoint {
+                host,
+                authority: auth.as_str().to_string(),
+                addrs,
+            },
+            base,
+        ))
     }
 }
 
@@ -87,7 +100,10 @@ async fn handshake(ep: &Endpoint, tls: &TlsConnector) -> Result<SendRequest<Full
             Ok(tcp) => {
                 tcp.set_nodelay(true)?;
                 let name = ServerName::try_from(ep.host.clone())?;
-                let s = tls.connect(name, tcp).await.with_context(|| format!("TLS handshake with {}", ep.authority))?;
+                let s = tls
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {}", ep.authority))?;
                 let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -97,12 +113,20 @@ async fn handshake(ep: &Endpoint, tls: &TlsConnector) -> Result<SendRequest<Full
             Err(e) => last = Some(e),
         }
     }
-    Err(anyhow!("cannot connect to {}: {}", ep.authority, last.map(|e| e.to_string()).unwrap_or_default()))
+    Err(anyhow!(
+        "cannot connect to {}: {}",
+        ep.authority,
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 impl Conn {
     pub async fn open(ep: &Endpoint, tls: &TlsConnector) -> Result<Conn> {
-        Ok(Conn { ep: ep.clone(), tls: tls.clone(), tx: handshake(ep, tls).await? })
+        Ok(Conn {
+            ep: ep.clone(),
+            tls: tls.clone(),
+            tx: handshake(ep, tls).await?,
+        })
     }
 
     /// Opens a new connection (after an error, or when the server closed this one).
@@ -116,7 +140,10 @@ impl Conn {
             self.reopen().await?;
         }
         self.tx.ready().await?;
-        let mut b = Request::builder().method(r.method.clone()).uri(r.path.as_str()).header(header::HOST, self.ep.authority.as_str());
+        let mut b = Request::builder()
+            .method(r.method.clone())
+            .uri(r.path.as_str())
+            .header(header::HOST, self.ep.authority.as_str());
         if let Some(ct) = r.content_type {
             b = b.header(header::CONTENT_TYPE, ct);
         }
@@ -126,7 +153,10 @@ impl Conn {
         if !r.body.is_empty() || r.method == Method::PUT || r.method == Method::POST {
             b = b.header(header::CONTENT_LENGTH, r.body.len());
         }
-        let resp = self.tx.send_request(b.body(Full::new(r.body.clone()))?).await?;
+        let resp = self
+            .tx
+            .send_request(b.body(Full::new(r.body.clone()))?)
+            .await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, body))

@@ -29,7 +29,11 @@ pub struct CryptoResults {
 impl CryptoResults {
     /// The highest rate among rows with this key, and its thread count.
     pub fn best(&self, key: &str) -> (f64, usize) {
-        self.rows.iter().filter(|r| r.key == key).map(|r| (r.rate, r.threads)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
+        self.rows
+            .iter()
+            .filter(|r| r.key == key)
+            .map(|r| (r.rate, r.threads))
+            .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
     }
     pub fn to_json(&self) -> serde_json::Value {
         json!(self
@@ -43,7 +47,10 @@ impl CryptoResults {
 
 /// An access token's claims as Ciel issues them to a service principal for Resource Manager.
 pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> AccessClaims {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let oid = uuid::Uuid::new_v4().to_string();
     AccessClaims {
         aud: aud.to_string(),
@@ -68,12 +75,19 @@ pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> Acc
 
 /// Runs `f` on `threads` threads for `secs` seconds (after a short warm-up); returns (ops, ops/s,
 /// cores' worth of CPU used by other processes meanwhile).
-fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result<(u64, f64, Option<f64>)> {
+fn rate<F: Fn() -> Result<()> + Sync>(
+    threads: usize,
+    secs: f64,
+    f: F,
+) -> Result<(u64, f64, Option<f64>)> {
     for _ in 0..20 {
         f()?;
     }
     let dur = Duration::from_secs_f64(secs);
-    let (self0, busy0) = (crate::stats::cpu_secs("self"), crate::stats::machine_busy_secs());
+    let (self0, busy0) = (
+        crate::stats::cpu_secs("self"),
+        crate::stats::machine_busy_secs(),
+    );
     let start = Instant::now();
     let results: Vec<Result<(u64, Instant)>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
@@ -89,7 +103,12 @@ fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("benchmark thread panicked")))).collect()
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("benchmark thread panicked")))
+            })
+            .collect()
     });
     let mut total = 0;
     let mut end = start;
@@ -103,14 +122,19 @@ fn rate<F: Fn() -> Result<()> + Sync>(threads: usize, secs: f64, f: F) -> Result
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
-    let other = crate::stats::other_cores((busy0, crate::stats::machine_busy_secs()), ours, elapsed);
+    let other =
+        crate::stats::other_cores((busy0, crate::stats::machine_busy_secs()), ours, elapsed);
     Ok((total, total as f64 / elapsed, other))
 }
 
 pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResults> {
     eprintln!("ciel-bench: generating an RSA-2048 key");
     let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| anyhow!("{e}"))?;
-    let der = key.to_pkcs1_der().map_err(|e| anyhow!("{e}"))?.as_bytes().to_vec();
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|e| anyhow!("{e}"))?
+        .as_bytes()
+        .to_vec();
     let n_b64 = B64URL.encode(key.n().to_bytes_be());
     let e_b64 = B64URL.encode(key.e().to_bytes_be());
     let pair = RsaKeyPair::from_der(&der).map_err(|e| anyhow!("ring rejected the key: {e}"))?;
@@ -122,7 +146,10 @@ pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResu
     let enc = EncodingKey::from_rsa_der(&der);
     let token = jsonwebtoken::encode(&header, claims, &enc)?;
     // The bytes a JWT signature covers: base64url(header) "." base64url(claims).
-    let signing_input = token.rsplit_once('.').map(|(a, _)| a.as_bytes().to_vec()).unwrap_or_default();
+    let signing_input = token
+        .rsplit_once('.')
+        .map(|(a, _)| a.as_bytes().to_vec())
+        .unwrap_or_default();
 
     let mut rows = Vec::new();
     let threads = [1usize, 2];
@@ -131,21 +158,48 @@ pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResu
         eprintln!("ciel-bench: ring RsaKeyPair::sign, {t} thread(s), {secs} s");
         let (ops, r, other) = rate(t, secs, || {
             let mut sig = vec![0u8; pair.public().modulus_len()];
-            pair.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
+            pair.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig)
+                .map_err(|_| anyhow!("sign failed"))
         })?;
-        rows.push(Row { key: "ring_sign", label: "ring `RsaKeyPair::sign` (key parsed once)", threads: t, ops, rate: r, other_cores: other });
+        rows.push(Row {
+            key: "ring_sign",
+            label: "ring `RsaKeyPair::sign` (key parsed once)",
+            threads: t,
+            ops,
+            rate: r,
+            other_cores: other,
+        });
     }
     eprintln!("ciel-bench: ring RsaKeyPair::from_der + sign, 1 thread, {secs} s");
     let (ops, r, other) = rate(1, secs, || {
         let p = RsaKeyPair::from_der(&der).map_err(|_| anyhow!("from_der failed"))?;
         let mut sig = vec![0u8; p.public().modulus_len()];
-        p.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig).map_err(|_| anyhow!("sign failed"))
+        p.sign(&RSA_PKCS1_SHA256, &rng, &signing_input, &mut sig)
+            .map_err(|_| anyhow!("sign failed"))
     })?;
-    rows.push(Row { key: "ring_parse_sign", label: "ring `from_der` + `sign` (key parsed every time)", threads: 1, ops, rate: r, other_cores: other });
+    rows.push(Row {
+        key: "ring_parse_sign",
+        label: "ring `from_der` + `sign` (key parsed every time)",
+        threads: 1,
+        ops,
+        rate: r,
+        other_cores: other,
+    });
     for t in threads {
         eprintln!("ciel-bench: jsonwebtoken::encode, {t} thread(s), {secs} s");
-        let (ops, r, other) = rate(t, secs, || jsonwebtoken::encode(&header, claims, &enc).map(|_| ()).map_err(Into::into))?;
-        rows.push(Row { key: "jwt_encode", label: "`jsonwebtoken::encode` (Ciel's path)", threads: t, ops, rate: r, other_cores: other });
+        let (ops, r, other) = rate(t, secs, || {
+            jsonwebtoken::encode(&header, claims, &enc)
+                .map(|_| ())
+                .map_err(Into::into)
+        })?;
+        rows.push(Row {
+            key: "jwt_encode",
+            label: "`jsonwebtoken::encode` (Ciel's path)",
+            threads: t,
+            ops,
+            rate: r,
+            other_cores: other,
+        });
     }
 
     let dec = DecodingKey::from_rsa_components(&n_b64, &e_b64)?;
@@ -156,7 +210,18 @@ pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResu
     v.set_audience(&[aud.trim_end_matches('/').to_string(), aud.to_string()]);
     jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v)?;
     eprintln!("ciel-bench: jsonwebtoken::decode (verify), 1 thread, {secs} s");
-    let (ops, r, other) = rate(1, secs, || jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v).map(|_| ()).map_err(Into::into))?;
-    rows.push(Row { key: "jwt_verify", label: "`jsonwebtoken::decode` verify (public n, e)", threads: 1, ops, rate: r, other_cores: other });
+    let (ops, r, other) = rate(1, secs, || {
+        jsonwebtoken::decode::<AccessClaims>(&token, &dec, &v)
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    rows.push(Row {
+        key: "jwt_verify",
+        label: "`jsonwebtoken::decode` verify (public n, e)",
+        threads: 1,
+        ops,
+        rate: r,
+        other_cores: other,
+    });
     Ok(CryptoResults { rows })
 }

@@ -24,9 +24,16 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
 /// CPU seconds the whole machine spent busy (all CPUs; not idle, not waiting for I/O), from /proc/stat.
 pub fn machine_busy_secs() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<f64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<f64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal
-    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
+    let busy =
+        f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
     Some(busy / 100.0)
 }
 
@@ -39,7 +46,11 @@ pub fn other_cores(busy: (Option<f64>, Option<f64>), ours: f64, elapsed: f64) ->
 }
 
 fn sample() -> (Option<f64>, Option<f64>, Option<f64>) {
-    (SERVER_PID.get().and_then(|p| cpu_secs(&p.to_string())), cpu_secs("self"), machine_busy_secs())
+    (
+        SERVER_PID.get().and_then(|p| cpu_secs(&p.to_string())),
+        cpu_secs("self"),
+        machine_busy_secs(),
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -99,7 +110,16 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 /// Opens `c` connections, optionally warms each up with one uncounted request, then sends
 /// until `stop`; latencies are those of successful requests, in microseconds.
 #[allow(clippy::too_many_arguments)]
-pub async fn drive<F>(label: &str, key: &'static str, ep: &Endpoint, tls: &TlsConnector, c: usize, stop: Stop, warmup: bool, make: F) -> Result<HttpRun>
+pub async fn drive<F>(
+    label: &str,
+    key: &'static str,
+    ep: &Endpoint,
+    tls: &TlsConnector,
+    c: usize,
+    stop: Stop,
+    warmup: bool,
+    make: F,
+) -> Result<HttpRun>
 where
     F: Fn(usize) -> Req + Send + Sync + 'static,
 {
@@ -148,7 +168,10 @@ where
                     Ok((st, body)) => {
                         errors += 1;
                         if errors <= 3 {
-                            eprintln!("ciel-bench: unexpected answer {st}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+                            eprintln!(
+                                "ciel-bench: unexpected answer {st}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(300)])
+                            );
                         }
                     }
                     Err(e) => {
@@ -191,7 +214,11 @@ where
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
-    let mean = if lat.is_empty() { 0.0 } else { lat.iter().sum::<u64>() as f64 / lat.len() as f64 };
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().sum::<u64>() as f64 / lat.len() as f64
+    };
     Ok(HttpRun {
         label: label.to_string(),
         key,
@@ -199,13 +226,21 @@ where
         ok,
         errors,
         elapsed_s: elapsed,
-        rate: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
+        rate: if elapsed > 0.0 {
+            ok as f64 / elapsed
+        } else {
+            0.0
+        },
         mean_us: mean,
         p50_us: pct(&lat, 50.0),
         p99_us: pct(&lat, 99.0),
         max_us: lat.last().copied().unwrap_or(0) as f64,
         server_cpu_us: per_req(srv0, srv1),
         client_cpu_us: per_req(cli0, cli1),
-        other_cores: if SERVER_PID.get().is_some() { other_cores((busy0, busy1), ours, elapsed) } else { None },
+        other_cores: if SERVER_PID.get().is_some() {
+            other_cores((busy0, busy1), ours, elapsed)
+        } else {
+            None
+        },
     })
 }

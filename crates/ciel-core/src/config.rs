@@ -12,10 +12,17 @@ pub struct Endpoints {
 
 impl Endpoints {
     pub fn new(domain: &str, port: u16) -> Self {
-        Self { domain: domain.trim_end_matches('.').to_ascii_lowercase(), port }
+        Self {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+        }
     }
     fn port_suffix(&self) -> String {
-        if self.port == 443 { String::new() } else { format!(":{}", self.port) }
+        if self.port == 443 {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        }
     }
     pub fn host(&self, label: &str) -> String {
         format!("{label}.{}{}", self.domain, self.port_suffix())

@@ -6,7 +6,9 @@ pub fn valid_resource_group_name(name: &str) -> bool {
     let n = name.chars().count();
     (1..=90).contains(&n)
         && !name.ends_with('.')
-        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '(' | ')' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '(' | ')' | '-' | '.'))
 }
 
 /// Generic ARM resource names: no control characters nor `<>%&:\?/#`, at most 260 characters.
@@ -14,7 +16,9 @@ pub fn valid_resource_name(name: &str) -> bool {
     let n = name.chars().count();
     (1..=260).contains(&n)
         && !name.ends_with('.')
-        && !name.chars().any(|c| c.is_control() || "<>%&:\\?/#*".contains(c))
+        && !name
+            .chars()
+            .any(|c| c.is_control() || "<>%&:\\?/#*".contains(c))
 }
 
 /// Tags: at most 50, names up to 512 characters without `<>%&\?/`, values up to 256.
@@ -28,7 +32,11 @@ pub fn validate_tags(tags: &serde_json::Map<String, serde_json::Value>) -> Resul
         }
         match v {
             serde_json::Value::String(s) if s.chars().count() <= 256 => {}
-            serde_json::Value::String(_) => return Err(format!("The value of tag '{k}' is longer than 256 characters.")),
+            serde_json::Value::String(_) => {
+                return Err(format!(
+                    "The value of tag '{k}' is longer than 256 characters."
+                ))
+            }
             _ => return Err(format!("The value of tag '{k}' must be a string.")),
         }
     }

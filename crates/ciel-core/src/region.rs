@@ -37,12 +37,20 @@ pub const REGIONS: &[Region] = &[
 /// Azure accepts a location in any case and with spaces ("France Central"); normalise
 /// to the ARM name and return None when the location is not one of ours.
 pub fn normalize(location: &str) -> Option<&'static Region> {
-    let key: String = location.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let key: String = location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     REGIONS.iter().find(|r| r.name == key)
 }
 
 pub fn allowed_names() -> String {
-    REGIONS.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+    REGIONS
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -50,8 +58,14 @@ mod tests {
     use super::*;
     #[test]
     fn normalises_display_names() {
-        assert_eq!(normalize("France Central").map(|r| r.name), Some("francecentral"));
-        assert_eq!(normalize("FRANCESOUTH").map(|r| r.name), Some("francesouth"));
+        assert_eq!(
+            normalize("France Central").map(|r| r.name),
+            Some("francecentral")
+        );
+        assert_eq!(
+            normalize("FRANCESOUTH").map(|r| r.name),
+            Some("francesouth")
+        );
         assert!(normalize("westeurope").is_none());
         assert!(normalize("").is_none());
     }

@@ -16,15 +16,27 @@ pub struct ResourceId {
 
 impl ResourceId {
     pub fn subscription(sub: &str) -> Self {
-        Self { subscription: sub.to_string(), resource_group: None, namespace: None, segments: vec![] }
+        Self {
+            subscription: sub.to_string(),
+            resource_group: None,
+            namespace: None,
+            segments: vec![],
+        }
     }
     pub fn resource_group(sub: &str, rg: &str) -> Self {
-        Self { resource_group: Some(rg.to_string()), ..Self::subscription(sub) }
+        Self {
+            resource_group: Some(rg.to_string()),
+            ..Self::subscription(sub)
+        }
     }
 
     /// Parse an id or a scope. Returns None when the string is not an ARM id.
     pub fn parse(s: &str) -> Option<Self> {
-        let parts: Vec<&str> = s.trim_end_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = s
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
         if parts.len() < 2 || !parts[0].eq_ignore_ascii_case("subscriptions") {
             return None;
         }
@@ -44,7 +56,10 @@ impl ResourceId {
             if rest.len() % 2 != 0 || rest.is_empty() {
                 return None;
             }
-            id.segments = rest.chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+            id.segments = rest
+                .chunks(2)
+                .map(|c| (c[0].to_string(), c[1].to_string()))
+                .collect();
         }
         Some(id)
     }
@@ -115,16 +130,29 @@ mod tests {
     use super::*;
     #[test]
     fn parses_and_renders_canonically() {
-        let id = ResourceId::parse("/subscriptions/S/resourcegroups/rg/providers/Microsoft.Storage/storageAccounts/a").unwrap();
-        assert_eq!(id.to_string(), "/subscriptions/S/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a");
-        assert_eq!(id.resource_type().unwrap(), "Microsoft.Storage/storageAccounts");
+        let id = ResourceId::parse(
+            "/subscriptions/S/resourcegroups/rg/providers/Microsoft.Storage/storageAccounts/a",
+        )
+        .unwrap();
+        assert_eq!(
+            id.to_string(),
+            "/subscriptions/S/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+        );
+        assert_eq!(
+            id.resource_type().unwrap(),
+            "Microsoft.Storage/storageAccounts"
+        );
         assert_eq!(id.name(), Some("a"));
         let rg = id.parent().unwrap();
         assert_eq!(rg.to_string(), "/subscriptions/S/resourceGroups/rg");
         assert!(id.is_within(&rg));
         assert!(!rg.is_within(&id));
-        assert!(ResourceId::parse("/subscriptions/S/resourceGroups/rg2").unwrap().is_within(&ResourceId::subscription("s")));
-        assert!(!ResourceId::parse("/subscriptions/S/resourceGroups/rg2").unwrap().is_within(&ResourceId::parse("/subscriptions/S/resourceGroups/rg").unwrap()));
+        assert!(ResourceId::parse("/subscriptions/S/resourceGroups/rg2")
+            .unwrap()
+            .is_within(&ResourceId::subscription("s")));
+        assert!(!ResourceId::parse("/subscriptions/S/resourceGroups/rg2")
+            .unwrap()
+            .is_within(&ResourceId::parse("/subscriptions/S/resourceGroups/rg").unwrap()));
         assert!(ResourceId::parse("/tenants/x").is_none());
         assert!(ResourceId::parse("/subscriptions/S/providers/Microsoft.X").is_none());
     }

@@ -22,21 +22,31 @@ pub enum SealError {
 impl MasterKey {
     pub fn from_bytes(b: &[u8]) -> Result<Self, SealError> {
         let k = UnboundKey::new(&AES_256_GCM, b).map_err(|_| SealError::BadKey)?;
-        Ok(Self { key: LessSafeKey::new(k) })
+        Ok(Self {
+            key: LessSafeKey::new(k),
+        })
     }
 
     pub fn generate_bytes() -> Result<[u8; 32], SealError> {
         let mut b = [0u8; 32];
-        SystemRandom::new().fill(&mut b).map_err(|_| SealError::Rng)?;
+        SystemRandom::new()
+            .fill(&mut b)
+            .map_err(|_| SealError::Rng)?;
         Ok(b)
     }
 
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::Rng)?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| SealError::Rng)?;
         let mut buf = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose.as_bytes()),
+                &mut buf,
+            )
             .map_err(|_| SealError::Open)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -50,7 +60,10 @@ impl MasterKey {
         let (n, c) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| SealError::Open)?;
         let mut buf = c.to_vec();
-        let pt = self.key.open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buf).map_err(|_| SealError::Open)?;
+        let pt = self
+            .key
+            .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buf)
+            .map_err(|_| SealError::Open)?;
         Ok(pt.to_vec())
     }
 }

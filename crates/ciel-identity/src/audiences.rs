@@ -51,7 +51,10 @@ impl Audiences {
         }
         // An account-specific storage audience: https://{account}.blob.core.{domain}
         let suffix = format!(".blob.{}", self.endpoints.storage_suffix()).to_ascii_lowercase();
-        if r.starts_with("https://") && r.ends_with(&suffix) && !r[8..r.len() - suffix.len()].contains(['/', '.']) {
+        if r.starts_with("https://")
+            && r.ends_with(&suffix)
+            && !r[8..r.len() - suffix.len()].contains(['/', '.'])
+        {
             return Some((Service::Storage, r.clone()));
         }
         if r == self.keyvault.to_ascii_lowercase() {
@@ -73,7 +76,9 @@ impl Audiences {
                 continue;
             }
             let Some(idx) = s.rfind('/') else {
-                return Err(format!("The scope '{s}' is not valid: expected '{{resource}}/.default'."));
+                return Err(format!(
+                    "The scope '{s}' is not valid: expected '{{resource}}/.default'."
+                ));
             };
             let res = s[..idx].to_string();
             if res.is_empty() {
@@ -85,7 +90,9 @@ impl Audiences {
         match resources.len() {
             0 => Ok(None),
             1 => Ok(resources.pop()),
-            _ => Err("Scopes for more than one resource were requested in one token request.".into()),
+            _ => {
+                Err("Scopes for more than one resource were requested in one token request.".into())
+            }
         }
     }
 }
@@ -96,20 +103,56 @@ mod tests {
     #[test]
     fn maps_scopes() {
         let a = Audiences::new(&Endpoints::new("ciel.localhost", 8443));
-        let r = Audiences::resource_from_scope("https://management.ciel.localhost:8443//.default offline_access openid").unwrap().unwrap();
+        let r = Audiences::resource_from_scope(
+            "https://management.ciel.localhost:8443//.default offline_access openid",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(a.resolve(&r).unwrap().0, Service::ResourceManager);
-        assert_eq!(a.resolve(&r).unwrap().1, "https://management.ciel.localhost:8443/");
-        assert_eq!(a.resolve("https://management.azure.com/").unwrap().0, Service::ResourceManager);
-        assert_eq!(a.resolve("https://storage.azure.com").unwrap().0, Service::Storage);
-        assert_eq!(a.resolve("https://acct.blob.core.ciel.localhost:8443").unwrap().0, Service::Storage);
-        assert!(a.resolve("https://a.b.blob.core.ciel.localhost:8443").is_none());
+        assert_eq!(
+            a.resolve(&r).unwrap().1,
+            "https://management.ciel.localhost:8443/"
+        );
+        assert_eq!(
+            a.resolve("https://management.azure.com/").unwrap().0,
+            Service::ResourceManager
+        );
+        assert_eq!(
+            a.resolve("https://storage.azure.com").unwrap().0,
+            Service::Storage
+        );
+        assert_eq!(
+            a.resolve("https://acct.blob.core.ciel.localhost:8443")
+                .unwrap()
+                .0,
+            Service::Storage
+        );
+        assert!(a
+            .resolve("https://a.b.blob.core.ciel.localhost:8443")
+            .is_none());
         let p443 = Audiences::new(&Endpoints::new("ciel.localhost", 443));
-        assert_eq!(p443.resolve("https://acct.blob.core.ciel.localhost:443/").unwrap().1, "https://acct.blob.core.ciel.localhost");
-        assert_eq!(p443.resolve("https://management.ciel.localhost:443/").unwrap().0, Service::ResourceManager);
-        assert_eq!(a.resolve("https://vault.ciel.localhost:8443").unwrap().0, Service::KeyVault);
+        assert_eq!(
+            p443.resolve("https://acct.blob.core.ciel.localhost:443/")
+                .unwrap()
+                .1,
+            "https://acct.blob.core.ciel.localhost"
+        );
+        assert_eq!(
+            p443.resolve("https://management.ciel.localhost:443/")
+                .unwrap()
+                .0,
+            Service::ResourceManager
+        );
+        assert_eq!(
+            a.resolve("https://vault.ciel.localhost:8443").unwrap().0,
+            Service::KeyVault
+        );
         assert!(a.resolve("https://vault.azure.net").is_none());
         assert!(a.resolve("https://evil.example").is_none());
         assert!(Audiences::resource_from_scope("a/.default b/.default").is_err());
-        assert_eq!(Audiences::resource_from_scope("openid profile").unwrap(), None);
+        assert_eq!(
+            Audiences::resource_from_scope("openid profile").unwrap(),
+            None
+        );
     }
 }

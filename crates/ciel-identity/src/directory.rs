@@ -29,9 +29,16 @@ pub fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-pub fn create_tenant(store: &dyn MetadataStore, actor: &str, name: &str, domain: &str) -> Result<Tenant, IdentityError> {
+pub fn create_tenant(
+    store: &dyn MetadataStore,
+    actor: &str,
+    name: &str,
+    domain: &str,
+) -> Result<Tenant, IdentityError> {
     if name.trim().is_empty() || name.len() > 256 {
-        return Err(IdentityError::InvalidRequest("A tenant needs a display name of 1 to 256 characters.".into()));
+        return Err(IdentityError::InvalidRequest(
+            "A tenant needs a display name of 1 to 256 characters.".into(),
+        ));
     }
     let t = Tenant {
         id: new_guid(),
@@ -80,7 +87,9 @@ pub fn create_service_principal(
     tenant_id: &str,
     name: &str,
 ) -> Result<NewServicePrincipal, IdentityError> {
-    store.get_tenant(tenant_id).map_err(|_| IdentityError::TenantNotFound(tenant_id.to_string()))?;
+    store
+        .get_tenant(tenant_id)
+        .map_err(|_| IdentityError::TenantNotFound(tenant_id.to_string()))?;
     let p = Principal {
         object_id: new_guid(),
         tenant_id: tenant_id.to_string(),
@@ -93,34 +102,96 @@ pub fn create_service_principal(
         locked_until: None,
         created: ciel_core::time::now_unix(),
     };
-    store.create_principal(&p, &draft(actor, tenant_id, "identity/servicePrincipals/create", &p.object_id))?;
+    store.create_principal(
+        &p,
+        &draft(
+            actor,
+            tenant_id,
+            "identity/servicePrincipals/create",
+            &p.object_id,
+        ),
+    )?;
     let (secret, rec) = new_secret(&p.object_id);
-    store.replace_sp_secrets(&p.object_id, &rec, &draft(actor, tenant_id, "identity/servicePrincipals/credentials/write", &p.object_id))?;
-    Ok(NewServicePrincipal { principal: p, secret })
+    store.replace_sp_secrets(
+        &p.object_id,
+        &rec,
+        &draft(
+            actor,
+            tenant_id,
+            "identity/servicePrincipals/credentials/write",
+            &p.object_id,
+        ),
+    )?;
+    Ok(NewServicePrincipal {
+        principal: p,
+        secret,
+    })
 }
 
 /// Replaces the secrets of a service principal; the old ones stop working at once.
-pub fn reset_secret(store: &dyn MetadataStore, actor: &str, tenant_id: &str, app_id: &str) -> Result<NewServicePrincipal, IdentityError> {
-    let p = store.find_principal_by_app_id(app_id).map_err(|_| IdentityError::NotFound(format!("service principal {app_id}")))?;
+pub fn reset_secret(
+    store: &dyn MetadataStore,
+    actor: &str,
+    tenant_id: &str,
+    app_id: &str,
+) -> Result<NewServicePrincipal, IdentityError> {
+    let p = store
+        .find_principal_by_app_id(app_id)
+        .map_err(|_| IdentityError::NotFound(format!("service principal {app_id}")))?;
     if p.tenant_id != tenant_id {
-        return Err(IdentityError::NotFound(format!("service principal {app_id}")));
+        return Err(IdentityError::NotFound(format!(
+            "service principal {app_id}"
+        )));
     }
     let (secret, rec) = new_secret(&p.object_id);
-    store.replace_sp_secrets(&p.object_id, &rec, &draft(actor, tenant_id, "identity/servicePrincipals/credentials/write", &p.object_id))?;
-    Ok(NewServicePrincipal { principal: p, secret })
+    store.replace_sp_secrets(
+        &p.object_id,
+        &rec,
+        &draft(
+            actor,
+            tenant_id,
+            "identity/servicePrincipals/credentials/write",
+            &p.object_id,
+        ),
+    )?;
+    Ok(NewServicePrincipal {
+        principal: p,
+        secret,
+    })
 }
 
-pub fn delete_service_principal(store: &dyn MetadataStore, actor: &str, tenant_id: &str, app_id: &str) -> Result<(), IdentityError> {
-    let p = store.find_principal_by_app_id(app_id).map_err(|_| IdentityError::NotFound(format!("service principal {app_id}")))?;
+pub fn delete_service_principal(
+    store: &dyn MetadataStore,
+    actor: &str,
+    tenant_id: &str,
+    app_id: &str,
+) -> Result<(), IdentityError> {
+    let p = store
+        .find_principal_by_app_id(app_id)
+        .map_err(|_| IdentityError::NotFound(format!("service principal {app_id}")))?;
     if p.tenant_id != tenant_id {
-        return Err(IdentityError::NotFound(format!("service principal {app_id}")));
+        return Err(IdentityError::NotFound(format!(
+            "service principal {app_id}"
+        )));
     }
-    store.delete_principal(&p.object_id, &draft(actor, tenant_id, "identity/servicePrincipals/delete", &p.object_id))?;
+    store.delete_principal(
+        &p.object_id,
+        &draft(
+            actor,
+            tenant_id,
+            "identity/servicePrincipals/delete",
+            &p.object_id,
+        ),
+    )?;
     Ok(())
 }
 
 /// Checks a client secret in constant time against every live secret of the principal.
-pub fn verify_client_secret(store: &dyn MetadataStore, p: &Principal, secret: &str) -> Result<bool, IdentityError> {
+pub fn verify_client_secret(
+    store: &dyn MetadataStore,
+    p: &Principal,
+    secret: &str,
+) -> Result<bool, IdentityError> {
     let now = ciel_core::time::now_unix();
     let given = sha256_hex(secret);
     let mut ok = false;
@@ -133,17 +204,24 @@ pub fn verify_client_secret(store: &dyn MetadataStore, p: &Principal, secret: &s
 
 pub fn valid_upn(upn: &str) -> bool {
     let mut parts = upn.split('@');
-    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else { return false };
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
     !local.is_empty()
         && local.len() <= 64
         && domain.contains('.')
         && domain.len() <= 255
-        && upn.chars().all(|c| c.is_ascii_alphanumeric() || "@.-_'+".contains(c))
+        && upn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@.-_'+".contains(c))
 }
 
 pub fn hash_password(password: &str) -> Result<String, IdentityError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| IdentityError::Internal(e.to_string()))?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| IdentityError::Internal(e.to_string()))?
+        .to_string())
 }
 
 /// Verifies a password against a stored Argon2id hash. With no hash (unknown user) it still
@@ -151,8 +229,12 @@ pub fn hash_password(password: &str) -> Result<String, IdentityError> {
 pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
     const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Y4dOEGzXzcfG0Gz+vvdT0N8HBAHuiB0Ex8fK2E3WjA";
     let h = hash.unwrap_or(DUMMY);
-    let Ok(parsed) = PasswordHash::new(h) else { return false };
-    let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+    let Ok(parsed) = PasswordHash::new(h) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
     ok && hash.is_some()
 }
 
@@ -164,12 +246,18 @@ pub fn create_user(
     display_name: &str,
     password: &str,
 ) -> Result<Principal, IdentityError> {
-    store.get_tenant(tenant_id).map_err(|_| IdentityError::TenantNotFound(tenant_id.to_string()))?;
+    store
+        .get_tenant(tenant_id)
+        .map_err(|_| IdentityError::TenantNotFound(tenant_id.to_string()))?;
     if !valid_upn(upn) {
-        return Err(IdentityError::InvalidRequest(format!("'{upn}' is not a valid user principal name (name@domain).")));
+        return Err(IdentityError::InvalidRequest(format!(
+            "'{upn}' is not a valid user principal name (name@domain)."
+        )));
     }
     if password.chars().count() < 12 {
-        return Err(IdentityError::InvalidRequest("Passwords must have at least 12 characters.".into()));
+        return Err(IdentityError::InvalidRequest(
+            "Passwords must have at least 12 characters.".into(),
+        ));
     }
     let p = Principal {
         object_id: new_guid(),
@@ -183,7 +271,10 @@ pub fn create_user(
         locked_until: None,
         created: ciel_core::time::now_unix(),
     };
-    store.create_principal(&p, &draft(actor, tenant_id, "identity/users/create", &p.object_id))?;
+    store.create_principal(
+        &p,
+        &draft(actor, tenant_id, "identity/users/create", &p.object_id),
+    )?;
     Ok(p)
 }
 

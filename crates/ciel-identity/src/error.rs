@@ -82,28 +82,47 @@ impl IdentityError {
     pub fn to_oauth(&self) -> ApiError {
         let n = self.aadsts();
         let (status, code, msg) = match self {
-            IdentityError::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
-            IdentityError::UnsupportedGrantType(g) => {
-                (StatusCode::BAD_REQUEST, "unsupported_grant_type", format!("The grant type '{g}' is not supported."))
+            IdentityError::InvalidRequest(m) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", m.clone())
             }
-            IdentityError::InvalidClient(m) => (StatusCode::UNAUTHORIZED, "invalid_client", m.clone()),
+            IdentityError::UnsupportedGrantType(g) => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("The grant type '{g}' is not supported."),
+            ),
+            IdentityError::InvalidClient(m) => {
+                (StatusCode::UNAUTHORIZED, "invalid_client", m.clone())
+            }
             IdentityError::InvalidGrant(m) => (StatusCode::BAD_REQUEST, "invalid_grant", m.clone()),
             IdentityError::InvalidScope(m) => (StatusCode::BAD_REQUEST, "invalid_scope", m.clone()),
-            IdentityError::TenantNotFound(t) => {
-                (StatusCode::BAD_REQUEST, "invalid_tenant", format!("Tenant '{t}' not found. Check the tenant identifier."))
-            }
+            IdentityError::TenantNotFound(t) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_tenant",
+                format!("Tenant '{t}' not found. Check the tenant identifier."),
+            ),
             IdentityError::Locked => (
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
-                "The account is locked after repeated sign-in failures. Try again later.".to_string(),
+                "The account is locked after repeated sign-in failures. Try again later."
+                    .to_string(),
             ),
             IdentityError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             IdentityError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
-            IdentityError::TokenRejected(_) | IdentityError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The token service failed.".to_string())
-            }
+            IdentityError::TokenRejected(_) | IdentityError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The token service failed.".to_string(),
+            ),
         };
-        ApiError::new(status, code, if n != 0 { format!("AADSTS{n}: {msg}") } else { msg })
+        ApiError::new(
+            status,
+            code,
+            if n != 0 {
+                format!("AADSTS{n}: {msg}")
+            } else {
+                msg
+            },
+        )
     }
 
     /// ARM / Graph wire form (for bearer-token failures on the resource side).

@@ -33,9 +33,16 @@ pub struct KeyRing {
 /// Generates an RSA-2048 key; returns (PKCS#1 DER, n, e) with n and e base64url.
 fn generate_rsa() -> Result<(Vec<u8>, String, String), IdentityError> {
     let mut rng = rand::rngs::OsRng;
-    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| IdentityError::Internal(e.to_string()))?;
-    let der = key.to_pkcs1_der().map_err(|e| IdentityError::Internal(e.to_string()))?;
-    Ok((der.as_bytes().to_vec(), B64URL.encode(key.n().to_bytes_be()), B64URL.encode(key.e().to_bytes_be())))
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048)
+        .map_err(|e| IdentityError::Internal(e.to_string()))?;
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|e| IdentityError::Internal(e.to_string()))?;
+    Ok((
+        der.as_bytes().to_vec(),
+        B64URL.encode(key.n().to_bytes_be()),
+        B64URL.encode(key.e().to_bytes_be()),
+    ))
 }
 
 fn still_published(k: &SigningKey, now: i64) -> bool {
@@ -50,7 +57,12 @@ impl KeyRing {
         let ring = Arc::new(Self {
             store,
             master,
-            inner: RwLock::new(Inner { active: None, verify: HashMap::new(), published: vec![], loaded_at: Instant::now() }),
+            inner: RwLock::new(Inner {
+                active: None,
+                verify: HashMap::new(),
+                published: vec![],
+                loaded_at: Instant::now(),
+            }),
         });
         ring.reload()?;
         Ok(ring)
@@ -67,26 +79,41 @@ impl KeyRing {
             if !still_published(&k, now) {
                 continue;
             }
-            let dk = DecodingKey::from_rsa_components(&k.n, &k.e).map_err(|e| IdentityError::Internal(e.to_string()))?;
+            let dk = DecodingKey::from_rsa_components(&k.n, &k.e)
+                .map_err(|e| IdentityError::Internal(e.to_string()))?;
             verify.insert(k.kid.clone(), dk);
             if k.retired.is_none() {
                 let der = self
                     .master
                     .open(SEAL_PURPOSE, &k.sealed_private_key)
-                    .map_err(|e| IdentityError::Internal(format!("cannot unseal signing key {}: {e}", k.kid)))?;
+                    .map_err(|e| {
+                        IdentityError::Internal(format!("cannot unseal signing key {}: {e}", k.kid))
+                    })?;
                 // Keys are ordered by creation: the newest unretired one signs.
                 active = Some((k.kid.clone(), EncodingKey::from_rsa_der(&der)));
             }
             published.push(k);
         }
-        let mut w = self.inner.write().map_err(|_| IdentityError::Internal("keyring poisoned".into()))?;
-        *w = Inner { active, verify, published, loaded_at: Instant::now() };
+        let mut w = self
+            .inner
+            .write()
+            .map_err(|_| IdentityError::Internal("keyring poisoned".into()))?;
+        *w = Inner {
+            active,
+            verify,
+            published,
+            loaded_at: Instant::now(),
+        };
         Ok(())
     }
 
     /// Makes sure a signing key exists (first start).
     pub fn ensure_active(&self, actor: &str) -> Result<(), IdentityError> {
-        let has = self.inner.read().map(|i| i.active.is_some()).unwrap_or(false);
+        let has = self
+            .inner
+            .read()
+            .map(|i| i.active.is_some())
+            .unwrap_or(false);
         if !has {
             self.create_key(actor)?;
         }
@@ -95,9 +122,20 @@ impl KeyRing {
 
     fn create_key(&self, actor: &str) -> Result<String, IdentityError> {
         let (der, n, e) = generate_rsa()?;
-        let kid = B64URL.encode(&ring::digest::digest(&ring::digest::SHA256, n.as_bytes()).as_ref()[..15]);
-        let sealed = self.master.seal(SEAL_PURPOSE, &der).map_err(|e| IdentityError::Internal(e.to_string()))?;
-        let k = SigningKey { kid: kid.clone(), sealed_private_key: sealed, n, e, created: ciel_core::time::now_unix(), retired: None };
+        let kid = B64URL
+            .encode(&ring::digest::digest(&ring::digest::SHA256, n.as_bytes()).as_ref()[..15]);
+        let sealed = self
+            .master
+            .seal(SEAL_PURPOSE, &der)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let k = SigningKey {
+            kid: kid.clone(),
+            sealed_private_key: sealed,
+            n,
+            e,
+            created: ciel_core::time::now_unix(),
+            retired: None,
+        };
         self.store.put_signing_key(
             &k,
             &AuditDraft {
@@ -114,7 +152,13 @@ impl KeyRing {
 
     /// Creates a new signing key and retires the current ones. Returns the new key id.
     pub fn rotate(&self, actor: &str) -> Result<String, IdentityError> {
-        let old: Vec<String> = self.store.list_signing_keys()?.into_iter().filter(|k| k.retired.is_none()).map(|k| k.kid).collect();
+        let old: Vec<String> = self
+            .store
+            .list_signing_keys()?
+            .into_iter()
+            .filter(|k| k.retired.is_none())
+            .map(|k| k.kid)
+            .collect();
         let kid = self.create_key(actor)?;
         let now = ciel_core::time::now_unix();
         for o in old {
@@ -135,8 +179,14 @@ impl KeyRing {
     }
 
     pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, IdentityError> {
-        let r = self.inner.read().map_err(|_| IdentityError::Internal("keyring poisoned".into()))?;
-        let (kid, key) = r.active.as_ref().ok_or_else(|| IdentityError::Internal("no active signing key".into()))?;
+        let r = self
+            .inner
+            .read()
+            .map_err(|_| IdentityError::Internal("keyring poisoned".into()))?;
+        let (kid, key) = r
+            .active
+            .as_ref()
+            .ok_or_else(|| IdentityError::Internal("no active signing key".into()))?;
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         h.kid = Some(kid.clone());
         h.typ = Some("JWT".into());

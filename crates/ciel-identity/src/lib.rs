@@ -14,7 +14,10 @@ pub use error::IdentityError;
 
 /// Well-known public client ids that may use the password and refresh-token grants without a
 /// secret, as Entra allows them: the Azure CLI and Azure PowerShell.
-pub const PUBLIC_CLIENTS: &[&str] = &["04b07795-8ddb-461a-bbee-02f9e1bf7b46", "1950a258-227b-4e31-a9cf-717495945fc2"];
+pub const PUBLIC_CLIENTS: &[&str] = &[
+    "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+    "1950a258-227b-4e31-a9cf-717495945fc2",
+];
 
 /// Access token lifetime, seconds.
 pub const ACCESS_TOKEN_LIFETIME: i64 = 3600;

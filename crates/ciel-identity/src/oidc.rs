@@ -7,7 +7,14 @@ use serde_json::json;
 /// aliases the issuer keeps Entra's `{tenantid}` placeholder.
 pub fn openid_configuration(e: &Endpoints, tenant: &str) -> serde_json::Value {
     let login = e.login();
-    let issuer_tenant = if matches!(tenant.to_ascii_lowercase().as_str(), "organizations" | "common") { "{tenantid}" } else { tenant };
+    let issuer_tenant = if matches!(
+        tenant.to_ascii_lowercase().as_str(),
+        "organizations" | "common"
+    ) {
+        "{tenantid}"
+    } else {
+        tenant
+    };
     json!({
         "token_endpoint": format!("{login}/{tenant}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],

@@ -107,7 +107,9 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
 
 /// Full id of a role definition at a subscription scope, as Azure renders it.
 pub fn role_definition_id(subscription: &str, guid: &str) -> String {
-    format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+    format!(
+        "/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+    )
 }
 
 /// The GUID at the end of a role definition id (any scope prefix, or a bare GUID).
@@ -153,16 +155,22 @@ pub struct Permissions {
 
 impl Permissions {
     pub fn allows(&self, action: &str) -> bool {
-        self.actions.iter().any(|p| action_matches(p, action)) && !self.not_actions.iter().any(|p| action_matches(p, action))
+        self.actions.iter().any(|p| action_matches(p, action))
+            && !self.not_actions.iter().any(|p| action_matches(p, action))
     }
     pub fn allows_data(&self, action: &str) -> bool {
         self.data_actions.iter().any(|p| action_matches(p, action))
-            && !self.not_data_actions.iter().any(|p| action_matches(p, action))
+            && !self
+                .not_data_actions
+                .iter()
+                .any(|p| action_matches(p, action))
     }
 }
 
 pub fn builtin(guid: &str) -> Option<&'static BuiltinRole> {
-    BUILTIN_ROLES.iter().find(|r| r.guid.eq_ignore_ascii_case(guid))
+    BUILTIN_ROLES
+        .iter()
+        .find(|r| r.guid.eq_ignore_ascii_case(guid))
 }
 
 pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permissions> {
@@ -174,11 +182,23 @@ pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permis
             not_data_actions: vec![],
         });
     }
-    let c = custom.iter().find(|c| role_guid(&c.id) == guid.to_ascii_lowercase())?;
+    let c = custom
+        .iter()
+        .find(|c| role_guid(&c.id) == guid.to_ascii_lowercase())?;
     let perms = c.body["properties"]["permissions"].as_array()?;
-    let mut p = Permissions { actions: vec![], not_actions: vec![], data_actions: vec![], not_data_actions: vec![] };
+    let mut p = Permissions {
+        actions: vec![],
+        not_actions: vec![],
+        data_actions: vec![],
+        not_data_actions: vec![],
+    };
     let strings = |perm: &serde_json::Value, k: &str| -> Vec<String> {
-        perm[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+        perm[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
     };
     for perm in perms {
         p.actions.extend(strings(perm, "actions"));
@@ -190,20 +210,38 @@ pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permis
 }
 
 /// True when one of `assignments` (the principal's, in its tenant) grants `action` on `target`.
-pub fn is_allowed(assignments: &[RoleAssignment], custom: &[RoleDefinitionRec], target: &ResourceId, action: &str) -> bool {
+pub fn is_allowed(
+    assignments: &[RoleAssignment],
+    custom: &[RoleDefinitionRec],
+    target: &ResourceId,
+    action: &str,
+) -> bool {
     assignments.iter().any(|a| {
-        let Some(scope) = ResourceId::parse(&a.scope) else { return false };
+        let Some(scope) = ResourceId::parse(&a.scope) else {
+            return false;
+        };
         target.is_within(&scope)
-            && permissions_of(&role_guid(&a.role_definition_id), custom).map(|p| p.allows(action)).unwrap_or(false)
+            && permissions_of(&role_guid(&a.role_definition_id), custom)
+                .map(|p| p.allows(action))
+                .unwrap_or(false)
     })
 }
 
 /// The same for a data action (blob contents): only `dataActions` grant it.
-pub fn is_data_allowed(assignments: &[RoleAssignment], custom: &[RoleDefinitionRec], target: &ResourceId, action: &str) -> bool {
+pub fn is_data_allowed(
+    assignments: &[RoleAssignment],
+    custom: &[RoleDefinitionRec],
+    target: &ResourceId,
+    action: &str,
+) -> bool {
     assignments.iter().any(|a| {
-        let Some(scope) = ResourceId::parse(&a.scope) else { return false };
+        let Some(scope) = ResourceId::parse(&a.scope) else {
+            return false;
+        };
         target.is_within(&scope)
-            && permissions_of(&role_guid(&a.role_definition_id), custom).map(|p| p.allows_data(action)).unwrap_or(false)
+            && permissions_of(&role_guid(&a.role_definition_id), custom)
+                .map(|p| p.allows_data(action))
+                .unwrap_or(false)
     })
 }
 
@@ -269,11 +307,26 @@ mod tests {
 
     #[test]
     fn glob() {
-        assert!(action_matches("*", "Microsoft.Resources/subscriptions/resourceGroups/write"));
-        assert!(action_matches("*/read", "Microsoft.Resources/subscriptions/resourceGroups/read"));
-        assert!(!action_matches("*/read", "Microsoft.Resources/subscriptions/resourceGroups/write"));
-        assert!(action_matches("Microsoft.Authorization/*/Write", "microsoft.authorization/roleAssignments/write"));
-        assert!(!action_matches("Microsoft.Authorization/*/Write", "Microsoft.Storage/storageAccounts/write"));
+        assert!(action_matches(
+            "*",
+            "Microsoft.Resources/subscriptions/resourceGroups/write"
+        ));
+        assert!(action_matches(
+            "*/read",
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        ));
+        assert!(!action_matches(
+            "*/read",
+            "Microsoft.Resources/subscriptions/resourceGroups/write"
+        ));
+        assert!(action_matches(
+            "Microsoft.Authorization/*/Write",
+            "microsoft.authorization/roleAssignments/write"
+        ));
+        assert!(!action_matches(
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Storage/storageAccounts/write"
+        ));
     }
 
     #[test]
@@ -282,22 +335,78 @@ mod tests {
         let other = ResourceId::parse("/subscriptions/S/resourceGroups/rg2").unwrap();
         let sub = ResourceId::subscription("S");
         let reader_on_rg = vec![ra("/subscriptions/S/resourceGroups/rg", READER)];
-        assert!(is_allowed(&reader_on_rg, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/read"));
-        assert!(!is_allowed(&reader_on_rg, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
-        assert!(!is_allowed(&reader_on_rg, &[], &other, "Microsoft.Resources/subscriptions/resourceGroups/read"));
-        assert!(!is_allowed(&reader_on_rg, &[], &sub, "Microsoft.Resources/subscriptions/read"));
+        assert!(is_allowed(
+            &reader_on_rg,
+            &[],
+            &rg,
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        ));
+        assert!(!is_allowed(
+            &reader_on_rg,
+            &[],
+            &rg,
+            "Microsoft.Resources/subscriptions/resourceGroups/write"
+        ));
+        assert!(!is_allowed(
+            &reader_on_rg,
+            &[],
+            &other,
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        ));
+        assert!(!is_allowed(
+            &reader_on_rg,
+            &[],
+            &sub,
+            "Microsoft.Resources/subscriptions/read"
+        ));
         let contrib = vec![ra("/subscriptions/S", CONTRIBUTOR)];
-        assert!(is_allowed(&contrib, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
-        assert!(!is_allowed(&contrib, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        assert!(is_allowed(
+            &contrib,
+            &[],
+            &rg,
+            "Microsoft.Resources/subscriptions/resourceGroups/write"
+        ));
+        assert!(!is_allowed(
+            &contrib,
+            &[],
+            &rg,
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
         let owner = vec![ra("/subscriptions/s", OWNER)];
-        assert!(is_allowed(&owner, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
+        assert!(is_allowed(
+            &owner,
+            &[],
+            &rg,
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
         let blob = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
-        assert!(!is_data_allowed(&owner, &[], &rg, blob), "Owner manages, it does not read data");
-        let data_reader = vec![ra("/subscriptions/S/resourceGroups/rg", STORAGE_BLOB_DATA_READER)];
+        assert!(
+            !is_data_allowed(&owner, &[], &rg, blob),
+            "Owner manages, it does not read data"
+        );
+        let data_reader = vec![ra(
+            "/subscriptions/S/resourceGroups/rg",
+            STORAGE_BLOB_DATA_READER,
+        )];
         assert!(is_data_allowed(&data_reader, &[], &rg, blob));
-        assert!(!is_data_allowed(&data_reader, &[], &rg, "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write"));
+        assert!(!is_data_allowed(
+            &data_reader,
+            &[],
+            &rg,
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write"
+        ));
         let uaa = vec![ra("/subscriptions/S", USER_ACCESS_ADMINISTRATOR)];
-        assert!(is_allowed(&uaa, &[], &rg, "Microsoft.Authorization/roleAssignments/write"));
-        assert!(!is_allowed(&uaa, &[], &rg, "Microsoft.Resources/subscriptions/resourceGroups/write"));
+        assert!(is_allowed(
+            &uaa,
+            &[],
+            &rg,
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(!is_allowed(
+            &uaa,
+            &[],
+            &rg,
+            "Microsoft.Resources/subscriptions/resourceGroups/write"
+        ));
     }
 }

@@ -5,7 +5,10 @@ use crate::audiences::{Audiences, Service};
 use crate::directory::{verify_client_secret, verify_password};
 use crate::error::TokenRejection;
 use crate::keys::KeyRing;
-use crate::{IdentityError, ACCESS_TOKEN_LIFETIME, LEEWAY_SECS, LOCKOUT_SECS, LOCKOUT_THRESHOLD, PUBLIC_CLIENTS, REFRESH_TOKEN_LIFETIME};
+use crate::{
+    IdentityError, ACCESS_TOKEN_LIFETIME, LEEWAY_SECS, LOCKOUT_SECS, LOCKOUT_THRESHOLD,
+    PUBLIC_CLIENTS, REFRESH_TOKEN_LIFETIME,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use ciel_core::audit::AuditDraft;
@@ -65,7 +68,10 @@ pub struct TokenService {
 }
 
 fn is_alias(t: &str) -> bool {
-    matches!(t.to_ascii_lowercase().as_str(), "organizations" | "common" | "adfs" | "consumers")
+    matches!(
+        t.to_ascii_lowercase().as_str(),
+        "organizations" | "common" | "adfs" | "consumers"
+    )
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -78,7 +84,12 @@ fn clip(s: &str) -> String {
 
 impl TokenService {
     pub fn new(store: Store, keys: Arc<KeyRing>, endpoints: Endpoints) -> Arc<Self> {
-        Arc::new(Self { store, keys, audiences: Audiences::new(&endpoints), endpoints })
+        Arc::new(Self {
+            store,
+            keys,
+            audiences: Audiences::new(&endpoints),
+            endpoints,
+        })
     }
 
     pub fn keys(&self) -> &Arc<KeyRing> {
@@ -105,7 +116,11 @@ impl TokenService {
                 json!({"grant_type": grant, "client_id": clip(req.form.get("client_id").map(String::as_str).unwrap_or(""))}),
             ),
             Err(e) => (
-                if is_alias(&req.tenant) { None } else { Some(clip(&req.tenant)) },
+                if is_alias(&req.tenant) {
+                    None
+                } else {
+                    Some(clip(&req.tenant))
+                },
                 clip(&claimed),
                 "token".to_string(),
                 "denied",
@@ -126,23 +141,38 @@ impl TokenService {
         result.map(|(v, _, _)| v)
     }
 
-    fn token_inner(&self, req: &TokenRequest, grant: &str) -> Result<(serde_json::Value, Principal, String), IdentityError> {
+    fn token_inner(
+        &self,
+        req: &TokenRequest,
+        grant: &str,
+    ) -> Result<(serde_json::Value, Principal, String), IdentityError> {
         if !is_alias(&req.tenant) {
-            self.store.get_tenant(&req.tenant).map_err(|_| IdentityError::TenantNotFound(clip(&req.tenant)))?;
+            self.store
+                .get_tenant(&req.tenant)
+                .map_err(|_| IdentityError::TenantNotFound(clip(&req.tenant)))?;
         }
         let f = &req.form;
         let (client_id, client_secret) = match (&req.basic, f.get("client_id")) {
             (Some((id, s)), _) => (id.clone(), Some(s.clone())),
             (None, Some(id)) => (id.clone(), f.get("client_secret").cloned()),
-            (None, None) => return Err(IdentityError::InvalidRequest("AADSTS900144: The request body must contain 'client_id'.".into())),
+            (None, None) => {
+                return Err(IdentityError::InvalidRequest(
+                    "AADSTS900144: The request body must contain 'client_id'.".into(),
+                ))
+            }
         };
         // The requested resource: v2 `scope`, or v1 `resource`.
         let resource = match (f.get("scope"), f.get("resource")) {
-            (Some(s), _) => Audiences::resource_from_scope(s).map_err(IdentityError::InvalidScope)?,
+            (Some(s), _) => {
+                Audiences::resource_from_scope(s).map_err(IdentityError::InvalidScope)?
+            }
             (None, Some(r)) => Some(r.clone()),
             (None, None) => None,
         };
-        let want_refresh = f.get("scope").map(|s| s.split_whitespace().any(|x| x == "offline_access")).unwrap_or(true);
+        let want_refresh = f
+            .get("scope")
+            .map(|s| s.split_whitespace().any(|x| x == "offline_access"))
+            .unwrap_or(true);
         let v1 = f.contains_key("resource") && !f.contains_key("scope");
         match grant {
             "client_credentials" => {
@@ -151,9 +181,18 @@ impl TokenService {
                 })?;
                 let (svc_aud, aud) = self.audience(&resource)?;
                 let _ = svc_aud;
-                let sp = self.store.find_principal_by_app_id(&client_id).ok().filter(|p| p.kind == PrincipalKindRec::ServicePrincipal);
+                let sp = self
+                    .store
+                    .find_principal_by_app_id(&client_id)
+                    .ok()
+                    .filter(|p| p.kind == PrincipalKindRec::ServicePrincipal);
                 let sp = match sp {
-                    Some(p) if req.tenant.eq_ignore_ascii_case("adfs") || p.tenant_id.eq_ignore_ascii_case(&req.tenant) => p,
+                    Some(p)
+                        if req.tenant.eq_ignore_ascii_case("adfs")
+                            || p.tenant_id.eq_ignore_ascii_case(&req.tenant) =>
+                    {
+                        p
+                    }
                     _ => {
                         return Err(IdentityError::InvalidClient(format!(
                             "Application with identifier '{}' was not found in the directory '{}'.",
@@ -163,7 +202,10 @@ impl TokenService {
                     }
                 };
                 let secret = client_secret.ok_or_else(|| {
-                    IdentityError::InvalidClient("The request body must contain 'client_secret' or 'client_assertion'.".into())
+                    IdentityError::InvalidClient(
+                        "The request body must contain 'client_secret' or 'client_assertion'."
+                            .into(),
+                    )
                 })?;
                 if !verify_client_secret(self.store.as_ref(), &sp, &secret)? {
                     return Err(IdentityError::InvalidClient(format!(
@@ -180,13 +222,20 @@ impl TokenService {
                 });
                 if v1 {
                     body["resource"] = json!(resource);
-                    body["expires_on"] = json!((ciel_core::time::now_unix() + ACCESS_TOKEN_LIFETIME - 1).to_string());
+                    body["expires_on"] = json!((ciel_core::time::now_unix()
+                        + ACCESS_TOKEN_LIFETIME
+                        - 1)
+                    .to_string());
                 }
                 Ok((body, sp, aud))
             }
             "password" => {
-                let username = f.get("username").ok_or_else(|| IdentityError::InvalidRequest("'username' is required.".into()))?;
-                let password = f.get("password").ok_or_else(|| IdentityError::InvalidRequest("'password' is required.".into()))?;
+                let username = f.get("username").ok_or_else(|| {
+                    IdentityError::InvalidRequest("'username' is required.".into())
+                })?;
+                let password = f.get("password").ok_or_else(|| {
+                    IdentityError::InvalidRequest("'password' is required.".into())
+                })?;
                 self.check_user_client(&client_id, client_secret.as_deref())?;
                 let user = self.store.find_user_by_upn(username).ok();
                 let now = ciel_core::time::now_unix();
@@ -195,16 +244,35 @@ impl TokenService {
                         return Err(IdentityError::Locked);
                     }
                 }
-                let ok = verify_password(user.as_ref().and_then(|u| u.password_hash.as_deref()), password);
+                let ok = verify_password(
+                    user.as_ref().and_then(|u| u.password_hash.as_deref()),
+                    password,
+                );
                 let user = match (ok, user) {
                     (true, Some(u)) => u,
                     (false, Some(u)) => {
                         let fails = u.failed_logins + 1;
-                        let lock = if fails >= LOCKOUT_THRESHOLD { Some(now + LOCKOUT_SECS) } else { None };
-                        self.store.update_principal_login_state(&u.object_id, if lock.is_some() { 0 } else { fails }, lock)?;
-                        return Err(IdentityError::InvalidGrant("Error validating credentials due to invalid username or password.".into()));
+                        let lock = if fails >= LOCKOUT_THRESHOLD {
+                            Some(now + LOCKOUT_SECS)
+                        } else {
+                            None
+                        };
+                        self.store.update_principal_login_state(
+                            &u.object_id,
+                            if lock.is_some() { 0 } else { fails },
+                            lock,
+                        )?;
+                        return Err(IdentityError::InvalidGrant(
+                            "Error validating credentials due to invalid username or password."
+                                .into(),
+                        ));
                     }
-                    _ => return Err(IdentityError::InvalidGrant("Error validating credentials due to invalid username or password.".into())),
+                    _ => {
+                        return Err(IdentityError::InvalidGrant(
+                            "Error validating credentials due to invalid username or password."
+                                .into(),
+                        ))
+                    }
                 };
                 if !is_alias(&req.tenant) && !user.tenant_id.eq_ignore_ascii_case(&req.tenant) {
                     return Err(IdentityError::InvalidGrant(format!(
@@ -214,55 +282,85 @@ impl TokenService {
                     )));
                 }
                 if user.failed_logins != 0 || user.locked_until.is_some() {
-                    self.store.update_principal_login_state(&user.object_id, 0, None)?;
+                    self.store
+                        .update_principal_login_state(&user.object_id, 0, None)?;
                 }
                 self.user_tokens(&user, &client_id, resource.as_deref(), want_refresh, f)
             }
             "refresh_token" => {
-                let rt = f.get("refresh_token").ok_or_else(|| IdentityError::InvalidRequest("'refresh_token' is required.".into()))?;
+                let rt = f.get("refresh_token").ok_or_else(|| {
+                    IdentityError::InvalidRequest("'refresh_token' is required.".into())
+                })?;
                 self.check_user_client(&client_id, client_secret.as_deref())?;
                 let rec = self
                     .store
                     .take_refresh_token(&sha256_hex(rt))
-                    .map_err(|_| IdentityError::InvalidGrant("The refresh token is invalid, expired or already used.".into()))?;
+                    .map_err(|_| {
+                        IdentityError::InvalidGrant(
+                            "The refresh token is invalid, expired or already used.".into(),
+                        )
+                    })?;
                 if rec.expires < ciel_core::time::now_unix() || rec.client_id != client_id {
-                    return Err(IdentityError::InvalidGrant("The refresh token is invalid, expired or already used.".into()));
+                    return Err(IdentityError::InvalidGrant(
+                        "The refresh token is invalid, expired or already used.".into(),
+                    ));
                 }
                 if !is_alias(&req.tenant) && !rec.tenant_id.eq_ignore_ascii_case(&req.tenant) {
-                    return Err(IdentityError::InvalidGrant("The refresh token was issued for another tenant.".into()));
+                    return Err(IdentityError::InvalidGrant(
+                        "The refresh token was issued for another tenant.".into(),
+                    ));
                 }
-                let user = self
-                    .store
-                    .get_principal(&rec.object_id)
-                    .map_err(|_| IdentityError::InvalidGrant("The account no longer exists.".into()))?;
-                if user.locked_until.map(|t| t > ciel_core::time::now_unix()).unwrap_or(false) {
+                let user = self.store.get_principal(&rec.object_id).map_err(|_| {
+                    IdentityError::InvalidGrant("The account no longer exists.".into())
+                })?;
+                if user
+                    .locked_until
+                    .map(|t| t > ciel_core::time::now_unix())
+                    .unwrap_or(false)
+                {
                     return Err(IdentityError::Locked);
                 }
                 self.user_tokens(&user, &client_id, resource.as_deref(), true, f)
             }
-            "" => Err(IdentityError::InvalidRequest("AADSTS900144: The request body must contain 'grant_type'.".into())),
+            "" => Err(IdentityError::InvalidRequest(
+                "AADSTS900144: The request body must contain 'grant_type'.".into(),
+            )),
             other => Err(IdentityError::UnsupportedGrantType(clip(other))),
         }
     }
 
     fn audience(&self, resource: &str) -> Result<(Service, String), IdentityError> {
         self.audiences.resolve(resource).ok_or_else(|| {
-            IdentityError::InvalidScope(format!("The resource principal named '{}' was not found in this cloud.", clip(resource)))
+            IdentityError::InvalidScope(format!(
+                "The resource principal named '{}' was not found in this cloud.",
+                clip(resource)
+            ))
         })
     }
 
     /// Public clients (the CLI) need no secret; a registered application must present its own.
-    fn check_user_client(&self, client_id: &str, secret: Option<&str>) -> Result<(), IdentityError> {
+    fn check_user_client(
+        &self,
+        client_id: &str,
+        secret: Option<&str>,
+    ) -> Result<(), IdentityError> {
         if PUBLIC_CLIENTS.contains(&client_id) {
             return Ok(());
         }
         let sp = self
             .store
             .find_principal_by_app_id(client_id)
-            .map_err(|_| IdentityError::InvalidClient(format!("Application with identifier '{}' was not found.", clip(client_id))))?;
+            .map_err(|_| {
+                IdentityError::InvalidClient(format!(
+                    "Application with identifier '{}' was not found.",
+                    clip(client_id)
+                ))
+            })?;
         match secret {
             Some(s) if verify_client_secret(self.store.as_ref(), &sp, s)? => Ok(()),
-            _ => Err(IdentityError::InvalidClient("A confidential client must present its client secret.".into())),
+            _ => Err(IdentityError::InvalidClient(
+                "A confidential client must present its client secret.".into(),
+            )),
         }
     }
 
@@ -274,7 +372,9 @@ impl TokenService {
         want_refresh: bool,
         f: &HashMap<String, String>,
     ) -> Result<(serde_json::Value, Principal, String), IdentityError> {
-        let resource = resource.map(str::to_string).unwrap_or_else(|| self.audiences.graph.clone());
+        let resource = resource
+            .map(str::to_string)
+            .unwrap_or_else(|| self.audiences.graph.clone());
         let (_, aud) = self.audience(&resource)?;
         let at = self.access_token(user, &aud, client_id)?;
         let now = ciel_core::time::now_unix();
@@ -284,7 +384,8 @@ impl TokenService {
             "exp": now + ACCESS_TOKEN_LIFETIME, "sub": user.object_id, "oid": user.object_id, "tid": user.tenant_id,
             "preferred_username": upn, "upn": upn, "name": user.display_name, "ver": "2.0",
         }))?;
-        let client_info = B64URL.encode(json!({"uid": user.object_id, "utid": user.tenant_id}).to_string());
+        let client_info =
+            B64URL.encode(json!({"uid": user.object_id, "utid": user.tenant_id}).to_string());
         let mut body = json!({
             "token_type": "Bearer",
             "scope": format!("{}/user_impersonation", aud.trim_end_matches('/')),
@@ -313,7 +414,12 @@ impl TokenService {
         Ok((body, user.clone(), aud))
     }
 
-    fn access_token(&self, p: &Principal, aud: &str, client_id: &str) -> Result<String, IdentityError> {
+    fn access_token(
+        &self,
+        p: &Principal,
+        aud: &str,
+        client_id: &str,
+    ) -> Result<String, IdentityError> {
         let now = ciel_core::time::now_unix();
         let user = p.kind == PrincipalKindRec::User;
         let claims = AccessClaims {
@@ -333,7 +439,11 @@ impl TokenService {
             upn: if user { p.upn.clone() } else { None },
             unique_name: if user { p.upn.clone() } else { None },
             name: Some(p.display_name.clone()),
-            scp: if user { Some("user_impersonation".into()) } else { None },
+            scp: if user {
+                Some("user_impersonation".into())
+            } else {
+                None
+            },
         };
         self.keys.sign(&claims)
     }
@@ -345,9 +455,18 @@ impl TokenService {
                 let a = self.audiences.arm.clone();
                 vec![a.trim_end_matches('/').to_string(), a]
             }
-            Service::Storage => vec![self.audiences.storage.clone(), format!("{}/", self.audiences.storage)],
-            Service::KeyVault => vec![self.audiences.keyvault.clone(), format!("{}/", self.audiences.keyvault)],
-            Service::Graph => vec![self.audiences.graph.clone(), format!("{}/", self.audiences.graph)],
+            Service::Storage => vec![
+                self.audiences.storage.clone(),
+                format!("{}/", self.audiences.storage),
+            ],
+            Service::KeyVault => vec![
+                self.audiences.keyvault.clone(),
+                format!("{}/", self.audiences.keyvault),
+            ],
+            Service::Graph => vec![
+                self.audiences.graph.clone(),
+                format!("{}/", self.audiences.graph),
+            ],
         }
     }
 
@@ -361,12 +480,16 @@ impl TokenService {
     /// `https://{account}.blob.core.{domain}` audience).
     pub fn verify_for(&self, token: &str, audiences: &[String]) -> Result<Caller, IdentityError> {
         let reject = |r| IdentityError::TokenRejected(r);
-        let header = jsonwebtoken::decode_header(token).map_err(|_| reject(TokenRejection::Malformed))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| reject(TokenRejection::Malformed))?;
         if header.alg != jsonwebtoken::Algorithm::RS256 {
             return Err(reject(TokenRejection::Malformed));
         }
         let kid = header.kid.ok_or(reject(TokenRejection::Malformed))?;
-        let key = self.keys.decoding_key(&kid).ok_or(reject(TokenRejection::BadSignature))?;
+        let key = self
+            .keys
+            .decoding_key(&kid)
+            .ok_or(reject(TokenRejection::BadSignature))?;
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
@@ -390,7 +513,11 @@ impl TokenService {
             tenant_id: c.tid,
             object_id: c.oid,
             app_id: c.appid,
-            kind: if c.idtyp == "user" { PrincipalKind::User } else { PrincipalKind::ServicePrincipal },
+            kind: if c.idtyp == "user" {
+                PrincipalKind::User
+            } else {
+                PrincipalKind::ServicePrincipal
+            },
             upn: c.upn,
             audience: c.aud,
         })
@@ -410,4 +537,3 @@ pub fn decode_unverified_claims(token: &str) -> Option<serde_json::Value> {
     let payload = token.split('.').nth(1)?;
     serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()
 }
-

@@ -19,8 +19,22 @@ use std::sync::Arc;
 
 /// api-versions of Microsoft.Storage this provider answers (the CLI and SDKs send 2025-08-01).
 pub const API_VERSIONS: &[&str] = &[
-    "2019-06-01", "2021-01-01", "2021-02-01", "2021-04-01", "2021-06-01", "2021-08-01", "2021-09-01", "2022-05-01",
-    "2022-09-01", "2023-01-01", "2023-04-01", "2023-05-01", "2024-01-01", "2025-01-01", "2025-06-01", "2025-08-01",
+    "2019-06-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-04-01",
+    "2021-06-01",
+    "2021-08-01",
+    "2021-09-01",
+    "2022-05-01",
+    "2022-09-01",
+    "2023-01-01",
+    "2023-04-01",
+    "2023-05-01",
+    "2024-01-01",
+    "2025-01-01",
+    "2025-06-01",
+    "2025-08-01",
 ];
 
 pub struct StorageProvider {
@@ -32,8 +46,18 @@ pub struct StorageProvider {
 }
 
 impl StorageProvider {
-    pub fn new(store: Store, master: Arc<MasterKey>, endpoints: Endpoints, blob_root: std::path::PathBuf) -> Arc<Self> {
-        Arc::new(Self { store, master, endpoints, blob_root })
+    pub fn new(
+        store: Store,
+        master: Arc<MasterKey>,
+        endpoints: Endpoints,
+        blob_root: std::path::PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            master,
+            endpoints,
+            blob_root,
+        })
     }
 }
 
@@ -49,19 +73,40 @@ impl ResourceProvider for StorageProvider {
 
     fn resource_types(&self) -> Vec<ResourceTypeInfo> {
         vec![
-            ResourceTypeInfo { resource_type: "storageAccounts".into(), api_versions: versions(), located: true },
-            ResourceTypeInfo { resource_type: "checkNameAvailability".into(), api_versions: versions(), located: false },
-            ResourceTypeInfo { resource_type: "skus".into(), api_versions: versions(), located: false },
+            ResourceTypeInfo {
+                resource_type: "storageAccounts".into(),
+                api_versions: versions(),
+                located: true,
+            },
+            ResourceTypeInfo {
+                resource_type: "checkNameAvailability".into(),
+                api_versions: versions(),
+                located: false,
+            },
+            ResourceTypeInfo {
+                resource_type: "skus".into(),
+                api_versions: versions(),
+                located: false,
+            },
         ]
     }
 
     async fn handle(&self, req: ProviderRequest) -> ArmResult<ProviderResponse> {
         let types: Vec<&str> = req.id.segments.iter().map(|(t, _)| t.as_str()).collect();
         let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        match (types.as_slice(), req.collection_type.as_deref(), req.action.as_deref(), &req.method) {
-            ([], None, Some(a), &Method::POST) if is(a, "checkNameAvailability") => account::check_name_availability(self, &req).await,
+        match (
+            types.as_slice(),
+            req.collection_type.as_deref(),
+            req.action.as_deref(),
+            &req.method,
+        ) {
+            ([], None, Some(a), &Method::POST) if is(a, "checkNameAvailability") => {
+                account::check_name_availability(self, &req).await
+            }
             ([], Some(c), None, &Method::GET) if is(c, "skus") => Ok(account::list_skus()),
-            ([], Some(c), None, &Method::GET) if is(c, "storageAccounts") => account::list(self, &req).await,
+            ([], Some(c), None, &Method::GET) if is(c, "storageAccounts") => {
+                account::list(self, &req).await
+            }
             ([t], None, None, m) if is(t, "storageAccounts") => match *m {
                 Method::PUT => account::create(self, &req).await,
                 Method::GET => account::get_properties(self, &req).await,
@@ -69,11 +114,21 @@ impl ResourceProvider for StorageProvider {
                 Method::DELETE => account::delete(self, &req).await,
                 _ => Err(ciel_arm::method_not_allowed()),
             },
-            ([t], None, Some(a), &Method::POST) if is(t, "storageAccounts") && is(a, "listKeys") => account::list_keys(self, &req).await,
-            ([t], None, Some(a), &Method::POST) if is(t, "storageAccounts") && is(a, "regenerateKey") => {
+            ([t], None, Some(a), &Method::POST)
+                if is(t, "storageAccounts") && is(a, "listKeys") =>
+            {
+                account::list_keys(self, &req).await
+            }
+            ([t], None, Some(a), &Method::POST)
+                if is(t, "storageAccounts") && is(a, "regenerateKey") =>
+            {
                 account::regenerate_key(self, &req).await
             }
-            _ => Err(ApiError::feature_not_supported(&format!("The operation {} {}", req.method, req.id)).into()),
+            _ => Err(ApiError::feature_not_supported(&format!(
+                "The operation {} {}",
+                req.method, req.id
+            ))
+            .into()),
         }
     }
 

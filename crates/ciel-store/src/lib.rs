@@ -39,11 +39,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn get_principal(&self, object_id: &str) -> Result<Principal>;
     fn find_principal_by_app_id(&self, app_id: &str) -> Result<Principal>;
     fn find_user_by_upn(&self, upn: &str) -> Result<Principal>;
-    fn list_principals(&self, tenant_id: &str, kind: Option<PrincipalKindRec>) -> Result<Vec<Principal>>;
+    fn list_principals(
+        &self,
+        tenant_id: &str,
+        kind: Option<PrincipalKindRec>,
+    ) -> Result<Vec<Principal>>;
     fn delete_principal(&self, object_id: &str, audit: &AuditDraft) -> Result<()>;
-    fn update_principal_login_state(&self, object_id: &str, failed_logins: i64, locked_until: Option<i64>) -> Result<()>;
+    fn update_principal_login_state(
+        &self,
+        object_id: &str,
+        failed_logins: i64,
+        locked_until: Option<i64>,
+    ) -> Result<()>;
     /// Replaces every secret of a service principal with `secret` (reset-secret).
-    fn replace_sp_secrets(&self, object_id: &str, secret: &ClientSecret, audit: &AuditDraft) -> Result<()>;
+    fn replace_sp_secrets(
+        &self,
+        object_id: &str,
+        secret: &ClientSecret,
+        audit: &AuditDraft,
+    ) -> Result<()>;
     fn list_sp_secrets(&self, object_id: &str) -> Result<Vec<ClientSecret>>;
 
     // --- subscriptions
@@ -55,16 +69,32 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Insert or replace. Returns true when the group was created.
     fn put_resource_group(&self, rg: &ResourceGroup, audit: &AuditDraft) -> Result<bool>;
     fn get_resource_group(&self, subscription: &str, name: &str) -> Result<ResourceGroup>;
-    fn list_resource_groups(&self, subscription: &str, after: Option<&str>, limit: usize) -> Result<Vec<ResourceGroup>>;
+    fn list_resource_groups(
+        &self,
+        subscription: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ResourceGroup>>;
     /// Deletes the group, every resource in it and every role assignment scoped within it.
-    fn delete_resource_group(&self, subscription: &str, name: &str, audit: &AuditDraft) -> Result<()>;
+    fn delete_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<()>;
 
     // --- generic resources (the providers' records)
     fn put_resource(&self, r: &Resource, audit: &AuditDraft) -> Result<bool>;
     fn get_resource(&self, id_key: &str) -> Result<Resource>;
     fn delete_resource(&self, id_key: &str, audit: &AuditDraft) -> Result<()>;
     /// Resources whose id lies below `scope_key` (a subscription or resource group key), optionally of one type.
-    fn list_resources(&self, scope_key: &str, rtype: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<Resource>>;
+    fn list_resources(
+        &self,
+        scope_key: &str,
+        rtype: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Resource>>;
     /// Every resource of a type with a name, across all tenants (for names unique in the cloud,
     /// such as storage accounts, whose names are DNS labels).
     fn find_resources_by_name(&self, rtype: &str, name: &str) -> Result<Vec<Resource>>;
@@ -73,21 +103,45 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn put_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()>;
     fn get_container(&self, account: &str, name: &str) -> Result<BlobContainer>;
     /// Deletes the container and its blobs; returns the object ids to remove from the byte store.
-    fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
-    fn list_containers(&self, account: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobContainer>>;
+    fn delete_container(
+        &self,
+        account: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
+    fn list_containers(
+        &self,
+        account: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobContainer>>;
     /// Inserts or replaces a blob and drops its uncommitted blocks; returns the objects nothing
     /// refers to any more (the old content, unused blocks), for removal from the byte store.
     fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
     /// Returns the objects of the deleted blob and of its uncommitted blocks.
-    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
+    fn delete_blob(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
     /// Updates a blob's properties and metadata (not its content nor its blocks).
     fn update_blob_properties(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<()>;
     fn update_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()>;
     /// Stores an uncommitted block; returns the object of the block it replaced, if any.
     fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>>;
     fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>>;
-    fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>>;
+    fn list_blobs(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobRecord>>;
     /// Removes every container and blob of an account (with the account); returns the object ids.
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>>;
 
@@ -98,7 +152,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Every assignment in a tenant (RBAC evaluation filters by scope in memory: assignment
     /// counts per principal are small, and scopes compare case-insensitively).
     fn list_role_assignments(&self, tenant_id: &str) -> Result<Vec<RoleAssignment>>;
-    fn list_role_assignments_for_principal(&self, principal_id: &str) -> Result<Vec<RoleAssignment>>;
+    fn list_role_assignments_for_principal(
+        &self,
+        principal_id: &str,
+    ) -> Result<Vec<RoleAssignment>>;
     fn put_role_definition(&self, d: &RoleDefinitionRec, audit: &AuditDraft) -> Result<()>;
     fn list_role_definitions(&self, tenant_id: &str) -> Result<Vec<RoleDefinitionRec>>;
     fn delete_role_definition(&self, id: &str, audit: &AuditDraft) -> Result<()>;

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tenants (
   id TEXT PRIMARY KEY, display_name TEXT NOT NULL, default_domain TEXT NOT NULL, created INTEGER NOT NULL);
@@ -83,10 +84,12 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_tenant ON audit_log(tenant_id, seq);
 CREATE TABLE audit_checkpoints (
   seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE resources ADD COLUMN sealed BLOB;
 CREATE INDEX resources_type_name ON resources(rtype, name);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE blob_containers (
   account TEXT NOT NULL, name TEXT NOT NULL, metadata TEXT NOT NULL, etag TEXT NOT NULL,
   last_modified INTEGER NOT NULL, public_access TEXT,
@@ -98,14 +101,16 @@ CREATE TABLE blobs (
   content_md5 BLOB, metadata TEXT NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL, created INTEGER NOT NULL,
   PRIMARY KEY (account, container, name),
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE blobs ADD COLUMN blocks TEXT NOT NULL DEFAULT '[]';
 CREATE TABLE blob_blocks (
   account TEXT NOT NULL, container TEXT NOT NULL, blob TEXT NOT NULL, block_id TEXT NOT NULL,
   object_id BLOB NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,
   PRIMARY KEY (account, container, blob, block_id),
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
-"#];
+"#,
+];
 
 /// The writer connection and the state of the batch being collected (group commit).
 struct Writer {
@@ -163,7 +168,13 @@ impl SqliteStore {
             )));
         }
         Ok(Self {
-            writer: Mutex::new(Writer { conn: w, open: false, batch: 0, poisoned: false, outcomes: Default::default() }),
+            writer: Mutex::new(Writer {
+                conn: w,
+                open: false,
+                batch: 0,
+                poisoned: false,
+                outcomes: Default::default(),
+            }),
             committed: Condvar::new(),
             arriving: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
@@ -173,7 +184,10 @@ impl SqliteStore {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = {
-            let mut pool = self.readers.lock().map_err(|_| StoreError::Task("reader pool poisoned".into()))?;
+            let mut pool = self
+                .readers
+                .lock()
+                .map_err(|_| StoreError::Task("reader pool poisoned".into()))?;
             pool.pop()
         };
         let conn = match conn {
@@ -212,7 +226,11 @@ impl SqliteStore {
         let out = match w.conn.execute_batch("SAVEPOINT w") {
             Ok(()) => {
                 let out = f(&w.conn);
-                let end = if out.is_ok() { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+                let end = if out.is_ok() {
+                    "RELEASE w"
+                } else {
+                    "ROLLBACK TO w; RELEASE w"
+                };
                 if w.conn.execute_batch(end).is_err() {
                     w.poisoned = true;
                 }
@@ -226,7 +244,10 @@ impl SqliteStore {
         if leader {
             let start = std::time::Instant::now();
             let mut joined = 1;
-            while self.arriving.load(Ordering::SeqCst) > 0 && start.elapsed() < GATHER_MAX && joined < BATCH_MAX {
+            while self.arriving.load(Ordering::SeqCst) > 0
+                && start.elapsed() < GATHER_MAX
+                && joined < BATCH_MAX
+            {
                 drop(w);
                 std::thread::yield_now();
                 w = self.writer.lock().map_err(|_| poisoned())?;
@@ -265,7 +286,9 @@ impl SqliteStore {
 
 fn conflict_or(e: rusqlite::Error, what: &str) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
             StoreError::Conflict(what.to_string())
         }
         _ => StoreError::Db(e),
@@ -281,13 +304,20 @@ fn not_found<T>(r: rusqlite::Result<T>) -> Result<T> {
 }
 
 fn json_col(s: String) -> rusqlite::Result<serde_json::Value> {
-    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Appends audit entries inside `tx`, chained to the current head.
 fn append_in(tx: &Connection, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>> {
-    let head: Option<(i64, String)> =
-        tx.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let head: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
     let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
     let mut out = Vec::with_capacity(drafts.len());
     let mut stmt = tx.prepare_cached(
@@ -304,7 +334,11 @@ fn append_in(tx: &Connection, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>>
             action: d.action.clone(),
             target: d.target.clone(),
             outcome: d.outcome.clone(),
-            details: if d.details.is_null() { "{}".to_string() } else { d.details.to_string() },
+            details: if d.details.is_null() {
+                "{}".to_string()
+            } else {
+                d.details.to_string()
+            },
             request_id: d.request_id.clone(),
             client_ip: d.client_ip.clone(),
             prev_hash: prev.clone(),
@@ -312,7 +346,18 @@ fn append_in(tx: &Connection, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>>
         };
         r.hash = chain_hash(&r);
         stmt.execute(params![
-            r.seq, r.ts, r.tenant_id, r.actor, r.action, r.target, r.outcome, r.details, r.request_id, r.client_ip, r.prev_hash, r.hash
+            r.seq,
+            r.ts,
+            r.tenant_id,
+            r.actor,
+            r.action,
+            r.target,
+            r.outcome,
+            r.details,
+            r.request_id,
+            r.client_ip,
+            r.prev_hash,
+            r.hash
         ])?;
         prev = r.hash.clone();
         out.push(r);
@@ -432,7 +477,8 @@ fn blob_row(r: &Row) -> rusqlite::Result<BlobRecord> {
         blocks: json_col(r.get(15)?)?,
     })
 }
-const BLOB_COLS: &str = "account, container, name, object_id, size, content_type, content_encoding, content_language, \
+const BLOB_COLS: &str =
+    "account, container, name, object_id, size, content_type, content_encoding, content_language, \
 content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks";
 
 /// Every object a blob record refers to.
@@ -455,11 +501,19 @@ fn decode_hex(s: &str) -> std::result::Result<Vec<u8>, ()> {
     if s.len() % 2 != 0 {
         return Err(());
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ())).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ()))
+        .collect()
 }
 
 /// Objects of a blob and of its uncommitted blocks (inside a transaction).
-fn blob_objects(tx: &Connection, account: &str, container: &str, name: &str) -> Result<Vec<Vec<u8>>> {
+fn blob_objects(
+    tx: &Connection,
+    account: &str,
+    container: &str,
+    name: &str,
+) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     if let Some((oid, blocks)) = tx
         .query_row(
@@ -471,8 +525,12 @@ fn blob_objects(tx: &Connection, account: &str, container: &str, name: &str) -> 
     {
         out.extend(objects_of(&oid, &blocks));
     }
-    let mut s = tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3")?;
-    for r in s.query_map(params![account, container, name], |r| r.get::<_, Vec<u8>>(0))? {
+    let mut s = tx.prepare_cached(
+        "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
+    )?;
+    for r in s.query_map(params![account, container, name], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })? {
         out.push(r?);
     }
     Ok(out)
@@ -480,11 +538,23 @@ fn blob_objects(tx: &Connection, account: &str, container: &str, name: &str) -> 
 
 /// `prefix%` with LIKE's wildcards escaped.
 fn like_prefix(prefix: &str) -> String {
-    format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+    format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }
 
 fn sub_row(r: &Row) -> rusqlite::Result<Subscription> {
-    Ok(Subscription { id: r.get(0)?, tenant_id: r.get(1)?, display_name: r.get(2)?, state: r.get(3)?, created: r.get(4)? })
+    Ok(Subscription {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        display_name: r.get(2)?,
+        state: r.get(3)?,
+        created: r.get(4)?,
+    })
 }
 
 impl MetadataStore for SqliteStore {
@@ -501,9 +571,18 @@ impl MetadataStore for SqliteStore {
     }
     fn get_tenant(&self, id: &str) -> Result<Tenant> {
         self.read(|c| {
-            not_found(c.query_row("SELECT id, display_name, default_domain, created FROM tenants WHERE id = ?1", [id], |r| {
-                Ok(Tenant { id: r.get(0)?, display_name: r.get(1)?, default_domain: r.get(2)?, created: r.get(3)? })
-            }))
+            not_found(c.query_row(
+                "SELECT id, display_name, default_domain, created FROM tenants WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        display_name: r.get(1)?,
+                        default_domain: r.get(2)?,
+                        created: r.get(3)?,
+                    })
+                },
+            ))
         })
     }
     fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -530,17 +609,39 @@ impl MetadataStore for SqliteStore {
         })
     }
     fn get_principal(&self, object_id: &str) -> Result<Principal> {
-        self.read(|c| not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE object_id = ?1"), [object_id], principal_row)))
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE object_id = ?1"),
+                [object_id],
+                principal_row,
+            ))
+        })
     }
     fn find_principal_by_app_id(&self, app_id: &str) -> Result<Principal> {
-        self.read(|c| not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE app_id = ?1"), [app_id], principal_row)))
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE app_id = ?1"),
+                [app_id],
+                principal_row,
+            ))
+        })
     }
     fn find_user_by_upn(&self, upn: &str) -> Result<Principal> {
         self.read(|c| {
-            not_found(c.query_row(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE upn = ?1 AND kind = 'user'"), [upn], principal_row))
+            not_found(c.query_row(
+                &format!(
+                    "SELECT {PRINCIPAL_COLS} FROM principals WHERE upn = ?1 AND kind = 'user'"
+                ),
+                [upn],
+                principal_row,
+            ))
         })
     }
-    fn list_principals(&self, tenant_id: &str, kind: Option<PrincipalKindRec>) -> Result<Vec<Principal>> {
+    fn list_principals(
+        &self,
+        tenant_id: &str,
+        kind: Option<PrincipalKindRec>,
+    ) -> Result<Vec<Principal>> {
         self.read(|c| {
             let mut s = c.prepare(&format!(
                 "SELECT {PRINCIPAL_COLS} FROM principals WHERE tenant_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY created, object_id"
@@ -551,7 +652,10 @@ impl MetadataStore for SqliteStore {
     }
     fn delete_principal(&self, object_id: &str, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
-            tx.execute("DELETE FROM role_assignments WHERE principal_id = ?1", [object_id])?;
+            tx.execute(
+                "DELETE FROM role_assignments WHERE principal_id = ?1",
+                [object_id],
+            )?;
             if tx.execute("DELETE FROM principals WHERE object_id = ?1", [object_id])? == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -559,7 +663,12 @@ impl MetadataStore for SqliteStore {
             Ok(())
         })
     }
-    fn update_principal_login_state(&self, object_id: &str, failed_logins: i64, locked_until: Option<i64>) -> Result<()> {
+    fn update_principal_login_state(
+        &self,
+        object_id: &str,
+        failed_logins: i64,
+        locked_until: Option<i64>,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE principals SET failed_logins = ?2, locked_until = ?3 WHERE object_id = ?1",
@@ -568,7 +677,12 @@ impl MetadataStore for SqliteStore {
             Ok(())
         })
     }
-    fn replace_sp_secrets(&self, object_id: &str, s: &ClientSecret, audit: &AuditDraft) -> Result<()> {
+    fn replace_sp_secrets(
+        &self,
+        object_id: &str,
+        s: &ClientSecret,
+        audit: &AuditDraft,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute("DELETE FROM client_secrets WHERE object_id = ?1", [object_id])?;
             tx.execute(
@@ -661,7 +775,12 @@ impl MetadataStore for SqliteStore {
             ))
         })
     }
-    fn list_resource_groups(&self, subscription: &str, after: Option<&str>, limit: usize) -> Result<Vec<ResourceGroup>> {
+    fn list_resource_groups(
+        &self,
+        subscription: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ResourceGroup>> {
         self.read(|c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {RG_COLS} FROM resource_groups WHERE subscription_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3"
@@ -670,7 +789,12 @@ impl MetadataStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
-    fn delete_resource_group(&self, subscription: &str, name: &str, audit: &AuditDraft) -> Result<()> {
+    fn delete_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<()> {
         self.write(|tx| {
             let rg: ResourceGroup = not_found(tx.query_row(
                 &format!("SELECT {RG_COLS} FROM resource_groups WHERE subscription_id = ?1 AND name = ?2"),
@@ -710,7 +834,11 @@ impl MetadataStore for SqliteStore {
     }
     fn get_resource(&self, id_key: &str) -> Result<Resource> {
         self.read(|c| {
-            not_found(c.query_row(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE id_key = ?1"), [id_key.to_ascii_lowercase()], resource_row))
+            not_found(c.query_row(
+                &format!("SELECT {RESOURCE_COLS} FROM resources WHERE id_key = ?1"),
+                [id_key.to_ascii_lowercase()],
+                resource_row,
+            ))
         })
     }
     fn delete_resource(&self, id_key: &str, audit: &AuditDraft) -> Result<()> {
@@ -718,7 +846,15 @@ impl MetadataStore for SqliteStore {
             let key = id_key.to_ascii_lowercase();
             let n = tx.execute(
                 "DELETE FROM resources WHERE id_key = ?1 OR id_key LIKE ?2 ESCAPE '\\'",
-                params![key, format!("{}/%", key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))],
+                params![
+                    key,
+                    format!(
+                        "{}/%",
+                        key.replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                    )
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -727,7 +863,13 @@ impl MetadataStore for SqliteStore {
             Ok(())
         })
     }
-    fn list_resources(&self, scope_key: &str, rtype: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<Resource>> {
+    fn list_resources(
+        &self,
+        scope_key: &str,
+        rtype: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Resource>> {
         self.read(|c| {
             let scope = scope_key.to_ascii_lowercase();
             let like = format!("{}/%", scope.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
@@ -751,8 +893,17 @@ impl MetadataStore for SqliteStore {
     fn put_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO blob_containers ({CONTAINER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
-                params![c.account, c.name, c.metadata.to_string(), c.etag, c.last_modified, c.public_access],
+                &format!(
+                    "INSERT INTO blob_containers ({CONTAINER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
+                ),
+                params![
+                    c.account,
+                    c.name,
+                    c.metadata.to_string(),
+                    c.etag,
+                    c.last_modified,
+                    c.public_access
+                ],
             )
             .map_err(|e| conflict_or(e, "container"))?;
             append_in(tx, std::slice::from_ref(audit))?;
@@ -762,34 +913,63 @@ impl MetadataStore for SqliteStore {
     fn get_container(&self, account: &str, name: &str) -> Result<BlobContainer> {
         self.read(|c| {
             not_found(c.query_row(
-                &format!("SELECT {CONTAINER_COLS} FROM blob_containers WHERE account = ?1 AND name = ?2"),
+                &format!(
+                    "SELECT {CONTAINER_COLS} FROM blob_containers WHERE account = ?1 AND name = ?2"
+                ),
                 params![account, name],
                 container_row,
             ))
         })
     }
-    fn delete_container(&self, account: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
+    fn delete_container(
+        &self,
+        account: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
             let mut ids = Vec::new();
-            let mut s = tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2")?;
-            for r in s.query_map(params![account, name], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))? {
+            let mut s = tx.prepare_cached(
+                "SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2",
+            )?;
+            for r in s.query_map(params![account, name], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })? {
                 let (o, b) = r?;
                 ids.extend(objects_of(&o, &b));
             }
-            let mut s = tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2")?;
+            let mut s = tx.prepare_cached(
+                "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2",
+            )?;
             for r in s.query_map(params![account, name], |r| r.get::<_, Vec<u8>>(0))? {
                 ids.push(r?);
             }
-            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2", params![account, name])?;
-            tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2", params![account, name])?;
-            if tx.execute("DELETE FROM blob_containers WHERE account = ?1 AND name = ?2", params![account, name])? == 0 {
+            tx.execute(
+                "DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2",
+                params![account, name],
+            )?;
+            tx.execute(
+                "DELETE FROM blobs WHERE account = ?1 AND container = ?2",
+                params![account, name],
+            )?;
+            if tx.execute(
+                "DELETE FROM blob_containers WHERE account = ?1 AND name = ?2",
+                params![account, name],
+            )? == 0
+            {
                 return Err(StoreError::NotFound);
             }
             append_in(tx, std::slice::from_ref(audit))?;
             Ok(ids)
         })
     }
-    fn list_containers(&self, account: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobContainer>> {
+    fn list_containers(
+        &self,
+        account: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobContainer>> {
         self.read(|c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {CONTAINER_COLS} FROM blob_containers WHERE account = ?1 AND name LIKE ?2 ESCAPE '\\'
@@ -828,13 +1008,26 @@ impl MetadataStore for SqliteStore {
             ))
         })
     }
-    fn delete_blob(&self, account: &str, container: &str, name: &str, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
+    fn delete_blob(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
             let objects = blob_objects(tx, account, container, name)?;
-            if tx.execute("DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3", params![account, container, name])? == 0 {
+            if tx.execute(
+                "DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+                params![account, container, name],
+            )? == 0
+            {
                 return Err(StoreError::NotFound);
             }
-            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3", params![account, container, name])?;
+            tx.execute(
+                "DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
+                params![account, container, name],
+            )?;
             append_in(tx, std::slice::from_ref(audit))?;
             Ok(objects)
         })
@@ -907,7 +1100,14 @@ impl MetadataStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
-    fn list_blobs(&self, account: &str, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobRecord>> {
+    fn list_blobs(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobRecord>> {
         self.read(|c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name LIKE ?3 ESCAPE '\\'
@@ -920,14 +1120,23 @@ impl MetadataStore for SqliteStore {
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
             let mut ids = Vec::new();
-            let mut s = tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1")?;
-            for r in s.query_map(params![account], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))? {
+            let mut s =
+                tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1")?;
+            for r in s.query_map(params![account], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })? {
                 let (o, b) = r?;
                 ids.extend(objects_of(&o, &b));
             }
-            tx.execute("DELETE FROM blob_blocks WHERE account = ?1", params![account])?;
+            tx.execute(
+                "DELETE FROM blob_blocks WHERE account = ?1",
+                params![account],
+            )?;
             tx.execute("DELETE FROM blobs WHERE account = ?1", params![account])?;
-            tx.execute("DELETE FROM blob_containers WHERE account = ?1", params![account])?;
+            tx.execute(
+                "DELETE FROM blob_containers WHERE account = ?1",
+                params![account],
+            )?;
             Ok(ids)
         })
     }
@@ -935,9 +1144,18 @@ impl MetadataStore for SqliteStore {
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO role_assignments ({RA_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+                &format!(
+                    "INSERT INTO role_assignments ({RA_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+                ),
                 params![
-                    a.name, a.tenant_id, a.scope, a.role_definition_id, a.principal_id, a.principal_type, a.description, a.created_by,
+                    a.name,
+                    a.tenant_id,
+                    a.scope,
+                    a.role_definition_id,
+                    a.principal_id,
+                    a.principal_type,
+                    a.description,
+                    a.created_by,
                     a.created
                 ],
             )
@@ -947,7 +1165,13 @@ impl MetadataStore for SqliteStore {
         })
     }
     fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment> {
-        self.read(|c| not_found(c.query_row(&format!("SELECT {RA_COLS} FROM role_assignments WHERE name = ?1"), [name], ra_row)))
+        self.read(|c| {
+            not_found(c.query_row(
+                &format!("SELECT {RA_COLS} FROM role_assignments WHERE name = ?1"),
+                [name],
+                ra_row,
+            ))
+        })
     }
     fn delete_role_assignment(&self, name: &str, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
@@ -965,9 +1189,14 @@ impl MetadataStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
-    fn list_role_assignments_for_principal(&self, principal_id: &str) -> Result<Vec<RoleAssignment>> {
+    fn list_role_assignments_for_principal(
+        &self,
+        principal_id: &str,
+    ) -> Result<Vec<RoleAssignment>> {
         self.read(|c| {
-            let mut s = c.prepare_cached(&format!("SELECT {RA_COLS} FROM role_assignments WHERE principal_id = ?1"))?;
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {RA_COLS} FROM role_assignments WHERE principal_id = ?1"
+            ))?;
             let rows = s.query_map([principal_id], ra_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -984,8 +1213,16 @@ impl MetadataStore for SqliteStore {
     }
     fn list_role_definitions(&self, tenant_id: &str) -> Result<Vec<RoleDefinitionRec>> {
         self.read(|c| {
-            let mut s = c.prepare_cached("SELECT id, tenant_id, body FROM role_definitions WHERE tenant_id = ?1")?;
-            let rows = s.query_map([tenant_id], |r| Ok(RoleDefinitionRec { id: r.get(0)?, tenant_id: r.get(1)?, body: json_col(r.get(2)?)? }))?;
+            let mut s = c.prepare_cached(
+                "SELECT id, tenant_id, body FROM role_definitions WHERE tenant_id = ?1",
+            )?;
+            let rows = s.query_map([tenant_id], |r| {
+                Ok(RoleDefinitionRec {
+                    id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    body: json_col(r.get(2)?)?,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -1027,7 +1264,11 @@ impl MetadataStore for SqliteStore {
     }
     fn retire_signing_key(&self, kid: &str, retired_at: i64, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
-            if tx.execute("UPDATE signing_keys SET retired = ?2 WHERE kid = ?1 AND retired IS NULL", params![kid, retired_at])? == 0 {
+            if tx.execute(
+                "UPDATE signing_keys SET retired = ?2 WHERE kid = ?1 AND retired IS NULL",
+                params![kid, retired_at],
+            )? == 0
+            {
                 return Err(StoreError::NotFound);
             }
             append_in(tx, std::slice::from_ref(audit))?;
@@ -1116,7 +1357,12 @@ impl MetadataStore for SqliteStore {
     }
     fn audit_head(&self) -> Result<Option<(i64, String)>> {
         self.read(|c| {
-            Ok(c.query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+            Ok(c.query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
         })
     }
     fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
@@ -1145,16 +1391,31 @@ impl MetadataStore for SqliteStore {
     }
     fn list_checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.read(|c| {
-            let mut s = c.prepare("SELECT seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
+            let mut s = c.prepare(
+                "SELECT seq, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY seq",
+            )?;
             let rows = s.query_map([], |r| {
-                Ok(Checkpoint { seq: r.get(0)?, hash: r.get(1)?, ts: r.get(2)?, key_id: r.get(3)?, signature: r.get(4)? })
+                Ok(Checkpoint {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                    ts: r.get(2)?,
+                    key_id: r.get(3)?,
+                    signature: r.get(4)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
     fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        self.read(|c| Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?))
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
     }
     fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         self.write(|tx| {
@@ -1172,7 +1433,13 @@ mod tests {
     use super::*;
 
     fn draft(action: &str) -> AuditDraft {
-        AuditDraft { actor: "test".into(), action: action.into(), target: "t".into(), outcome: "success".into(), ..Default::default() }
+        AuditDraft {
+            actor: "test".into(),
+            action: action.into(),
+            target: "t".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -1182,8 +1449,16 @@ mod tests {
         {
             let s = SqliteStore::open(&p).unwrap();
             s.append_audit(&[draft("a"), draft("b")]).unwrap();
-            s.create_tenant(&Tenant { id: "t1".into(), display_name: "T".into(), default_domain: "t.fr".into(), created: 1 }, &draft("c"))
-                .unwrap();
+            s.create_tenant(
+                &Tenant {
+                    id: "t1".into(),
+                    display_name: "T".into(),
+                    default_domain: "t.fr".into(),
+                    created: 1,
+                },
+                &draft("c"),
+            )
+            .unwrap();
         }
         let s = SqliteStore::open(&p).unwrap();
         let all = s.read_audit(0, 100).unwrap();
@@ -1207,8 +1482,17 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..40 {
                         // Every fourth write fails (duplicate tenant) and must be undone alone.
-                        let id = if i % 4 == 0 { "dup".to_string() } else { format!("t{t}-{i}") };
-                        let tenant = Tenant { id, display_name: "T".into(), default_domain: "d".into(), created: 1 };
+                        let id = if i % 4 == 0 {
+                            "dup".to_string()
+                        } else {
+                            format!("t{t}-{i}")
+                        };
+                        let tenant = Tenant {
+                            id,
+                            display_name: "T".into(),
+                            default_domain: "d".into(),
+                            created: 1,
+                        };
                         let _ = s.create_tenant(&tenant, &draft("create"));
                     }
                 })
@@ -1220,7 +1504,11 @@ mod tests {
         let tenants = s.list_tenants().unwrap();
         assert_eq!(tenants.len(), 16 * 30 + 1);
         let all = s.read_audit(0, 10_000).unwrap();
-        assert_eq!(all.len(), tenants.len(), "one audit entry per stored change, none for refused ones");
+        assert_eq!(
+            all.len(),
+            tenants.len(),
+            "one audit entry per stored change, none for refused ones"
+        );
         let mut prev = GENESIS.to_string();
         for (i, r) in all.iter().enumerate() {
             assert_eq!(r.seq, i as i64 + 1);
@@ -1234,9 +1522,17 @@ mod tests {
     fn failed_write_leaves_no_audit_entry() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
-        let t = Tenant { id: "t1".into(), display_name: "T".into(), default_domain: "t.fr".into(), created: 1 };
+        let t = Tenant {
+            id: "t1".into(),
+            display_name: "T".into(),
+            default_domain: "t.fr".into(),
+            created: 1,
+        };
         s.create_tenant(&t, &draft("c")).unwrap();
-        assert!(matches!(s.create_tenant(&t, &draft("c")), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.create_tenant(&t, &draft("c")),
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(s.read_audit(0, 100).unwrap().len(), 1);
     }
 
@@ -1244,9 +1540,24 @@ mod tests {
     fn resources_list_by_scope_and_cascade_on_group_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
-        s.create_tenant(&Tenant { id: "t".into(), display_name: "T".into(), default_domain: "d".into(), created: 1 }, &draft("x")).unwrap();
+        s.create_tenant(
+            &Tenant {
+                id: "t".into(),
+                display_name: "T".into(),
+                default_domain: "d".into(),
+                created: 1,
+            },
+            &draft("x"),
+        )
+        .unwrap();
         s.create_subscription(
-            &Subscription { id: "S".into(), tenant_id: "t".into(), display_name: "s".into(), state: "Enabled".into(), created: 1 },
+            &Subscription {
+                id: "S".into(),
+                tenant_id: "t".into(),
+                display_name: "s".into(),
+                state: "Enabled".into(),
+                created: 1,
+            },
             &draft("x"),
         )
         .unwrap();
@@ -1266,7 +1577,9 @@ mod tests {
             .unwrap();
             s.put_resource(
                 &Resource {
-                    id: format!("/subscriptions/S/resourceGroups/{rg}/providers/Microsoft.X/things/one"),
+                    id: format!(
+                        "/subscriptions/S/resourceGroups/{rg}/providers/Microsoft.X/things/one"
+                    ),
                     subscription_id: "S".into(),
                     resource_group: Some(rg.into()),
                     rtype: "Microsoft.X/things".into(),
@@ -1283,10 +1596,28 @@ mod tests {
             .unwrap();
         }
         // `_` must not act as a LIKE wildcard: rg_a's listing must not include rgxa's resource.
-        assert_eq!(s.list_resources("/subscriptions/s/resourcegroups/rg_a", None, None, 10).unwrap().len(), 1);
-        assert_eq!(s.list_resources("/subscriptions/s", None, None, 10).unwrap().len(), 2);
+        assert_eq!(
+            s.list_resources("/subscriptions/s/resourcegroups/rg_a", None, None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.list_resources("/subscriptions/s", None, None, 10)
+                .unwrap()
+                .len(),
+            2
+        );
         s.delete_resource_group("S", "RG_A", &draft("x")).unwrap();
-        assert_eq!(s.list_resources("/subscriptions/s", None, None, 10).unwrap().len(), 1);
-        assert!(matches!(s.get_resource_group("S", "rg_a"), Err(StoreError::NotFound)));
+        assert_eq!(
+            s.list_resources("/subscriptions/s", None, None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(matches!(
+            s.get_resource_group("S", "rg_a"),
+            Err(StoreError::NotFound)
+        ));
     }
 }

@@ -38,10 +38,15 @@ impl Default for Config {
 impl Config {
     pub fn load(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<Self> {
         let default_file = data_dir.join("ciel.toml");
-        let path = file.map(Path::to_path_buf).or_else(|| default_file.exists().then_some(default_file));
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| default_file.exists().then_some(default_file));
         let mut c: Config = match path {
-            Some(p) => toml::from_str(&std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            Some(p) => toml::from_str(
+                &std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
             None => Config::default(),
         };
         if let Ok(v) = std::env::var("CIEL_DOMAIN") {
@@ -51,7 +56,10 @@ impl Config {
             c.listen = v.parse().map_err(|e| anyhow::anyhow!("CIEL_LISTEN: {e}"))?;
         }
         if let Ok(v) = std::env::var("CIEL_PUBLIC_PORT") {
-            c.public_port = Some(v.parse().map_err(|e| anyhow::anyhow!("CIEL_PUBLIC_PORT: {e}"))?);
+            c.public_port = Some(
+                v.parse()
+                    .map_err(|e| anyhow::anyhow!("CIEL_PUBLIC_PORT: {e}"))?,
+            );
         }
         if let Ok(v) = std::env::var("CIEL_LOG_FORMAT") {
             c.log_format = v;

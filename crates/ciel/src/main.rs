@@ -16,10 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "ciel", version, about = "Ciel: a sovereign cloud that speaks Azure's APIs (Entra ID, Resource Manager, RBAC), on your own machines in France.",
+#[command(
+    name = "ciel",
+    version,
+    about = "Ciel: a sovereign cloud that speaks Azure's APIs (Entra ID, Resource Manager, RBAC), on your own machines in France.",
     long_about = "Ciel runs Azure-compatible services on the operator's own hardware. `ciel up` starts everything in one process \
 (embedded SQLite store, private CA and TLS, one tenant, one subscription and an admin service principal). \
-The other commands administer a data directory, and work while the server runs.")]
+The other commands administer a data directory, and work while the server runs."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -209,21 +213,48 @@ fn print(output: Output, v: &serde_json::Value, table: impl FnOnce()) {
 }
 
 fn tenant_exists(store: &dyn MetadataStore, t: &str) -> Result<()> {
-    store.get_tenant(t).map(|_| ()).map_err(|_| anyhow::anyhow!("tenant {t} does not exist"))
+    store
+        .get_tenant(t)
+        .map(|_| ())
+        .map_err(|_| anyhow::anyhow!("tenant {t} does not exist"))
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { dir, domain, listen, config, log_json } => up(dir, domain, listen, config, log_json),
+        Cmd::Up {
+            dir,
+            domain,
+            listen,
+            config,
+            log_json,
+        } => up(dir, domain, listen, config, log_json),
         Cmd::Tenant { cmd } => match cmd {
-            TenantCmd::Create { dir, name, domain, output } => {
+            TenantCmd::Create {
+                dir,
+                name,
+                domain,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
-                let domain = domain.unwrap_or_else(|| format!("{}.onciel.fr", name.to_ascii_lowercase().replace(' ', "-")));
-                let t = directory::create_tenant(store.as_ref(), OPERATOR, &name, &domain).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let s = platform::create_subscription(store.as_ref(), OPERATOR, &t.id, &format!("{name} subscription"))?;
+                let domain = domain.unwrap_or_else(|| {
+                    format!("{}.onciel.fr", name.to_ascii_lowercase().replace(' ', "-"))
+                });
+                let t = directory::create_tenant(store.as_ref(), OPERATOR, &name, &domain)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let s = platform::create_subscription(
+                    store.as_ref(),
+                    OPERATOR,
+                    &t.id,
+                    &format!("{name} subscription"),
+                )?;
                 let v = serde_json::json!({"tenantId": t.id, "displayName": t.display_name, "defaultDomain": t.default_domain, "subscriptionId": s.id});
-                print(output, &v, || println!("tenant {} ({}) created with subscription {}", t.id, t.display_name, s.id));
+                print(output, &v, || {
+                    println!(
+                        "tenant {} ({}) created with subscription {}",
+                        t.id, t.display_name, s.id
+                    )
+                });
                 Ok(())
             }
             TenantCmd::List { dir, output } => {
@@ -239,68 +270,134 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Sp { cmd } => match cmd {
-            SpCmd::Create { dir, tenant, name, output } => {
+            SpCmd::Create {
+                dir,
+                tenant,
+                name,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
-                let sp = directory::create_service_principal(store.as_ref(), OPERATOR, &tenant, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let sp =
+                    directory::create_service_principal(store.as_ref(), OPERATOR, &tenant, &name)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let app = sp.principal.app_id.clone().unwrap_or_default();
                 let v = serde_json::json!({"appId": app, "objectId": sp.principal.object_id, "tenantId": tenant, "displayName": name, "password": sp.secret});
-                print(output, &v, || println!("appId {app}\nobjectId {}\npassword {}\n(the password is shown only once)", sp.principal.object_id, sp.secret));
+                print(output, &v, || {
+                    println!(
+                        "appId {app}\nobjectId {}\npassword {}\n(the password is shown only once)",
+                        sp.principal.object_id, sp.secret
+                    )
+                });
                 Ok(())
             }
-            SpCmd::List { dir, tenant, output } => {
+            SpCmd::List {
+                dir,
+                tenant,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
                 tenant_exists(store.as_ref(), &tenant)?;
-                let ps = store.list_principals(&tenant, Some(PrincipalKindRec::ServicePrincipal))?;
+                let ps =
+                    store.list_principals(&tenant, Some(PrincipalKindRec::ServicePrincipal))?;
                 let v: Vec<_> = ps.iter().map(|p| serde_json::json!({"appId": p.app_id, "objectId": p.object_id, "displayName": p.display_name, "tenantId": p.tenant_id})).collect();
                 print(output, &serde_json::json!(v), || {
                     for p in &ps {
-                        println!("{}  {}  {}", p.app_id.as_deref().unwrap_or(""), p.object_id, p.display_name);
+                        println!(
+                            "{}  {}  {}",
+                            p.app_id.as_deref().unwrap_or(""),
+                            p.object_id,
+                            p.display_name
+                        );
                     }
                 });
                 Ok(())
             }
             SpCmd::Delete { dir, tenant, id } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
-                directory::delete_service_principal(store.as_ref(), OPERATOR, &tenant, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                directory::delete_service_principal(store.as_ref(), OPERATOR, &tenant, &id)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("deleted service principal {id}");
                 Ok(())
             }
-            SpCmd::ResetSecret { dir, tenant, id, output } => {
+            SpCmd::ResetSecret {
+                dir,
+                tenant,
+                id,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
-                let sp = directory::reset_secret(store.as_ref(), OPERATOR, &tenant, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let sp = directory::reset_secret(store.as_ref(), OPERATOR, &tenant, &id)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let v = serde_json::json!({"appId": id, "objectId": sp.principal.object_id, "tenantId": tenant, "password": sp.secret});
-                print(output, &v, || println!("new password {}\n(the password is shown only once)", sp.secret));
+                print(output, &v, || {
+                    println!(
+                        "new password {}\n(the password is shown only once)",
+                        sp.secret
+                    )
+                });
                 Ok(())
             }
         },
         Cmd::User { cmd } => match cmd {
-            UserCmd::Create { dir, tenant, upn, password, display_name, output } => {
+            UserCmd::Create {
+                dir,
+                tenant,
+                upn,
+                password,
+                display_name,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
-                let name = display_name.unwrap_or_else(|| upn.split('@').next().unwrap_or(&upn).to_string());
-                let u = directory::create_user(store.as_ref(), OPERATOR, &tenant, &upn, &name, &password).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let name = display_name
+                    .unwrap_or_else(|| upn.split('@').next().unwrap_or(&upn).to_string());
+                let u = directory::create_user(
+                    store.as_ref(),
+                    OPERATOR,
+                    &tenant,
+                    &upn,
+                    &name,
+                    &password,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let v = serde_json::json!({"objectId": u.object_id, "userPrincipalName": u.upn, "tenantId": u.tenant_id, "displayName": u.display_name});
-                print(output, &v, || println!("user {} created, object id {}", upn, u.object_id));
+                print(output, &v, || {
+                    println!("user {} created, object id {}", upn, u.object_id)
+                });
                 Ok(())
             }
-            UserCmd::List { dir, tenant, output } => {
+            UserCmd::List {
+                dir,
+                tenant,
+                output,
+            } => {
                 let store = DataDir::new(&dir.data_dir).open_store()?;
                 tenant_exists(store.as_ref(), &tenant)?;
                 let ps = store.list_principals(&tenant, Some(PrincipalKindRec::User))?;
                 let v: Vec<_> = ps.iter().map(|p| serde_json::json!({"objectId": p.object_id, "userPrincipalName": p.upn, "displayName": p.display_name, "tenantId": p.tenant_id})).collect();
                 print(output, &serde_json::json!(v), || {
                     for p in &ps {
-                        println!("{}  {}  {}", p.upn.as_deref().unwrap_or(""), p.object_id, p.display_name);
+                        println!(
+                            "{}  {}  {}",
+                            p.upn.as_deref().unwrap_or(""),
+                            p.object_id,
+                            p.display_name
+                        );
                     }
                 });
                 Ok(())
             }
         },
-        Cmd::Audit { cmd: AuditCmd::Verify { dir } } => {
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { dir },
+        } => {
             let d = DataDir::new(&dir.data_dir);
             let store = d.open_store()?;
             let key = platform::audit_public_key(&d, store.as_ref())?;
             match ciel_audit::verify(store.as_ref(), &key, Some(&d.checkpoint_file()))? {
-                Verdict::Intact { entries, checkpoints } => {
+                Verdict::Intact {
+                    entries,
+                    checkpoints,
+                } => {
                     println!("audit chain ok: {entries} entries, {checkpoints} signed checkpoints verified");
                     Ok(())
                 }
@@ -310,13 +407,17 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Keys { cmd: KeysCmd::Rotate { dir } } => {
+        Cmd::Keys {
+            cmd: KeysCmd::Rotate { dir },
+        } => {
             let d = DataDir::new(&dir.data_dir);
             let store = d.open_store()?;
             let master = Arc::new(platform::master_key(&d, store.as_ref())?);
             let ring = KeyRing::new(store, master).map_err(|e| anyhow::anyhow!("{e}"))?;
             let kid = ring.rotate(OPERATOR).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("new signing key {kid}; the previous key stays published until its tokens expire");
+            println!(
+                "new signing key {kid}; the previous key stays published until its tokens expire"
+            );
             Ok(())
         }
     }
@@ -326,7 +427,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>, config: Option<PathBuf>, log_json: bool) -> Result<()> {
+fn up(
+    dir: DirArg,
+    domain: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+    config: Option<PathBuf>,
+    log_json: bool,
+) -> Result<()> {
     let d = DataDir::new(&dir.data_dir);
     let mut cfg = config::Config::load(config.as_deref(), &d.root)?;
     if let Some(x) = domain {
@@ -336,21 +443,34 @@ fn up(dir: DirArg, domain: Option<String>, listen: Option<std::net::SocketAddr>,
         cfg.listen = l;
     }
     let json_logs = log_json || cfg.log_format == "json";
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CIEL_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CIEL_LOG").unwrap_or_else(|_| "info".into());
     if json_logs {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     } else {
         use std::io::IsTerminal;
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
     }
     d.create()?;
-    let store: ciel_store::Store = Arc::new(ciel_store::sqlite::SqliteStore::open(&d.db()).context("opening the metadata store")?);
+    let store: ciel_store::Store = Arc::new(
+        ciel_store::sqlite::SqliteStore::open(&d.db()).context("opening the metadata store")?,
+    );
     let master = Arc::new(platform::master_key(&d, store.as_ref())?);
     let signer = platform::audit_signer(&d, store.as_ref(), &master)?;
     tls::ensure(&d.tls(), &cfg.domain)?;
     let tls_cfg = tls::server_config(&d.tls())?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         if cfg.listen.port() == 0 && cfg.public_port.is_none() {

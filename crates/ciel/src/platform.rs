@@ -19,7 +19,9 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("ciel.db")
@@ -56,7 +58,11 @@ impl DataDir {
     /// Opens the store of an existing data directory (operator commands).
     pub fn open_store(&self) -> Result<Store> {
         if !self.db().exists() {
-            bail!("no Ciel data directory at {} (run `ciel up --data-dir {}` first)", self.root.display(), self.root.display());
+            bail!(
+                "no Ciel data directory at {} (run `ciel up --data-dir {}` first)",
+                self.root.display(),
+                self.root.display()
+            );
         }
         Ok(Arc::new(SqliteStore::open(&self.db())?))
     }
@@ -66,7 +72,12 @@ impl DataDir {
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }
@@ -78,11 +89,13 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 /// supplies it, else from `DIR/keys/master.key` (created on first start, mode 0600).
 pub fn master_key(dir: &DataDir, store: &dyn MetadataStore) -> Result<MasterKey> {
     let bytes = match std::env::var("CIEL_MASTER_KEY") {
-        Ok(h) => hex::decode(h.trim()).map_err(|_| anyhow!("CIEL_MASTER_KEY must be 64 hexadecimal characters"))?,
+        Ok(h) => hex::decode(h.trim())
+            .map_err(|_| anyhow!("CIEL_MASTER_KEY must be 64 hexadecimal characters"))?,
         Err(_) => {
             let p = dir.keys().join("master.key");
             if p.exists() {
-                hex::decode(std::fs::read_to_string(&p)?.trim()).map_err(|_| anyhow!("{} is corrupt", p.display()))?
+                hex::decode(std::fs::read_to_string(&p)?.trim())
+                    .map_err(|_| anyhow!("{} is corrupt", p.display()))?
             } else {
                 if store.get_setting("master.check")?.is_some() {
                     bail!("the master key file {} is missing but this data directory was sealed with one", p.display());
@@ -97,25 +110,40 @@ pub fn master_key(dir: &DataDir, store: &dyn MetadataStore) -> Result<MasterKey>
     // A check value detects a wrong master key at start, with a clear message.
     match store.get_setting("master.check")? {
         Some(c) => {
-            let sealed = hex::decode(c).map_err(|_| anyhow!("master key check value is corrupt"))?;
-            key.open("ciel/master-check", &sealed).map_err(|_| anyhow!("the master key does not open this data directory"))?;
+            let sealed =
+                hex::decode(c).map_err(|_| anyhow!("master key check value is corrupt"))?;
+            key.open("ciel/master-check", &sealed)
+                .map_err(|_| anyhow!("the master key does not open this data directory"))?;
         }
-        None => store.set_setting("master.check", &hex::encode(key.seal("ciel/master-check", b"ciel")?))?,
+        None => store.set_setting(
+            "master.check",
+            &hex::encode(key.seal("ciel/master-check", b"ciel")?),
+        )?,
     }
     Ok(key)
 }
 
 /// The audit checkpoint signer, created on first start, sealed under the master key.
-pub fn audit_signer(dir: &DataDir, store: &dyn MetadataStore, master: &MasterKey) -> Result<CheckpointSigner> {
+pub fn audit_signer(
+    dir: &DataDir,
+    store: &dyn MetadataStore,
+    master: &MasterKey,
+) -> Result<CheckpointSigner> {
     const PURPOSE: &str = "ciel/audit-signing-key/v1";
     let signer = match store.get_setting("audit.signing_key")? {
         Some(h) => {
-            let pk8 = master.open(PURPOSE, &hex::decode(h).map_err(|_| anyhow!("audit key is corrupt"))?)?;
+            let pk8 = master.open(
+                PURPOSE,
+                &hex::decode(h).map_err(|_| anyhow!("audit key is corrupt"))?,
+            )?;
             CheckpointSigner::from_pkcs8(&pk8)?
         }
         None => {
             let pk8 = CheckpointSigner::generate_pkcs8()?;
-            store.set_setting("audit.signing_key", &hex::encode(master.seal(PURPOSE, &pk8)?))?;
+            store.set_setting(
+                "audit.signing_key",
+                &hex::encode(master.seal(PURPOSE, &pk8)?),
+            )?;
             CheckpointSigner::from_pkcs8(&pk8)?
         }
     };
@@ -131,9 +159,14 @@ pub fn audit_signer(dir: &DataDir, store: &dyn MetadataStore, master: &MasterKey
 /// copy in the store (a substituted key in either is reported).
 pub fn audit_public_key(dir: &DataDir, store: &dyn MetadataStore) -> Result<Vec<u8>> {
     let db = store.get_setting("audit.public_key")?;
-    let file = std::fs::read_to_string(dir.audit_public_key_file()).ok().map(|s| s.trim().to_string());
+    let file = std::fs::read_to_string(dir.audit_public_key_file())
+        .ok()
+        .map(|s| s.trim().to_string());
     let k = match (db, file) {
-        (Some(a), Some(b)) if a != b => bail!("the audit public key in the store differs from {}", dir.audit_public_key_file().display()),
+        (Some(a), Some(b)) if a != b => bail!(
+            "the audit public key in the store differs from {}",
+            dir.audit_public_key_file().display()
+        ),
         (_, Some(b)) => b,
         (Some(a), None) => a,
         (None, None) => bail!("this data directory has no audit key yet"),
@@ -153,7 +186,12 @@ pub const ACTOR: &str = "system:bootstrap";
 
 /// Creates a subscription in a tenant (the embedded deployment has no billing system: the
 /// operator creates subscriptions).
-pub fn create_subscription(store: &dyn MetadataStore, actor: &str, tenant_id: &str, name: &str) -> Result<Subscription> {
+pub fn create_subscription(
+    store: &dyn MetadataStore,
+    actor: &str,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Subscription> {
     let s = Subscription {
         id: directory::new_guid(),
         tenant_id: tenant_id.to_string(),
@@ -175,7 +213,14 @@ pub fn create_subscription(store: &dyn MetadataStore, actor: &str, tenant_id: &s
     Ok(s)
 }
 
-pub fn assign_owner(store: &dyn MetadataStore, actor: &str, tenant_id: &str, subscription: &str, principal_id: &str, principal_type: &str) -> Result<()> {
+pub fn assign_owner(
+    store: &dyn MetadataStore,
+    actor: &str,
+    tenant_id: &str,
+    subscription: &str,
+    principal_id: &str,
+    principal_type: &str,
+) -> Result<()> {
     let a = RoleAssignment {
         name: directory::new_guid(),
         tenant_id: tenant_id.to_string(),
@@ -193,7 +238,10 @@ pub fn assign_owner(store: &dyn MetadataStore, actor: &str, tenant_id: &str, sub
             tenant_id: Some(tenant_id.to_string()),
             actor: actor.to_string(),
             action: "Microsoft.Authorization/roleAssignments/write".into(),
-            target: format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.scope, a.name),
+            target: format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments/{}",
+                a.scope, a.name
+            ),
             outcome: "success".into(),
             details: serde_json::json!({"role": "Owner", "principalId": principal_id}),
             ..Default::default()
@@ -203,20 +251,39 @@ pub fn assign_owner(store: &dyn MetadataStore, actor: &str, tenant_id: &str, sub
 }
 
 pub fn bootstrap(store: &dyn MetadataStore, domain: &str) -> Result<Bootstrap> {
-    if let (Some(t), Some(s), Some(c)) =
-        (store.get_setting("bootstrap.tenant")?, store.get_setting("bootstrap.subscription")?, store.get_setting("bootstrap.client_id")?)
-    {
-        return Ok(Bootstrap { tenant_id: t, subscription_id: s, client_id: c, client_secret: None });
+    if let (Some(t), Some(s), Some(c)) = (
+        store.get_setting("bootstrap.tenant")?,
+        store.get_setting("bootstrap.subscription")?,
+        store.get_setting("bootstrap.client_id")?,
+    ) {
+        return Ok(Bootstrap {
+            tenant_id: t,
+            subscription_id: s,
+            client_id: c,
+            client_secret: None,
+        });
     }
     let t = directory::create_tenant(store, ACTOR, "Ciel", domain)?;
     let s = create_subscription(store, ACTOR, &t.id, "Ciel subscription")?;
     let sp = directory::create_service_principal(store, ACTOR, &t.id, "ciel-admin")?;
-    assign_owner(store, ACTOR, &t.id, &s.id, &sp.principal.object_id, "ServicePrincipal")?;
+    assign_owner(
+        store,
+        ACTOR,
+        &t.id,
+        &s.id,
+        &sp.principal.object_id,
+        "ServicePrincipal",
+    )?;
     let app = sp.principal.app_id.clone().unwrap_or_default();
     store.set_setting("bootstrap.tenant", &t.id)?;
     store.set_setting("bootstrap.subscription", &s.id)?;
     store.set_setting("bootstrap.client_id", &app)?;
-    Ok(Bootstrap { tenant_id: t.id, subscription_id: s.id, client_id: app, client_secret: Some(sp.secret) })
+    Ok(Bootstrap {
+        tenant_id: t.id,
+        subscription_id: s.id,
+        client_id: app,
+        client_secret: Some(sp.secret),
+    })
 }
 
 /// Reads `export NAME='value'` lines back (to keep the admin secret across restarts).

@@ -2,7 +2,10 @@
 //! server configuration (TLS 1.2 and 1.3 only, session tickets for resumption).
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,12 +14,20 @@ use std::sync::Arc;
 fn ca_params(key: &KeyPair) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let fp = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
-    let id: String = fp.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    p.distinguished_name.push(DnType::CommonName, format!("Ciel private root CA {id}"));
+    let id: String = fp.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    p.distinguished_name
+        .push(DnType::CommonName, format!("Ciel private root CA {id}"));
     p.distinguished_name.push(DnType::OrganizationName, "Ciel");
     p.distinguished_name.push(DnType::CountryName, "FR");
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2035, 1, 1);
     Ok(p)
@@ -24,7 +35,10 @@ fn ca_params(key: &KeyPair) -> Result<CertificateParams> {
 
 /// Every host name the server answers for.
 pub fn server_names(domain: &str) -> Vec<String> {
-    let mut v: Vec<String> = ["login", "management", "graph", "portal"].iter().map(|h| format!("{h}.{domain}")).collect();
+    let mut v: Vec<String> = ["login", "management", "graph", "portal"]
+        .iter()
+        .map(|h| format!("{h}.{domain}"))
+        .collect();
     for svc in ["blob", "queue", "table", "file", "dfs"] {
         v.push(format!("*.{svc}.core.{domain}"));
     }
@@ -55,11 +69,15 @@ pub fn ensure(dir: &Path, domain: &str) -> Result<()> {
         std::fs::write(&ca_pem_path, ca.pem())?;
     }
     let current = std::fs::read_to_string(&names_path).unwrap_or_default();
-    if current == names.join("\n") && dir.join("server.pem").exists() && dir.join("server.key").exists() {
+    if current == names.join("\n")
+        && dir.join("server.pem").exists()
+        && dir.join("server.key").exists()
+    {
         return Ok(());
     }
     let mut p = CertificateParams::new(names.clone())?;
-    p.distinguished_name.push(DnType::CommonName, format!("management.{domain}"));
+    p.distinguished_name
+        .push(DnType::CommonName, format!("management.{domain}"));
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.use_authority_key_identifier_extension = true;
@@ -69,17 +87,24 @@ pub fn ensure(dir: &Path, domain: &str) -> Result<()> {
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &ca, &ca_key)?;
     crate::platform::write_private(&dir.join("server.key"), key.serialize_pem().as_bytes())?;
-    std::fs::write(dir.join("server.pem"), cert.pem() + &std::fs::read_to_string(&ca_pem_path)?)?;
+    std::fs::write(
+        dir.join("server.pem"),
+        cert.pem() + &std::fs::read_to_string(&ca_pem_path)?,
+    )?;
     std::fs::write(&names_path, names.join("\n"))?;
     Ok(())
 }
 
 pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(dir.join("server.pem"))?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(dir.join("server.key"))?))?
-        .context("no private key in server.key")?;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
+        dir.join("server.pem"),
+    )?))
+    .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(
+        dir.join("server.key"),
+    )?))?
+    .context("no private key in server.key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

@@ -41,14 +41,20 @@ fn bad(code: &str, msg: impl Into<String>) -> ApiError {
 }
 
 fn not_supported(what: &str) -> ApiError {
-    ApiError::bad_request("FeatureNotSupported", format!("{what} is not available in this Ciel deployment yet."))
+    ApiError::bad_request(
+        "FeatureNotSupported",
+        format!("{what} is not available in this Ciel deployment yet."),
+    )
 }
 
 fn bool_field(v: &Value, name: &str) -> Result<Option<bool>, ApiError> {
     match v.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad("InvalidRequestContent", format!("'{name}' must be true or false."))),
+        Some(_) => Err(bad(
+            "InvalidRequestContent",
+            format!("'{name}' must be true or false."),
+        )),
     }
 }
 
@@ -56,7 +62,8 @@ fn bool_field(v: &Value, name: &str) -> Result<Option<bool>, ApiError> {
 /// the words that path-style URLs on 127.0.0.1 give to other services.
 pub fn valid_name(n: &str) -> bool {
     (3..=24).contains(&n.len())
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && !crate::blob::RESERVED_PATH_NAMES.contains(&n)
 }
 
@@ -67,10 +74,16 @@ impl Settings {
         let d = Settings::default();
         Settings {
             sku: b["sku"]["name"].as_str().unwrap_or(&d.sku).to_string(),
-            access_tier: p["accessTier"].as_str().unwrap_or(&d.access_tier).to_string(),
+            access_tier: p["accessTier"]
+                .as_str()
+                .unwrap_or(&d.access_tier)
+                .to_string(),
             allow_blob_public_access: p["allowBlobPublicAccess"].as_bool().unwrap_or(false),
             allow_shared_key_access: p["allowSharedKeyAccess"].as_bool().unwrap_or(true),
-            minimum_tls_version: p["minimumTlsVersion"].as_str().unwrap_or(&d.minimum_tls_version).to_string(),
+            minimum_tls_version: p["minimumTlsVersion"]
+                .as_str()
+                .unwrap_or(&d.minimum_tls_version)
+                .to_string(),
             tags: b["tags"].as_object().cloned().unwrap_or_default(),
         }
     }
@@ -85,7 +98,9 @@ impl Settings {
 
     fn apply_fields(&mut self, body: &Value) -> Result<(), ApiError> {
         if let Some(sku) = body.get("sku").filter(|v| !v.is_null()) {
-            let name = sku["name"].as_str().ok_or_else(|| bad("InvalidRequestContent", "'sku.name' is required."))?;
+            let name = sku["name"]
+                .as_str()
+                .ok_or_else(|| bad("InvalidRequestContent", "'sku.name' is required."))?;
             self.sku = match name {
                 "Standard_LRS" | "Standard_ZRS" => name.to_string(),
                 "Standard_GRS" | "Standard_RAGRS" | "Standard_GZRS" | "Standard_RAGZRS" => {
@@ -102,10 +117,19 @@ impl Settings {
         }
         if let Some(kind) = body.get("kind").and_then(|v| v.as_str()) {
             if kind != "StorageV2" {
-                return Err(not_supported(&format!("The account kind '{}' (only StorageV2 is offered)", ciel_arm::clip(kind))));
+                return Err(not_supported(&format!(
+                    "The account kind '{}' (only StorageV2 is offered)",
+                    ciel_arm::clip(kind)
+                )));
             }
         }
-        if body.get("identity").and_then(|i| i.get("type")).and_then(|t| t.as_str()).map(|t| t != "None").unwrap_or(false) {
+        if body
+            .get("identity")
+            .and_then(|i| i.get("type"))
+            .and_then(|t| t.as_str())
+            .map(|t| t != "None")
+            .unwrap_or(false)
+        {
             return Err(not_supported("A managed identity on a storage account"));
         }
         if let Some(t) = body.get("tags") {
@@ -115,18 +139,37 @@ impl Settings {
                     ciel_core::names::validate_tags(m).map_err(|e| bad("InvalidTag", e))?;
                     self.tags = m.clone();
                 }
-                _ => return Err(bad("InvalidRequestContent", "'tags' must be an object of strings.")),
+                _ => {
+                    return Err(bad(
+                        "InvalidRequestContent",
+                        "'tags' must be an object of strings.",
+                    ))
+                }
             }
         }
         let empty = json!({});
-        let p = body.get("properties").filter(|v| !v.is_null()).unwrap_or(&empty);
+        let p = body
+            .get("properties")
+            .filter(|v| !v.is_null())
+            .unwrap_or(&empty);
         if !p.is_object() {
-            return Err(bad("InvalidRequestContent", "'properties' must be an object."));
+            return Err(bad(
+                "InvalidRequestContent",
+                "'properties' must be an object.",
+            ));
         }
         if let Some(t) = p.get("accessTier").and_then(|v| v.as_str()) {
             self.access_tier = match t {
                 "Hot" | "Cool" | "Cold" => t.to_string(),
-                other => return Err(bad("InvalidValue", format!("'{}' is not a valid access tier (Hot, Cool, Cold).", ciel_arm::clip(other)))),
+                other => {
+                    return Err(bad(
+                        "InvalidValue",
+                        format!(
+                            "'{}' is not a valid access tier (Hot, Cool, Cold).",
+                            ciel_arm::clip(other)
+                        ),
+                    ))
+                }
             };
         }
         if let Some(b) = bool_field(p, "allowBlobPublicAccess")? {
@@ -146,24 +189,46 @@ impl Settings {
             };
         }
         if bool_field(p, "isHnsEnabled")? == Some(true) {
-            return Err(not_supported("A hierarchical namespace (Data Lake Storage)"));
+            return Err(not_supported(
+                "A hierarchical namespace (Data Lake Storage)",
+            ));
         }
         if let Some(e) = p.get("encryption").filter(|v| !v.is_null()) {
             match e.get("keySource").and_then(|v| v.as_str()) {
                 None | Some("Microsoft.Storage") => {}
-                Some(k) if k.eq_ignore_ascii_case("Microsoft.Keyvault") => return Err(not_supported("Customer-managed keys (keySource Microsoft.Keyvault)")),
-                Some(other) => return Err(bad("InvalidValue", format!("'{}' is not a valid key source.", ciel_arm::clip(other)))),
+                Some(k) if k.eq_ignore_ascii_case("Microsoft.Keyvault") => {
+                    return Err(not_supported(
+                        "Customer-managed keys (keySource Microsoft.Keyvault)",
+                    ))
+                }
+                Some(other) => {
+                    return Err(bad(
+                        "InvalidValue",
+                        format!("'{}' is not a valid key source.", ciel_arm::clip(other)),
+                    ))
+                }
             }
             if bool_field(e, "requireInfrastructureEncryption")? == Some(true) {
                 return Err(not_supported("Infrastructure (double) encryption"));
             }
         }
         if let Some(n) = p.get("networkAcls").filter(|v| !v.is_null()) {
-            if n.get("defaultAction").and_then(|v| v.as_str()).map(|a| a.eq_ignore_ascii_case("Deny")).unwrap_or(false) {
-                return Err(not_supported("Network rules (networkAcls.defaultAction Deny)"));
+            if n.get("defaultAction")
+                .and_then(|v| v.as_str())
+                .map(|a| a.eq_ignore_ascii_case("Deny"))
+                .unwrap_or(false)
+            {
+                return Err(not_supported(
+                    "Network rules (networkAcls.defaultAction Deny)",
+                ));
             }
         }
-        if p.get("customDomain").and_then(|c| c.get("name")).and_then(|n| n.as_str()).map(|n| !n.is_empty()).unwrap_or(false) {
+        if p.get("customDomain")
+            .and_then(|c| c.get("name"))
+            .and_then(|n| n.as_str())
+            .map(|n| !n.is_empty())
+            .unwrap_or(false)
+        {
             return Err(not_supported("A custom domain"));
         }
         Ok(())
@@ -171,7 +236,15 @@ impl Settings {
 }
 
 /// The account's ARM JSON.
-pub fn render(p: &StorageProvider, id: &str, name: &str, location: &str, created: &str, s: &Settings, secrets: &Secrets) -> Value {
+pub fn render(
+    p: &StorageProvider,
+    id: &str,
+    name: &str,
+    location: &str,
+    created: &str,
+    s: &Settings,
+    secrets: &Secrets,
+) -> Value {
     let blob = format!("https://{name}.blob.{}/", p.endpoints.storage_suffix());
     json!({
         "sku": {"name": s.sku, "tier": "Standard"},
@@ -218,18 +291,30 @@ pub async fn create(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
     }
     let body = req.json()?.clone();
     // The router checked the location against the French regions; normalise its spelling.
-    let location = body["location"].as_str().and_then(ciel_core::region::normalize).map(|r| r.name).unwrap_or("francecentral");
+    let location = body["location"]
+        .as_str()
+        .and_then(ciel_core::region::normalize)
+        .map(|r| r.name)
+        .unwrap_or("francecentral");
     let _guard = CREATE_LOCK.lock().await;
     if let Some(existing) = load(p, &req.id, &req.caller).await? {
         if existing.location.as_deref() != Some(location) {
-            return Err(ApiError::conflict("InvalidResourceLocation", "The location of an existing storage account cannot be changed.").into());
+            return Err(ApiError::conflict(
+                "InvalidResourceLocation",
+                "The location of an existing storage account cannot be changed.",
+            )
+            .into());
         }
         return apply_update(p, req, existing, &body).await;
     }
     let (n, t) = (name.clone(), TYPE.to_string());
     let taken = ciel_store::run(&p.store, move |s| s.find_resources_by_name(&t, &n)).await?;
     if !taken.is_empty() {
-        return Err(ApiError::conflict("StorageAccountAlreadyTaken", format!("The storage account named {name} is already taken.")).into());
+        return Err(ApiError::conflict(
+            "StorageAccountAlreadyTaken",
+            format!("The storage account named {name} is already taken."),
+        )
+        .into());
     }
     let mut s = Settings::default();
     s.apply(&body)?;
@@ -251,37 +336,73 @@ pub async fn create(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
         changed: now,
         sealed: Some(secrets.seal(&p.master, &req.id)?),
     };
-    let draft = req.draft(&format!("{TYPE}/write"), &id, json!({"sku": s.sku, "location": location, "created": true}));
+    let draft = req.draft(
+        &format!("{TYPE}/write"),
+        &id,
+        json!({"sku": s.sku, "location": location, "created": true}),
+    );
     ciel_store::run(&p.store, move |st| st.put_resource(&r, &draft)).await?;
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(out) })
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(out),
+    })
 }
 
 /// `PATCH`: changes the settings given, keeps the others.
 pub async fn update(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    let existing = load(p, &req.id, &req.caller).await?.ok_or_else(|| not_found(&req.id))?;
+    let existing = load(p, &req.id, &req.caller)
+        .await?
+        .ok_or_else(|| not_found(&req.id))?;
     let body = req.json()?.clone();
     if let Some(l) = body.get("location").and_then(|v| v.as_str()) {
         if ciel_core::region::normalize(l).map(|r| r.name) != existing.location.as_deref() {
-            return Err(ApiError::conflict("InvalidResourceLocation", "The location of an existing storage account cannot be changed.").into());
+            return Err(ApiError::conflict(
+                "InvalidResourceLocation",
+                "The location of an existing storage account cannot be changed.",
+            )
+            .into());
         }
     }
     apply_update(p, req, existing, &body).await
 }
 
-async fn apply_update(p: &StorageProvider, req: &ProviderRequest, existing: Resource, body: &Value) -> ArmResult<ProviderResponse> {
+async fn apply_update(
+    p: &StorageProvider,
+    req: &ProviderRequest,
+    existing: Resource,
+    body: &Value,
+) -> ArmResult<ProviderResponse> {
     let mut s = Settings::from_body(&existing.body);
     s.apply(body)?;
     let sealed = existing.sealed.as_deref().ok_or_else(ApiError::internal)?;
     let secrets = Secrets::open(&p.master, &req.id, sealed)?;
-    let created = existing.body["properties"]["creationTime"].as_str().unwrap_or_default().to_string();
-    let out = render(p, &existing.id, &existing.name, existing.location.as_deref().unwrap_or(""), &created, &s, &secrets);
+    let created = existing.body["properties"]["creationTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = render(
+        p,
+        &existing.id,
+        &existing.name,
+        existing.location.as_deref().unwrap_or(""),
+        &created,
+        &s,
+        &secrets,
+    );
     let mut r = existing;
     r.body = out.clone();
     r.changed = ciel_core::time::now_unix();
     r.sealed = None;
-    let draft = req.draft(&format!("{TYPE}/write"), &r.id, json!({"sku": s.sku, "update": true}));
+    let draft = req.draft(
+        &format!("{TYPE}/write"),
+        &r.id,
+        json!({"sku": s.sku, "update": true}),
+    );
     ciel_store::run(&p.store, move |st| st.put_resource(&r, &draft)).await?;
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(out) })
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(out),
+    })
 }
 
 #[cfg(test)]
@@ -301,12 +422,27 @@ mod tests {
     fn settings_refuse_what_cannot_be_honoured() {
         let mut s = Settings::default();
         assert!(s.apply(&json!({"sku": {"name": "Standard_GRS"}})).is_err());
-        assert!(s.apply(&json!({"properties": {"supportsHttpsTrafficOnly": false}})).is_err());
-        assert!(s.apply(&json!({"properties": {"minimumTlsVersion": "TLS1_0"}})).is_err());
-        assert!(s.apply(&json!({"properties": {"encryption": {"keySource": "Microsoft.Keyvault"}}})).is_err());
-        assert!(s.apply(&json!({"properties": {"networkAcls": {"defaultAction": "Deny"}}})).is_err());
+        assert!(s
+            .apply(&json!({"properties": {"supportsHttpsTrafficOnly": false}}))
+            .is_err());
+        assert!(s
+            .apply(&json!({"properties": {"minimumTlsVersion": "TLS1_0"}}))
+            .is_err());
+        assert!(s
+            .apply(&json!({"properties": {"encryption": {"keySource": "Microsoft.Keyvault"}}}))
+            .is_err());
+        assert!(s
+            .apply(&json!({"properties": {"networkAcls": {"defaultAction": "Deny"}}}))
+            .is_err());
         assert_eq!(s.sku, "Standard_LRS", "a refused update changes nothing");
         s.apply(&json!({"sku": {"name": "Standard_ZRS"}, "properties": {"allowBlobPublicAccess": true, "accessTier": "Cool"}})).unwrap();
-        assert_eq!((s.sku.as_str(), s.allow_blob_public_access, s.access_tier.as_str()), ("Standard_ZRS", true, "Cool"));
+        assert_eq!(
+            (
+                s.sku.as_str(),
+                s.allow_blob_public_access,
+                s.access_tier.as_str()
+            ),
+            ("Standard_ZRS", true, "Cool")
+        );
     }
 }

@@ -16,20 +16,44 @@ fn keys_json(s: &Secrets) -> serde_json::Value {
 }
 
 pub async fn list_keys(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    let r = load(p, &req.id, &req.caller).await?.ok_or_else(|| not_found(&req.id))?;
+    let r = load(p, &req.id, &req.caller)
+        .await?
+        .ok_or_else(|| not_found(&req.id))?;
     let sealed = r.sealed.as_deref().ok_or_else(ApiError::internal)?;
     let secrets = Secrets::open(&p.master, &req.id, sealed)?;
-    let draft = req.draft(&format!("{TYPE}/listKeys/action"), &req.id.to_string(), json!({}));
-    ciel_store::run(&p.store, move |s| s.append_audit(std::slice::from_ref(&draft))).await?;
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(keys_json(&secrets)) })
+    let draft = req.draft(
+        &format!("{TYPE}/listKeys/action"),
+        &req.id.to_string(),
+        json!({}),
+    );
+    ciel_store::run(&p.store, move |s| {
+        s.append_audit(std::slice::from_ref(&draft))
+    })
+    .await?;
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(keys_json(&secrets)),
+    })
 }
 
-pub async fn regenerate_key(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    let which = req.json()?.get("keyName").and_then(|v| v.as_str()).unwrap_or("").to_ascii_lowercase();
+pub async fn regenerate_key(
+    p: &StorageProvider,
+    req: &ProviderRequest,
+) -> ArmResult<ProviderResponse> {
+    let which = req
+        .json()?
+        .get("keyName")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if which != "key1" && which != "key2" {
-        return Err(ApiError::bad_request("InvalidValue", "keyName must be 'key1' or 'key2'.").into());
+        return Err(
+            ApiError::bad_request("InvalidValue", "keyName must be 'key1' or 'key2'.").into(),
+        );
     }
-    let mut r = load(p, &req.id, &req.caller).await?.ok_or_else(|| not_found(&req.id))?;
+    let mut r = load(p, &req.id, &req.caller)
+        .await?
+        .ok_or_else(|| not_found(&req.id))?;
     let sealed = r.sealed.as_deref().ok_or_else(ApiError::internal)?;
     let mut secrets = Secrets::open(&p.master, &req.id, sealed)?;
     let now = ciel_core::time::now_rfc3339();
@@ -43,7 +67,14 @@ pub async fn regenerate_key(p: &StorageProvider, req: &ProviderRequest) -> ArmRe
     r.body["properties"]["keyCreationTime"][which.as_str()] = json!(now);
     r.sealed = Some(secrets.seal(&p.master, &req.id)?);
     r.changed = ciel_core::time::now_unix();
-    let draft = req.draft(&format!("{TYPE}/regenerateKey/action"), &req.id.to_string(), json!({"keyName": which}));
+    let draft = req.draft(
+        &format!("{TYPE}/regenerateKey/action"),
+        &req.id.to_string(),
+        json!({"keyName": which}),
+    );
     ciel_store::run(&p.store, move |s| s.put_resource(&r, &draft)).await?;
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(keys_json(&secrets)) })
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(keys_json(&secrets)),
+    })
 }

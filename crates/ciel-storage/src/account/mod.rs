@@ -46,7 +46,9 @@ fn purpose(id: &ResourceId) -> String {
 
 pub fn random_b64(n: usize) -> Result<String, StorageError> {
     let mut b = vec![0u8; n];
-    SystemRandom::new().fill(&mut b).map_err(|_| ciel_core::seal::SealError::Rng)?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| ciel_core::seal::SealError::Rng)?;
     Ok(B64.encode(b))
 }
 
@@ -61,13 +63,23 @@ impl Secrets {
             data_key: random_b64(32)?,
         })
     }
-    pub fn seal(&self, master: &ciel_core::seal::MasterKey, id: &ResourceId) -> Result<Vec<u8>, StorageError> {
-        let plain = serde_json::to_vec(self).map_err(|e| StorageError::Invalid(ApiError::bad_request("Internal", e.to_string())))?;
+    pub fn seal(
+        &self,
+        master: &ciel_core::seal::MasterKey,
+        id: &ResourceId,
+    ) -> Result<Vec<u8>, StorageError> {
+        let plain = serde_json::to_vec(self)
+            .map_err(|e| StorageError::Invalid(ApiError::bad_request("Internal", e.to_string())))?;
         Ok(master.seal(&purpose(id), &plain)?)
     }
-    pub fn open(master: &ciel_core::seal::MasterKey, id: &ResourceId, sealed: &[u8]) -> Result<Self, StorageError> {
+    pub fn open(
+        master: &ciel_core::seal::MasterKey,
+        id: &ResourceId,
+        sealed: &[u8],
+    ) -> Result<Self, StorageError> {
         let plain = master.open(&purpose(id), sealed)?;
-        serde_json::from_slice(&plain).map_err(|_| StorageError::Seal(ciel_core::seal::SealError::Open))
+        serde_json::from_slice(&plain)
+            .map_err(|_| StorageError::Seal(ciel_core::seal::SealError::Open))
     }
 }
 
@@ -83,7 +95,11 @@ pub fn not_found(id: &ResourceId) -> ApiError {
 }
 
 /// The account record, if it exists in the caller's tenant.
-pub async fn load(p: &StorageProvider, id: &ResourceId, caller: &Caller) -> ArmResult<Option<Resource>> {
+pub async fn load(
+    p: &StorageProvider,
+    id: &ResourceId,
+    caller: &Caller,
+) -> ArmResult<Option<Resource>> {
     let key = id.key();
     let found = ciel_store::run(&p.store, move |s| match s.get_resource(&key) {
         Ok(r) => Ok(Some(r)),
@@ -94,9 +110,15 @@ pub async fn load(p: &StorageProvider, id: &ResourceId, caller: &Caller) -> ArmR
     Ok(found.filter(|r| r.tenant_id == caller.tenant_id && r.rtype.eq_ignore_ascii_case(TYPE)))
 }
 
-pub async fn get_properties(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
+pub async fn get_properties(
+    p: &StorageProvider,
+    req: &ProviderRequest,
+) -> ArmResult<ProviderResponse> {
     match load(p, &req.id, &req.caller).await? {
-        Some(r) => Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(r.body) }),
+        Some(r) => Ok(ProviderResponse::Done {
+            status: StatusCode::OK,
+            body: Some(r.body),
+        }),
         None => Err(not_found(&req.id).into()),
     }
 }
@@ -108,21 +130,41 @@ pub async fn list(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Provi
     scope.segments.clear();
     let key = scope.key();
     let tenant = req.caller.tenant_id.clone();
-    let all = ciel_store::run(&p.store, move |s| s.list_resources(&key, Some(TYPE), None, 100_000)).await?;
-    let value: Vec<_> = all.into_iter().filter(|r| r.tenant_id == tenant).map(|r| r.body).collect();
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: Some(json!({ "value": value })) })
+    let all = ciel_store::run(&p.store, move |s| {
+        s.list_resources(&key, Some(TYPE), None, 100_000)
+    })
+    .await?;
+    let value: Vec<_> = all
+        .into_iter()
+        .filter(|r| r.tenant_id == tenant)
+        .map(|r| r.body)
+        .collect();
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(json!({ "value": value })),
+    })
 }
 
 /// `DELETE`: the account, its keys and (once the data plane exists) its data. 204 when absent.
 pub async fn delete(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
     if load(p, &req.id, &req.caller).await?.is_none() {
-        return Ok(ProviderResponse::Done { status: StatusCode::NO_CONTENT, body: None });
+        return Ok(ProviderResponse::Done {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+        });
     }
-    let draft = req.draft(&format!("{TYPE}/delete"), &req.id.to_string(), json!({"cryptoErasure": true}));
+    let draft = req.draft(
+        &format!("{TYPE}/delete"),
+        &req.id.to_string(),
+        json!({"cryptoErasure": true}),
+    );
     let key = req.id.key();
     ciel_store::run(&p.store, move |s| s.delete_resource(&key, &draft)).await?;
     erase_data(p, &req.id).await?;
-    Ok(ProviderResponse::Done { status: StatusCode::OK, body: None })
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: None,
+    })
 }
 
 /// Deletion as part of a resource group's deletion.
@@ -149,14 +191,19 @@ async fn erase_data(p: &StorageProvider, id: &ResourceId) -> ArmResult<()> {
     let key = id.key();
     ciel_store::run(&p.store, move |s| s.delete_account_data(&key)).await?;
     let (root, id) = (p.blob_root.clone(), id.clone());
-    tokio::task::spawn_blocking(move || crate::blob::BlobService::destroy_account_files(&root, &id))
-        .await
-        .map_err(|_| ApiError::internal())?;
+    tokio::task::spawn_blocking(move || {
+        crate::blob::BlobService::destroy_account_files(&root, &id)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
     Ok(())
 }
 
 pub fn list_skus() -> ProviderResponse {
-    let locs = ciel_core::region::REGIONS.iter().map(|r| r.name).collect::<Vec<_>>();
+    let locs = ciel_core::region::REGIONS
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>();
     let value: Vec<_> = ["Standard_LRS", "Standard_ZRS"]
         .iter()
         .map(|n| {
@@ -165,5 +212,8 @@ pub fn list_skus() -> ProviderResponse {
                    "capabilities": [], "restrictions": []})
         })
         .collect();
-    ProviderResponse::Done { status: StatusCode::OK, body: Some(json!({ "value": value })) }
+    ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: Some(json!({ "value": value })),
+    }
 }

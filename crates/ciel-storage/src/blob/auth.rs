@@ -36,11 +36,30 @@ fn sort_names(names: &mut [String], word: bool) {
 }
 
 /// The SharedKey string-to-sign for a request (service version 2015-02-21 and later).
-pub fn string_to_sign(method: &Method, raw_path: &str, raw_query: Option<&str>, headers: &HeaderMap, account: &str, word_sort: bool) -> String {
+pub fn string_to_sign(
+    method: &Method,
+    raw_path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    account: &str,
+    word_sort: bool,
+) -> String {
     let mut s = String::with_capacity(512);
     s.push_str(method.as_str());
     s.push('\n');
-    for name in ["content-encoding", "content-language", "content-length", "content-md5", "content-type", "date", "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range"] {
+    for name in [
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-md5",
+        "content-type",
+        "date",
+        "if-modified-since",
+        "if-match",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
+    ] {
         let v = header(headers, name);
         // A zero Content-Length is signed as empty.
         if !(name == "content-length" && v == "0") {
@@ -56,7 +75,11 @@ pub fn string_to_sign(method: &Method, raw_path: &str, raw_query: Option<&str>, 
     names.dedup();
     sort_names(&mut names, word_sort);
     for n in names {
-        let values: Vec<&str> = headers.get_all(n.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = headers
+            .get_all(n.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         s.push_str(&n);
         s.push(':');
         s.push_str(values.join(",").trim());
@@ -68,7 +91,9 @@ pub fn string_to_sign(method: &Method, raw_path: &str, raw_query: Option<&str>, 
     let mut q: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     if let Some(raw) = raw_query {
         for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-            q.entry(k.to_ascii_lowercase()).or_default().push(v.into_owned());
+            q.entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.into_owned());
         }
     }
     for (k, mut vs) in q {
@@ -91,20 +116,35 @@ pub fn verify_shared_key(
     account: &str,
     keys: &[&str],
 ) -> BlobResult<()> {
-    let rest = auth.strip_prefix("SharedKey ").ok_or_else(|| BlobError::auth_failed("The authorization scheme is not SharedKey."))?;
-    let (name, sig) = rest.split_once(':').ok_or_else(|| BlobError::auth_failed("The SharedKey header is malformed."))?;
+    let rest = auth
+        .strip_prefix("SharedKey ")
+        .ok_or_else(|| BlobError::auth_failed("The authorization scheme is not SharedKey."))?;
+    let (name, sig) = rest
+        .split_once(':')
+        .ok_or_else(|| BlobError::auth_failed("The SharedKey header is malformed."))?;
     if name != account {
-        return Err(BlobError::auth_failed("The account in the SharedKey header does not match the request."));
+        return Err(BlobError::auth_failed(
+            "The account in the SharedKey header does not match the request.",
+        ));
     }
-    let sig = B64.decode(sig.trim()).map_err(|_| BlobError::auth_failed("The signature is not base64."))?;
+    let sig = B64
+        .decode(sig.trim())
+        .map_err(|_| BlobError::auth_failed("The signature is not base64."))?;
     // The signed date bounds replay: Azure accepts 15 minutes of skew either way.
-    let date = if header(headers, "x-ms-date").is_empty() { header(headers, "date") } else { header(headers, "x-ms-date") };
+    let date = if header(headers, "x-ms-date").is_empty() {
+        header(headers, "date")
+    } else {
+        header(headers, "x-ms-date")
+    };
     if date.is_empty() {
         return Err(BlobError::auth_failed("Request date header not specified."));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(date).map_err(|_| BlobError::auth_failed("The request date header is not a valid HTTP date."))?;
+    let when = chrono::DateTime::parse_from_rfc2822(date)
+        .map_err(|_| BlobError::auth_failed("The request date header is not a valid HTTP date."))?;
     if (chrono::Utc::now().timestamp() - when.timestamp()).abs() > 15 * 60 {
-        return Err(BlobError::auth_failed("Request date header too old or too far in the future: the allowed skew is 15 minutes."));
+        return Err(BlobError::auth_failed(
+            "Request date header too old or too far in the future: the allowed skew is 15 minutes.",
+        ));
     }
     for word in [true, false] {
         let sts = string_to_sign(method, raw_path, raw_query, headers, account, word);
@@ -116,12 +156,16 @@ pub fn verify_shared_key(
             }
         }
     }
-    Err(BlobError::auth_failed("The MAC signature found in the HTTP request is not the same as any computed signature."))
+    Err(BlobError::auth_failed(
+        "The MAC signature found in the HTTP request is not the same as any computed signature.",
+    ))
 }
 
 /// Requests carrying a SAS token: refused clearly until SAS is built.
 pub fn is_sas(raw_query: Option<&str>) -> bool {
-    raw_query.map(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "sig")).unwrap_or(false)
+    raw_query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "sig"))
+        .unwrap_or(false)
 }
 
 pub fn no_auth() -> BlobError {
@@ -146,31 +190,59 @@ mod tests {
     fn canonical_form() {
         let mut h = HeaderMap::new();
         h.insert("x-ms-version", HeaderValue::from_static("2026-04-06"));
-        h.insert("x-ms-date", HeaderValue::from_static("Sat, 28 Nov 2026 22:00:00 GMT"));
+        h.insert(
+            "x-ms-date",
+            HeaderValue::from_static("Sat, 28 Nov 2026 22:00:00 GMT"),
+        );
         h.insert("x-ms-blob-type", HeaderValue::from_static("BlockBlob"));
         h.insert("content-length", HeaderValue::from_static("0"));
         h.insert("content-type", HeaderValue::from_static("text/plain"));
-        let sts = string_to_sign(&Method::PUT, "/c/dir%20x/b.txt", Some("timeout=30&restype=container"), &h, "acct", false);
+        let sts = string_to_sign(
+            &Method::PUT,
+            "/c/dir%20x/b.txt",
+            Some("timeout=30&restype=container"),
+            &h,
+            "acct",
+            false,
+        );
         let want = "PUT\n\n\n\n\ntext/plain\n\n\n\n\n\n\nx-ms-blob-type:BlockBlob\nx-ms-date:Sat, 28 Nov 2026 22:00:00 GMT\nx-ms-version:2026-04-06\n/acct/c/dir%20x/b.txt\nrestype:container\ntimeout:30";
         assert_eq!(sts, want);
     }
 
     fn now_date() -> HeaderValue {
-        HeaderValue::from_str(&chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap()
+        HeaderValue::from_str(
+            &chrono::Utc::now()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn stale_dates_are_refused() {
         let key = B64.encode([3u8; 64]);
         let mut h = HeaderMap::new();
-        h.insert("x-ms-date", HeaderValue::from_static("Sat, 28 Nov 2020 22:00:00 GMT"));
-        let sig = sign(&string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false), &key);
+        h.insert(
+            "x-ms-date",
+            HeaderValue::from_static("Sat, 28 Nov 2020 22:00:00 GMT"),
+        );
+        let sig = sign(
+            &string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false),
+            &key,
+        );
         let auth = format!("SharedKey acct:{sig}");
-        assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_err());
+        assert!(
+            verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_err()
+        );
         h.insert("x-ms-date", now_date());
-        let sig = sign(&string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false), &key);
+        let sig = sign(
+            &string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", false),
+            &key,
+        );
         let auth = format!("SharedKey acct:{sig}");
-        assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_ok());
+        assert!(
+            verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&key]).is_ok()
+        );
     }
 
     #[test]
@@ -182,13 +254,37 @@ mod tests {
         h.insert("x-ms-meta-a-z", HeaderValue::from_static("1"));
         h.insert("x-ms-meta-ab", HeaderValue::from_static("2"));
         for word in [true, false] {
-            let sig = sign(&string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", word), &key);
+            let sig = sign(
+                &string_to_sign(&Method::GET, "/acct/c", None, &h, "acct", word),
+                &key,
+            );
             let auth = format!("SharedKey acct:{sig}");
-            assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&other, &key]).is_ok());
-            assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&other]).is_err());
-            assert!(verify_shared_key(&auth, &Method::PUT, "/acct/c", None, &h, "acct", &[&key]).is_err());
-            assert!(verify_shared_key(&auth, &Method::GET, "/acct/d", None, &h, "acct", &[&key]).is_err());
-            assert!(verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "other", &[&key]).is_err());
+            assert!(verify_shared_key(
+                &auth,
+                &Method::GET,
+                "/acct/c",
+                None,
+                &h,
+                "acct",
+                &[&other, &key]
+            )
+            .is_ok());
+            assert!(
+                verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "acct", &[&other])
+                    .is_err()
+            );
+            assert!(
+                verify_shared_key(&auth, &Method::PUT, "/acct/c", None, &h, "acct", &[&key])
+                    .is_err()
+            );
+            assert!(
+                verify_shared_key(&auth, &Method::GET, "/acct/d", None, &h, "acct", &[&key])
+                    .is_err()
+            );
+            assert!(
+                verify_shared_key(&auth, &Method::GET, "/acct/c", None, &h, "other", &[&key])
+                    .is_err()
+            );
         }
     }
 }

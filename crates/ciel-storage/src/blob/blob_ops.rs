@@ -17,27 +17,47 @@ use md5::{Digest, Md5};
 use quick_xml::escape::escape;
 use serde_json::json;
 
-pub(crate) const READ: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
-pub(crate) const WRITE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write";
+pub(crate) const READ: &str =
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+pub(crate) const WRITE: &str =
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write";
 const DELETE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete";
 /// Azure's limit for a single Put Blob (5000 MiB).
 const MAX_PUT: u64 = 5000 * 1024 * 1024;
 
 pub(crate) fn h<'a>(headers: &'a HeaderMap, n: &str) -> Option<&'a str> {
-    headers.get(n).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+    headers
+        .get(n)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn parse_http_date(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc2822(s).ok().map(|d| d.timestamp())
+    chrono::DateTime::parse_from_rfc2822(s)
+        .ok()
+        .map(|d| d.timestamp())
 }
 
 /// Outcome of the conditional headers against the current blob (None when absent).
-pub(crate) fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>, read: bool) -> BlobResult<()> {
-    let failed = || BlobError::new(StatusCode::PRECONDITION_FAILED, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.");
+pub(crate) fn check_conditions(
+    headers: &HeaderMap,
+    current: Option<&BlobRecord>,
+    read: bool,
+) -> BlobResult<()> {
+    let failed = || {
+        BlobError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        )
+    };
     let etag = current.map(|b| b.etag.as_str());
     let modified = current.map(|b| b.last_modified / 1_000_000);
     if let Some(m) = h(headers, "if-match") {
-        if etag.map(|e| !(m == "*" || m.split(',').any(|x| x.trim() == e))).unwrap_or(true) {
+        if etag
+            .map(|e| !(m == "*" || m.split(',').any(|x| x.trim() == e)))
+            .unwrap_or(true)
+        {
             return Err(failed());
         }
     }
@@ -48,20 +68,38 @@ pub(crate) fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>
         };
         if hit {
             if read {
-                return Err(BlobError::new(StatusCode::NOT_MODIFIED, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met."));
+                return Err(BlobError::new(
+                    StatusCode::NOT_MODIFIED,
+                    "ConditionNotMet",
+                    "The condition specified using HTTP conditional header(s) is not met.",
+                ));
             }
             if m == "*" {
-                return Err(BlobError::new(StatusCode::CONFLICT, "BlobAlreadyExists", "The specified blob already exists."));
+                return Err(BlobError::new(
+                    StatusCode::CONFLICT,
+                    "BlobAlreadyExists",
+                    "The specified blob already exists.",
+                ));
             }
             return Err(failed());
         }
     }
-    if let (Some(s), Some(m)) = (h(headers, "if-modified-since").and_then(parse_http_date), modified) {
+    if let (Some(s), Some(m)) = (
+        h(headers, "if-modified-since").and_then(parse_http_date),
+        modified,
+    ) {
         if m <= s {
-            return Err(if read { BlobError::new(StatusCode::NOT_MODIFIED, "ConditionNotMet", "Not modified.") } else { failed() });
+            return Err(if read {
+                BlobError::new(StatusCode::NOT_MODIFIED, "ConditionNotMet", "Not modified.")
+            } else {
+                failed()
+            });
         }
     }
-    if let (Some(s), Some(m)) = (h(headers, "if-unmodified-since").and_then(parse_http_date), modified) {
+    if let (Some(s), Some(m)) = (
+        h(headers, "if-unmodified-since").and_then(parse_http_date),
+        modified,
+    ) {
         if m > s {
             return Err(failed());
         }
@@ -69,8 +107,16 @@ pub(crate) fn check_conditions(headers: &HeaderMap, current: Option<&BlobRecord>
     Ok(())
 }
 
-pub(crate) async fn load(ctx: &Ctx<'_>, container: &str, name: &str) -> BlobResult<Option<BlobRecord>> {
-    let (a, c, n) = (ctx.account.id.key(), container.to_string(), name.to_string());
+pub(crate) async fn load(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+) -> BlobResult<Option<BlobRecord>> {
+    let (a, c, n) = (
+        ctx.account.id.key(),
+        container.to_string(),
+        name.to_string(),
+    );
     match ciel_store::run(&ctx.svc.store, move |s| s.get_blob(&a, &c, &n)).await {
         Ok(b) => Ok(Some(b)),
         Err(StoreError::NotFound) => Ok(None),
@@ -86,44 +132,75 @@ fn segments(b: &BlobRecord) -> BlobResult<Vec<([u8; 16], u64)>> {
         return Ok(vec![]);
     }
     if blocks.is_empty() {
-        let oid = <[u8; 16]>::try_from(b.object_id.as_slice()).map_err(|_| BlobError::internal())?;
+        let oid =
+            <[u8; 16]>::try_from(b.object_id.as_slice()).map_err(|_| BlobError::internal())?;
         return Ok(vec![(oid, b.size as u64)]);
     }
     blocks
         .iter()
         .map(|x| {
             let hexs = x["object"].as_str().unwrap_or("");
-            let bytes: Vec<u8> = (0..hexs.len() / 2).filter_map(|i| u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16).ok()).collect();
+            let bytes: Vec<u8> = (0..hexs.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16).ok())
+                .collect();
             let oid = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| BlobError::internal())?;
             Ok((oid, x["size"].as_u64().unwrap_or(0)))
         })
         .collect()
 }
 
-pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<Body>) -> BlobResult<Response> {
+pub async fn put_blob(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    req: Request<Body>,
+) -> BlobResult<Response> {
     if name.is_empty() || name.chars().count() > 1024 {
-        return Err(BlobError::bad("InvalidResourceName", "Blob names are 1 to 1024 characters."));
+        return Err(BlobError::bad(
+            "InvalidResourceName",
+            "Blob names are 1 to 1024 characters.",
+        ));
     }
-    ctx.authorize(&ctx.container_scope(container), WRITE, true).await?;
+    ctx.authorize(&ctx.container_scope(container), WRITE, true)
+        .await?;
     let headers = req.headers().clone();
     match h(&headers, "x-ms-blob-type") {
         Some("BlockBlob") => {}
-        Some("AppendBlob") | Some("PageBlob") => return Err(BlobError::not_supported("Append and page blobs")),
-        _ => return Err(BlobError::bad("MissingRequiredHeader", "An HTTP header that's mandatory for this request is not specified: x-ms-blob-type.")),
+        Some("AppendBlob") | Some("PageBlob") => {
+            return Err(BlobError::not_supported("Append and page blobs"))
+        }
+        _ => return Err(BlobError::bad(
+            "MissingRequiredHeader",
+            "An HTTP header that's mandatory for this request is not specified: x-ms-blob-type.",
+        )),
     }
-    if h(&headers, "x-ms-tags").is_some() || h(&headers, "x-ms-copy-source").is_some() || h(&headers, "x-ms-encryption-key").is_some() {
-        return Err(BlobError::not_supported("Blob index tags, copy sources and customer-provided keys"));
+    if h(&headers, "x-ms-tags").is_some()
+        || h(&headers, "x-ms-copy-source").is_some()
+        || h(&headers, "x-ms-encryption-key").is_some()
+    {
+        return Err(BlobError::not_supported(
+            "Blob index tags, copy sources and customer-provided keys",
+        ));
     }
     let declared = h(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.map(|l| l > MAX_PUT).unwrap_or(false) {
-        return Err(BlobError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit."));
+        return Err(BlobError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            "The request body is too large and exceeds the maximum permissible limit.",
+        ));
     }
     let metadata = metadata_from(&headers)?;
     container::load(ctx, container).await?;
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
     let want_md5 = match h(&headers, "content-md5") {
-        Some(m) => Some(B64.decode(m).map_err(|_| BlobError::bad("InvalidMd5", "The MD5 value specified in the request is invalid."))?),
+        Some(m) => Some(B64.decode(m).map_err(|_| {
+            BlobError::bad(
+                "InvalidMd5",
+                "The MD5 value specified in the request is invalid.",
+            )
+        })?),
         None => None,
     };
 
@@ -135,7 +212,9 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         }
     }
     let stored_md5 = match h(&headers, "x-ms-blob-content-md5") {
-        Some(m) => B64.decode(m).map_err(|_| BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64."))?,
+        Some(m) => B64
+            .decode(m)
+            .map_err(|_| BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64."))?,
         None => md5.clone(),
     };
     let now = now_micros();
@@ -145,7 +224,9 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         name: name.to_string(),
         object_id: oid.to_vec(),
         size: size as i64,
-        content_type: h(&headers, "x-ms-blob-content-type").map(str::to_string).or_else(|| Some("application/octet-stream".into())),
+        content_type: h(&headers, "x-ms-blob-content-type")
+            .map(str::to_string)
+            .or_else(|| Some("application/octet-stream".into())),
         content_encoding: h(&headers, "x-ms-blob-content-encoding").map(str::to_string),
         content_language: h(&headers, "x-ms-blob-content-language").map(str::to_string),
         content_disposition: h(&headers, "x-ms-blob-content-disposition").map(str::to_string),
@@ -157,7 +238,12 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
         created: existing.as_ref().map(|b| b.created).unwrap_or(now),
         blocks: json!([]),
     };
-    let draft = ctx.draft(WRITE, &format!("{}/blobs/{}", ctx.container_scope(container), name), "success", json!({"size": size}));
+    let draft = ctx.draft(
+        WRITE,
+        &format!("{}/blobs/{}", ctx.container_scope(container), name),
+        "success",
+        json!({"size": size}),
+    );
     let r2 = rec.clone();
     let replaced = match ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await {
         Ok(old) => old,
@@ -185,30 +271,34 @@ pub async fn put_blob(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<B
     Ok(r)
 }
 
-
 /// Streams a request body into a new encrypted object: one chunk in memory, encrypted as it
 /// arrives. Returns the object id, its length and the MD5 of the bytes.
-pub(crate) async fn stream_to_object(ctx: &Ctx<'_>, body: Body) -> BlobResult<([u8; 16], u64, Vec<u8>)> {
+pub(crate) async fn stream_to_object(
+    ctx: &Ctx<'_>,
+    body: Body,
+) -> BlobResult<([u8; 16], u64, Vec<u8>)> {
     let oid = blobstore::new_object_id()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(8);
     let dir = ctx.account.dir.clone();
     let key = ctx.account.data_key;
-    let writer = tokio::task::spawn_blocking(move || -> Result<Option<(u64, Vec<u8>)>, blobstore::ObjectError> {
-        let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
-        let mut md5 = Md5::new();
-        while let Some(item) = rx.blocking_recv() {
-            match item {
-                Some(b) => {
-                    md5.update(&b);
-                    w.write(&b)?;
+    let writer = tokio::task::spawn_blocking(
+        move || -> Result<Option<(u64, Vec<u8>)>, blobstore::ObjectError> {
+            let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
+            let mut md5 = Md5::new();
+            while let Some(item) = rx.blocking_recv() {
+                match item {
+                    Some(b) => {
+                        md5.update(&b);
+                        w.write(&b)?;
+                    }
+                    // The body failed: drop the writer, which removes the partial object.
+                    None => return Ok(None),
                 }
-                // The body failed: drop the writer, which removes the partial object.
-                None => return Ok(None),
             }
-        }
-        let n = w.finish()?;
-        Ok(Some((n, md5.finalize().to_vec())))
-    });
+            let n = w.finish()?;
+            Ok(Some((n, md5.finalize().to_vec())))
+        },
+    );
     let mut body = body;
     let mut total = 0u64;
     let mut failed = false;
@@ -235,7 +325,10 @@ pub(crate) async fn stream_to_object(ctx: &Ctx<'_>, body: Body) -> BlobResult<([
     drop(tx);
     let written = writer.await.map_err(|_| BlobError::internal())??;
     let Some((size, md5)) = written else {
-        return Err(BlobError::bad("InvalidInput", "The request body could not be read completely."));
+        return Err(BlobError::bad(
+            "InvalidInput",
+            "The request body could not be read completely.",
+        ));
     };
     Ok((oid, size, md5))
 }
@@ -255,12 +348,18 @@ pub(crate) fn remove_objects(ctx: &Ctx<'_>, objects: Vec<Vec<u8>>) {
 
 /// `bytes=a-b` or `bytes=a-`, from `x-ms-range` (preferred) or `Range`.
 fn parse_range(headers: &HeaderMap) -> BlobResult<Option<(u64, Option<u64>)>> {
-    let Some(v) = h(headers, "x-ms-range").or_else(|| h(headers, "range")) else { return Ok(None) };
+    let Some(v) = h(headers, "x-ms-range").or_else(|| h(headers, "range")) else {
+        return Ok(None);
+    };
     let bad = || BlobError::bad("InvalidRange", "The range specified is invalid.");
     let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let start = a.trim().parse::<u64>().map_err(|_| bad())?;
-    let end = if b.trim().is_empty() { None } else { Some(b.trim().parse::<u64>().map_err(|_| bad())?) };
+    let end = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse::<u64>().map_err(|_| bad())?)
+    };
     if end.map(|e| e < start).unwrap_or(false) {
         return Err(bad());
     }
@@ -291,12 +390,23 @@ fn blob_headers(r: &mut Response, b: &BlobRecord) {
     set("accept-ranges", Some("bytes".into()));
 }
 
-pub async fn get_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &HeaderMap, head: bool) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), READ, true).await?;
+pub async fn get_blob(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), READ, true)
+        .await?;
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name).await?.ok_or_else(BlobError::blob_not_found)?;
+    let b = load(ctx, container, name)
+        .await?
+        .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), true)?;
-    if h(headers, "x-ms-range-get-content-md5").is_some() || h(headers, "x-ms-range-get-content-crc64").is_some() {
+    if h(headers, "x-ms-range-get-content-md5").is_some()
+        || h(headers, "x-ms-range-get-content-crc64").is_some()
+    {
         return Err(BlobError::not_supported("Per-range MD5 and CRC64"));
     }
     let size = b.size as u64;
@@ -304,57 +414,81 @@ pub async fn get_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &Head
     let (start, end, status) = match range {
         None => (0, size, StatusCode::OK),
         Some((s, _)) if s >= size => {
-            let mut r = BlobError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", "The range specified is invalid for the current size of the resource.").into_response();
+            let mut r = BlobError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "The range specified is invalid for the current size of the resource.",
+            )
+            .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(http::header::CONTENT_RANGE, v);
             }
             return Ok(r);
         }
-        Some((s, e)) => (s, e.map(|e| (e + 1).min(size)).unwrap_or(size), StatusCode::PARTIAL_CONTENT),
+        Some((s, e)) => (
+            s,
+            e.map(|e| (e + 1).min(size)).unwrap_or(size),
+            StatusCode::PARTIAL_CONTENT,
+        ),
     };
-    let mut r = if head {
-        empty(StatusCode::OK)
-    } else {
-        let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
-        let segs = segments(&b)?;
-        if segs.iter().map(|s| s.1).sum::<u64>() != size {
-            tracing::error!(container, blob = name, "blob segments do not add up to its size");
-            return Err(BlobError::internal());
-        }
-        // Open the first object before answering, so that a missing object is an error status.
-        let first = segs.first().map(|s| s.0);
-        if let Some(oid) = first {
-            let (d, k) = (dir.clone(), key);
-            tokio::task::spawn_blocking(move || ObjectReader::open(&d, &k, oid)).await.map_err(|_| BlobError::internal())??;
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        tokio::task::spawn_blocking(move || {
-            let res = (|| -> Result<(), blobstore::ObjectError> {
-                let mut base = 0u64;
-                for (oid, len) in segs {
-                    let (s, e) = (start.max(base), end.min(base + len));
-                    if s < e {
-                        let mut reader = ObjectReader::open(&dir, &key, oid)?;
-                        if reader.len() != len {
-                            return Err(blobstore::ObjectError::Corrupt("object length differs from its record".into()));
-                        }
-                        reader.read_range(s - base, e - base, |piece| {
-                            tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
-                                .map_err(|_| blobstore::ObjectError::Io(std::io::Error::other("client went away")))
-                        })?;
-                    }
-                    base += len;
-                }
-                Ok(())
-            })();
-            if let Err(e) = res {
-                tracing::error!(error = %e, "reading a blob failed");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+    let mut r =
+        if head {
+            empty(StatusCode::OK)
+        } else {
+            let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
+            let segs = segments(&b)?;
+            if segs.iter().map(|s| s.1).sum::<u64>() != size {
+                tracing::error!(
+                    container,
+                    blob = name,
+                    "blob segments do not add up to its size"
+                );
+                return Err(BlobError::internal());
             }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        (status, Body::from_stream(stream)).into_response()
-    };
+            // Open the first object before answering, so that a missing object is an error status.
+            let first = segs.first().map(|s| s.0);
+            if let Some(oid) = first {
+                let (d, k) = (dir.clone(), key);
+                tokio::task::spawn_blocking(move || ObjectReader::open(&d, &k, oid))
+                    .await
+                    .map_err(|_| BlobError::internal())??;
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+            tokio::task::spawn_blocking(move || {
+                let res = (|| -> Result<(), blobstore::ObjectError> {
+                    let mut base = 0u64;
+                    for (oid, len) in segs {
+                        let (s, e) = (start.max(base), end.min(base + len));
+                        if s < e {
+                            let mut reader = ObjectReader::open(&dir, &key, oid)?;
+                            if reader.len() != len {
+                                return Err(blobstore::ObjectError::Corrupt(
+                                    "object length differs from its record".into(),
+                                ));
+                            }
+                            reader.read_range(s - base, e - base, |piece| {
+                                tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                                    .map_err(|_| {
+                                        blobstore::ObjectError::Io(std::io::Error::other(
+                                            "client went away",
+                                        ))
+                                    })
+                            })?;
+                        }
+                        base += len;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "reading a blob failed");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|x| (x, rx))
+            });
+            (status, Body::from_stream(stream)).into_response()
+        };
     blob_headers(&mut r, &b);
     let hm = r.headers_mut();
     let len = if head { size } else { end - start };
@@ -363,13 +497,22 @@ pub async fn get_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &Head
     }
     if let Some(md5) = &b.content_md5 {
         // A partial read carries the whole blob's MD5 as x-ms-blob-content-md5, as in Azure.
-        let name = if status == StatusCode::PARTIAL_CONTENT { "x-ms-blob-content-md5" } else { "content-md5" };
+        let name = if status == StatusCode::PARTIAL_CONTENT {
+            "x-ms-blob-content-md5"
+        } else {
+            "content-md5"
+        };
         if let Ok(v) = HeaderValue::from_str(&B64.encode(md5)) {
             hm.insert(name, v);
         }
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", start, end.saturating_sub(1), size)) {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            start,
+            end.saturating_sub(1),
+            size
+        )) {
             hm.insert(http::header::CONTENT_RANGE, v);
         }
     }
@@ -377,38 +520,86 @@ pub async fn get_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &Head
     Ok(r)
 }
 
-pub async fn delete_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &HeaderMap) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), DELETE, true).await?;
+pub async fn delete_blob(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), DELETE, true)
+        .await?;
     if h(headers, "x-ms-delete-snapshots").is_some() {
         return Err(BlobError::not_supported("Snapshots"));
     }
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name).await?.ok_or_else(BlobError::blob_not_found)?;
+    let b = load(ctx, container, name)
+        .await?
+        .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), false)?;
-    let (a, c, n) = (ctx.account.id.key(), container.to_string(), name.to_string());
-    let draft = ctx.draft(DELETE, &format!("{}/blobs/{}", ctx.container_scope(container), name), "success", json!({}));
-    let old = ciel_store::run(&ctx.svc.store, move |s| s.delete_blob(&a, &c, &n, &draft)).await.map_err(|e| match e {
-        StoreError::NotFound => BlobError::blob_not_found(),
-        other => other.into(),
-    })?;
+    let (a, c, n) = (
+        ctx.account.id.key(),
+        container.to_string(),
+        name.to_string(),
+    );
+    let draft = ctx.draft(
+        DELETE,
+        &format!("{}/blobs/{}", ctx.container_scope(container), name),
+        "success",
+        json!({}),
+    );
+    let old = ciel_store::run(&ctx.svc.store, move |s| s.delete_blob(&a, &c, &n, &draft))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => BlobError::blob_not_found(),
+            other => other.into(),
+        })?;
     remove_objects(ctx, old);
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-pub async fn list_blobs(ctx: &Ctx<'_>, container: &str, q: &[(String, String)]) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), READ, true).await?;
+pub async fn list_blobs(
+    ctx: &Ctx<'_>,
+    container: &str,
+    q: &[(String, String)],
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), READ, true)
+        .await?;
     container::load(ctx, container).await?;
-    let get = |k: &str| q.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     let prefix = get("prefix").unwrap_or_default();
     let delimiter = get("delimiter").filter(|d| !d.is_empty());
     let marker = get("marker").filter(|m| !m.is_empty());
     let max = match get("maxresults") {
-        Some(m) => m.parse::<usize>().ok().filter(|n| (1..=5000).contains(n)).ok_or_else(|| BlobError::bad("OutOfRangeQueryParameterValue", "maxresults must be between 1 and 5000."))?,
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=5000).contains(n))
+            .ok_or_else(|| {
+                BlobError::bad(
+                    "OutOfRangeQueryParameterValue",
+                    "maxresults must be between 1 and 5000.",
+                )
+            })?,
         None => 5000,
     };
-    let include: Vec<String> = get("include").map(|i| i.split(',').map(|x| x.trim().to_ascii_lowercase()).collect()).unwrap_or_default();
-    if include.iter().any(|i| !matches!(i.as_str(), "metadata" | "")) {
-        return Err(BlobError::not_supported("Listing snapshots, uncommitted blobs, copies, tags or versions"));
+    let include: Vec<String> = get("include")
+        .map(|i| {
+            i.split(',')
+                .map(|x| x.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    if include
+        .iter()
+        .any(|i| !matches!(i.as_str(), "metadata" | ""))
+    {
+        return Err(BlobError::not_supported(
+            "Listing snapshots, uncommitted blobs, copies, tags or versions",
+        ));
     }
     let with_meta = include.iter().any(|i| i == "metadata");
     let mut items: Vec<String> = Vec::new();
@@ -416,8 +607,16 @@ pub async fn list_blobs(ctx: &Ctx<'_>, container: &str, q: &[(String, String)]) 
     let mut next_marker: Option<String> = None;
     let mut last_prefix: Option<String> = None;
     'outer: loop {
-        let (a, c, p, m) = (ctx.account.id.key(), container.to_string(), prefix.clone(), cursor.clone());
-        let batch = ciel_store::run(&ctx.svc.store, move |s| s.list_blobs(&a, &c, &p, m.as_deref(), 1000)).await?;
+        let (a, c, p, m) = (
+            ctx.account.id.key(),
+            container.to_string(),
+            prefix.clone(),
+            cursor.clone(),
+        );
+        let batch = ciel_store::run(&ctx.svc.store, move |s| {
+            s.list_blobs(&a, &c, &p, m.as_deref(), 1000)
+        })
+        .await?;
         let exhausted = batch.len() < 1000;
         for b in batch {
             cursor = Some(b.name.clone());
@@ -427,7 +626,11 @@ pub async fn list_blobs(ctx: &Ctx<'_>, container: &str, q: &[(String, String)]) 
                     continue;
                 }
             }
-            let group = delimiter.as_ref().and_then(|d| b.name[prefix.len()..].find(d.as_str()).map(|i| b.name[..prefix.len() + i + d.len()].to_string()));
+            let group = delimiter.as_ref().and_then(|d| {
+                b.name[prefix.len()..]
+                    .find(d.as_str())
+                    .map(|i| b.name[..prefix.len() + i + d.len()].to_string())
+            });
             if let Some(g) = &group {
                 if last_prefix.as_deref() == Some(g.as_str()) {
                     continue;
@@ -435,14 +638,24 @@ pub async fn list_blobs(ctx: &Ctx<'_>, container: &str, q: &[(String, String)]) 
             }
             if items.len() == max {
                 next_marker = Some(match &last_prefix {
-                    Some(p) if items.last().map(|l| l.starts_with("<BlobPrefix>")).unwrap_or(false) => p.clone(),
+                    Some(p)
+                        if items
+                            .last()
+                            .map(|l| l.starts_with("<BlobPrefix>"))
+                            .unwrap_or(false) =>
+                    {
+                        p.clone()
+                    }
                     _ => last_name(&items),
                 });
                 break 'outer;
             }
             match group {
                 Some(g) => {
-                    items.push(format!("<BlobPrefix><Name>{}</Name></BlobPrefix>", escape(&g)));
+                    items.push(format!(
+                        "<BlobPrefix><Name>{}</Name></BlobPrefix>",
+                        escape(&g)
+                    ));
                     last_prefix = Some(g);
                 }
                 None => items.push(blob_xml(&b, with_meta)),
@@ -464,9 +677,15 @@ pub async fn list_blobs(ctx: &Ctx<'_>, container: &str, q: &[(String, String)]) 
     for i in &items {
         x.push_str(i);
     }
-    x.push_str(&format!("</Blobs><NextMarker>{}</NextMarker></EnumerationResults>", escape(next_marker.as_deref().unwrap_or(""))));
+    x.push_str(&format!(
+        "</Blobs><NextMarker>{}</NextMarker></EnumerationResults>",
+        escape(next_marker.as_deref().unwrap_or(""))
+    ));
     let mut r = (StatusCode::OK, x).into_response();
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     Ok(r)
 }
 
@@ -476,7 +695,11 @@ fn last_name(items: &[String]) -> String {
         .last()
         .and_then(|i| i.split("<Name>").nth(1))
         .and_then(|r| r.split("</Name>").next())
-        .map(|n| quick_xml::escape::unescape(n).map(|c| c.into_owned()).unwrap_or_default())
+        .map(|n| {
+            quick_xml::escape::unescape(n)
+                .map(|c| c.into_owned())
+                .unwrap_or_default()
+        })
         .unwrap_or_default()
 }
 

@@ -19,21 +19,44 @@ use serde_json::json;
 const MAX_BLOCKS: usize = 50_000;
 
 fn check_block_id(id: &str) -> BlobResult<()> {
-    let ok = B64.decode(id).map(|b| !b.is_empty() && b.len() <= 64).unwrap_or(false);
+    let ok = B64
+        .decode(id)
+        .map(|b| !b.is_empty() && b.len() <= 64)
+        .unwrap_or(false);
     if ok {
         Ok(())
     } else {
-        Err(BlobError::bad("InvalidQueryParameterValue", "The block id must be a base64 string of at most 64 bytes."))
+        Err(BlobError::bad(
+            "InvalidQueryParameterValue",
+            "The block id must be a base64 string of at most 64 bytes.",
+        ))
     }
 }
 
-pub async fn put_block(ctx: &Ctx<'_>, container: &str, name: &str, block_id: Option<&str>, req: Request<Body>) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), WRITE, true).await?;
-    let block_id = block_id.ok_or_else(|| BlobError::bad("MissingRequiredQueryParameter", "A query parameter that's mandatory for this request is not specified: blockid."))?;
+pub async fn put_block(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    block_id: Option<&str>,
+    req: Request<Body>,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), WRITE, true)
+        .await?;
+    let block_id = block_id.ok_or_else(|| {
+        BlobError::bad(
+            "MissingRequiredQueryParameter",
+            "A query parameter that's mandatory for this request is not specified: blockid.",
+        )
+    })?;
     check_block_id(block_id)?;
     container::load(ctx, container).await?;
     let want_md5 = match h(req.headers(), "content-md5") {
-        Some(m) => Some(B64.decode(m).map_err(|_| BlobError::bad("InvalidMd5", "The MD5 value specified in the request is invalid."))?),
+        Some(m) => Some(B64.decode(m).map_err(|_| {
+            BlobError::bad(
+                "InvalidMd5",
+                "The MD5 value specified in the request is invalid.",
+            )
+        })?),
         None => None,
     };
     let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
@@ -61,7 +84,10 @@ pub async fn put_block(ctx: &Ctx<'_>, container: &str, name: &str, block_id: Opt
     if let Ok(v) = HeaderValue::from_str(&B64.encode(&md5)) {
         r.headers_mut().insert("content-md5", v);
     }
-    r.headers_mut().insert("x-ms-request-server-encrypted", HeaderValue::from_static("true"));
+    r.headers_mut().insert(
+        "x-ms-request-server-encrypted",
+        HeaderValue::from_static("true"),
+    );
     Ok(r)
 }
 
@@ -72,7 +98,12 @@ enum Pick {
 }
 
 fn parse_block_list(xml: &[u8]) -> BlobResult<Vec<(Pick, String)>> {
-    let bad = || BlobError::bad("InvalidXmlDocument", "XML specified is not syntactically valid.");
+    let bad = || {
+        BlobError::bad(
+            "InvalidXmlDocument",
+            "XML specified is not syntactically valid.",
+        )
+    };
     let mut reader = quick_xml::Reader::from_reader(xml);
     reader.config_mut().trim_text(true);
     let mut out = Vec::new();
@@ -108,8 +139,14 @@ fn parse_block_list(xml: &[u8]) -> BlobResult<Vec<(Pick, String)>> {
     Ok(out)
 }
 
-pub async fn put_block_list(ctx: &Ctx<'_>, container: &str, name: &str, req: Request<Body>) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), WRITE, true).await?;
+pub async fn put_block_list(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    req: Request<Body>,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), WRITE, true)
+        .await?;
     let headers = req.headers().clone();
     if h(&headers, "x-ms-tags").is_some() {
         return Err(BlobError::not_supported("Blob index tags"));
@@ -119,35 +156,63 @@ pub async fn put_block_list(ctx: &Ctx<'_>, container: &str, name: &str, req: Req
     let body = http_body_util::Limited::new(req.into_body(), 8 * 1024 * 1024)
         .collect()
         .await
-        .map_err(|_| BlobError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestBodyTooLarge", "The block list is too large."))?
+        .map_err(|_| {
+            BlobError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestBodyTooLarge",
+                "The block list is too large.",
+            )
+        })?
         .to_bytes();
     let picks = parse_block_list(&body)?;
     if picks.len() > MAX_BLOCKS {
-        return Err(BlobError::bad("BlockListTooLong", "The block list may not contain more than 50,000 blocks."));
+        return Err(BlobError::bad(
+            "BlockListTooLong",
+            "The block list may not contain more than 50,000 blocks.",
+        ));
     }
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
-    let (a, c, n) = (ctx.account.id.key(), container.to_string(), name.to_string());
+    let (a, c, n) = (
+        ctx.account.id.key(),
+        container.to_string(),
+        name.to_string(),
+    );
     let uncommitted = ciel_store::run(&ctx.svc.store, move |s| s.list_blocks(&a, &c, &n)).await?;
-    let committed: Vec<serde_json::Value> = existing.as_ref().and_then(|b| b.blocks.as_array().cloned()).unwrap_or_default();
+    let committed: Vec<serde_json::Value> = existing
+        .as_ref()
+        .and_then(|b| b.blocks.as_array().cloned())
+        .unwrap_or_default();
     let mut blocks = Vec::with_capacity(picks.len());
     let mut size = 0i64;
     for (pick, id) in picks {
-        let from_uncommitted = || uncommitted.iter().find(|b| b.block_id == id).map(|b| json!({"id": id, "object": ciel_core::audit::hex_lower(&b.object_id), "size": b.size}));
-        let from_committed = || committed.iter().find(|b| b["id"].as_str() == Some(id.as_str())).cloned();
+        let from_uncommitted = || {
+            uncommitted.iter().find(|b| b.block_id == id).map(|b| json!({"id": id, "object": ciel_core::audit::hex_lower(&b.object_id), "size": b.size}))
+        };
+        let from_committed = || {
+            committed
+                .iter()
+                .find(|b| b["id"].as_str() == Some(id.as_str()))
+                .cloned()
+        };
         let found = match pick {
             Pick::Uncommitted => from_uncommitted(),
             Pick::Committed => from_committed(),
             Pick::Latest => from_uncommitted().or_else(from_committed),
         };
-        let b = found.ok_or_else(|| BlobError::bad("InvalidBlockList", "The specified block list is invalid."))?;
+        let b = found.ok_or_else(|| {
+            BlobError::bad("InvalidBlockList", "The specified block list is invalid.")
+        })?;
         size += b["size"].as_i64().unwrap_or(0);
         blocks.push(b);
     }
-    let stored_md5 = match h(&headers, "x-ms-blob-content-md5") {
-        Some(m) => Some(B64.decode(m).map_err(|_| BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64."))?),
-        None => None,
-    };
+    let stored_md5 =
+        match h(&headers, "x-ms-blob-content-md5") {
+            Some(m) => Some(B64.decode(m).map_err(|_| {
+                BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64.")
+            })?),
+            None => None,
+        };
     let now = now_micros();
     let rec = BlobRecord {
         account: ctx.account.id.key(),
@@ -155,7 +220,9 @@ pub async fn put_block_list(ctx: &Ctx<'_>, container: &str, name: &str, req: Req
         name: name.to_string(),
         object_id: vec![],
         size,
-        content_type: h(&headers, "x-ms-blob-content-type").map(str::to_string).or_else(|| Some("application/octet-stream".into())),
+        content_type: h(&headers, "x-ms-blob-content-type")
+            .map(str::to_string)
+            .or_else(|| Some("application/octet-stream".into())),
         content_encoding: h(&headers, "x-ms-blob-content-encoding").map(str::to_string),
         content_language: h(&headers, "x-ms-blob-content-language").map(str::to_string),
         content_disposition: h(&headers, "x-ms-blob-content-disposition").map(str::to_string),
@@ -167,12 +234,21 @@ pub async fn put_block_list(ctx: &Ctx<'_>, container: &str, name: &str, req: Req
         created: existing.as_ref().map(|b| b.created).unwrap_or(now),
         blocks: serde_json::Value::Array(blocks),
     };
-    let draft = ctx.draft(WRITE, &format!("{}/blobs/{}", ctx.container_scope(container), name), "success", json!({"size": size, "blockList": true}));
+    let draft = ctx.draft(
+        WRITE,
+        &format!("{}/blobs/{}", ctx.container_scope(container), name),
+        "success",
+        json!({"size": size, "blockList": true}),
+    );
     let r2 = rec.clone();
     let garbage = ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await?;
     remove_objects(ctx, garbage);
     let mut r = empty(StatusCode::CREATED);
-    for (k, v) in [("etag", rec.etag.clone()), ("last-modified", http_date(rec.last_modified)), ("x-ms-request-server-encrypted", "true".into())] {
+    for (k, v) in [
+        ("etag", rec.etag.clone()),
+        ("last-modified", http_date(rec.last_modified)),
+        ("x-ms-request-server-encrypted", "true".into()),
+    ] {
         if let Ok(v) = HeaderValue::from_str(&v) {
             r.headers_mut().insert(k, v);
         }
@@ -180,29 +256,59 @@ pub async fn put_block_list(ctx: &Ctx<'_>, container: &str, name: &str, req: Req
     Ok(r)
 }
 
-pub async fn get_block_list(ctx: &Ctx<'_>, container: &str, name: &str, list_type: Option<&str>, headers: &HeaderMap) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), READ, true).await?;
+pub async fn get_block_list(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    list_type: Option<&str>,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), READ, true)
+        .await?;
     container::load(ctx, container).await?;
-    let (want_committed, want_uncommitted) = match list_type.map(str::to_ascii_lowercase).as_deref() {
+    let (want_committed, want_uncommitted) = match list_type.map(str::to_ascii_lowercase).as_deref()
+    {
         None | Some("committed") => (true, false),
         Some("uncommitted") => (false, true),
         Some("all") => (true, true),
-        Some(_) => return Err(BlobError::bad("InvalidQueryParameterValue", "blocklisttype must be committed, uncommitted or all.")),
+        Some(_) => {
+            return Err(BlobError::bad(
+                "InvalidQueryParameterValue",
+                "blocklisttype must be committed, uncommitted or all.",
+            ))
+        }
     };
     let existing = load(ctx, container, name).await?;
     if let Some(b) = &existing {
         check_conditions(headers, Some(b), true)?;
     }
-    let (a, c, n) = (ctx.account.id.key(), container.to_string(), name.to_string());
+    let (a, c, n) = (
+        ctx.account.id.key(),
+        container.to_string(),
+        name.to_string(),
+    );
     let uncommitted = ciel_store::run(&ctx.svc.store, move |s| s.list_blocks(&a, &c, &n)).await?;
     if existing.is_none() && uncommitted.is_empty() {
         return Err(BlobError::blob_not_found());
     }
-    let block = |id: &str, size: i64| format!("<Block><Name>{}</Name><Size>{size}</Size></Block>", escape(id));
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks>");
+    let block = |id: &str, size: i64| {
+        format!(
+            "<Block><Name>{}</Name><Size>{size}</Size></Block>",
+            escape(id)
+        )
+    };
+    let mut x =
+        String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks>");
     if want_committed {
-        for b in existing.as_ref().and_then(|b| b.blocks.as_array().cloned()).unwrap_or_default() {
-            x.push_str(&block(b["id"].as_str().unwrap_or(""), b["size"].as_i64().unwrap_or(0)));
+        for b in existing
+            .as_ref()
+            .and_then(|b| b.blocks.as_array().cloned())
+            .unwrap_or_default()
+        {
+            x.push_str(&block(
+                b["id"].as_str().unwrap_or(""),
+                b["size"].as_i64().unwrap_or(0),
+            ));
         }
     }
     x.push_str("</CommittedBlocks><UncommittedBlocks>");
@@ -213,9 +319,16 @@ pub async fn get_block_list(ctx: &Ctx<'_>, container: &str, name: &str, list_typ
     }
     x.push_str("</UncommittedBlocks></BlockList>");
     let mut r = (StatusCode::OK, x).into_response();
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     if let Some(b) = &existing {
-        for (k, v) in [("etag", b.etag.clone()), ("last-modified", http_date(b.last_modified)), ("x-ms-blob-content-length", b.size.to_string())] {
+        for (k, v) in [
+            ("etag", b.etag.clone()),
+            ("last-modified", http_date(b.last_modified)),
+            ("x-ms-blob-content-length", b.size.to_string()),
+        ] {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 r.headers_mut().insert(k, v);
             }

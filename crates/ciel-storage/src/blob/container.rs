@@ -16,7 +16,8 @@ const DELETE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/
 /// letter or digit.
 pub fn valid_name(n: &str) -> bool {
     (3..=63).contains(&n.len())
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
         && !n.ends_with('-')
         && !n.contains("--")
@@ -28,12 +29,21 @@ pub fn metadata_from(headers: &HeaderMap) -> BlobResult<serde_json::Value> {
     for (k, v) in headers {
         if let Some(name) = k.as_str().strip_prefix("x-ms-meta-") {
             let ok = !name.is_empty()
-                && name.chars().next().map(|c| c.is_ascii_alphabetic() || c == '_').unwrap_or(false)
+                && name
+                    .chars()
+                    .next()
+                    .map(|c| c.is_ascii_alphabetic() || c == '_')
+                    .unwrap_or(false)
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
-                return Err(BlobError::bad("InvalidMetadata", format!("The metadata name '{name}' is not a valid C# identifier.")));
+                return Err(BlobError::bad(
+                    "InvalidMetadata",
+                    format!("The metadata name '{name}' is not a valid C# identifier."),
+                ));
             }
-            let v = v.to_str().map_err(|_| BlobError::bad("InvalidMetadata", "Metadata values must be ASCII."))?;
+            let v = v
+                .to_str()
+                .map_err(|_| BlobError::bad("InvalidMetadata", "Metadata values must be ASCII."))?;
             m.insert(name.to_string(), json!(v));
         }
     }
@@ -43,9 +53,10 @@ pub fn metadata_from(headers: &HeaderMap) -> BlobResult<serde_json::Value> {
 pub fn metadata_headers(r: &mut Response, meta: &serde_json::Value) {
     if let Some(m) = meta.as_object() {
         for (k, v) in m {
-            if let (Ok(n), Some(Ok(val))) =
-                (http::HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()), v.as_str().map(HeaderValue::from_str))
-            {
+            if let (Ok(n), Some(Ok(val))) = (
+                http::HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()),
+                v.as_str().map(HeaderValue::from_str),
+            ) {
                 r.headers_mut().insert(n, val);
             }
         }
@@ -65,10 +76,12 @@ pub fn metadata_xml(meta: &serde_json::Value) -> String {
 
 pub async fn load(ctx: &Ctx<'_>, name: &str) -> BlobResult<BlobContainer> {
     let (a, n) = (ctx.account.id.key(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| s.get_container(&a, &n)).await.map_err(|e| match e {
-        StoreError::NotFound => BlobError::container_not_found(),
-        other => other.into(),
-    })
+    ciel_store::run(&ctx.svc.store, move |s| s.get_container(&a, &n))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => BlobError::container_not_found(),
+            other => other.into(),
+        })
 }
 
 fn with_common(mut r: Response, c: &BlobContainer) -> Response {
@@ -81,11 +94,19 @@ fn with_common(mut r: Response, c: &BlobContainer) -> Response {
     r
 }
 
-pub async fn create_container(ctx: &Ctx<'_>, name: &str, headers: &HeaderMap) -> BlobResult<Response> {
+pub async fn create_container(
+    ctx: &Ctx<'_>,
+    name: &str,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
     if !valid_name(name) {
-        return Err(BlobError::bad("InvalidResourceName", "The specifed resource name contains invalid characters."));
+        return Err(BlobError::bad(
+            "InvalidResourceName",
+            "The specifed resource name contains invalid characters.",
+        ));
     }
-    ctx.authorize(&ctx.container_scope(name), WRITE, false).await?;
+    ctx.authorize(&ctx.container_scope(name), WRITE, false)
+        .await?;
     if headers.get("x-ms-blob-public-access").is_some() {
         return Err(BlobError::not_supported("Public access to a container"));
     }
@@ -98,20 +119,35 @@ pub async fn create_container(ctx: &Ctx<'_>, name: &str, headers: &HeaderMap) ->
         last_modified: now,
         public_access: None,
     };
-    let draft = ctx.draft(&format!("{WRITE}"), &ctx.container_scope(name).to_string(), "success", json!({}));
+    let draft = ctx.draft(
+        &format!("{WRITE}"),
+        &ctx.container_scope(name).to_string(),
+        "success",
+        json!({}),
+    );
     let c2 = c.clone();
     match ciel_store::run(&ctx.svc.store, move |s| s.put_container(&c2, &draft)).await {
         Ok(()) => Ok(with_common(empty(StatusCode::CREATED), &c)),
-        Err(StoreError::Conflict(_)) => Err(BlobError::new(StatusCode::CONFLICT, "ContainerAlreadyExists", "The specified container already exists.")),
+        Err(StoreError::Conflict(_)) => Err(BlobError::new(
+            StatusCode::CONFLICT,
+            "ContainerAlreadyExists",
+            "The specified container already exists.",
+        )),
         Err(e) => Err(e.into()),
     }
 }
 
 pub async fn get_container_properties(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(name), READ, false).await?;
+    ctx.authorize(&ctx.container_scope(name), READ, false)
+        .await?;
     let c = load(ctx, name).await?;
     let mut r = with_common(empty(StatusCode::OK), &c);
-    for (k, v) in [("x-ms-lease-status", "unlocked"), ("x-ms-lease-state", "available"), ("x-ms-has-immutability-policy", "false"), ("x-ms-has-legal-hold", "false")] {
+    for (k, v) in [
+        ("x-ms-lease-status", "unlocked"),
+        ("x-ms-lease-state", "available"),
+        ("x-ms-has-immutability-policy", "false"),
+        ("x-ms-has-legal-hold", "false"),
+    ] {
         r.headers_mut().insert(k, HeaderValue::from_static(v));
     }
     metadata_headers(&mut r, &c.metadata);
@@ -119,13 +155,21 @@ pub async fn get_container_properties(ctx: &Ctx<'_>, name: &str) -> BlobResult<R
 }
 
 pub async fn delete_container(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(name), DELETE, false).await?;
+    ctx.authorize(&ctx.container_scope(name), DELETE, false)
+        .await?;
     let (a, n) = (ctx.account.id.key(), name.to_string());
-    let draft = ctx.draft(DELETE, &ctx.container_scope(name).to_string(), "success", json!({}));
-    let ids = ciel_store::run(&ctx.svc.store, move |s| s.delete_container(&a, &n, &draft)).await.map_err(|e| match e {
-        StoreError::NotFound => BlobError::container_not_found(),
-        other => other.into(),
-    })?;
+    let draft = ctx.draft(
+        DELETE,
+        &ctx.container_scope(name).to_string(),
+        "success",
+        json!({}),
+    );
+    let ids = ciel_store::run(&ctx.svc.store, move |s| s.delete_container(&a, &n, &draft))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => BlobError::container_not_found(),
+            other => other.into(),
+        })?;
     let dir = ctx.account.dir.clone();
     tokio::task::spawn_blocking(move || {
         for id in ids {
@@ -139,17 +183,40 @@ pub async fn delete_container(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response>
 
 pub async fn list_containers(ctx: &Ctx<'_>, q: &[(String, String)]) -> BlobResult<Response> {
     ctx.authorize(&ctx.account.id, READ, false).await?;
-    let get = |k: &str| q.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     let prefix = get("prefix").unwrap_or_default();
     let marker = get("marker").filter(|m| !m.is_empty());
     let max = match get("maxresults") {
-        Some(m) => m.parse::<usize>().ok().filter(|n| (1..=5000).contains(n)).ok_or_else(|| BlobError::bad("OutOfRangeQueryParameterValue", "maxresults must be between 1 and 5000."))?,
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=5000).contains(n))
+            .ok_or_else(|| {
+                BlobError::bad(
+                    "OutOfRangeQueryParameterValue",
+                    "maxresults must be between 1 and 5000.",
+                )
+            })?,
         None => 5000,
     };
-    let with_meta = get("include").map(|i| i.split(',').any(|x| x.trim() == "metadata")).unwrap_or(false);
+    let with_meta = get("include")
+        .map(|i| i.split(',').any(|x| x.trim() == "metadata"))
+        .unwrap_or(false);
     let (a, p, m) = (ctx.account.id.key(), prefix.clone(), marker.clone());
-    let mut rows = ciel_store::run(&ctx.svc.store, move |s| s.list_containers(&a, &p, m.as_deref(), max + 1)).await?;
-    let next = if rows.len() > max { rows.truncate(max); rows.last().map(|c| c.name.clone()) } else { None };
+    let mut rows = ciel_store::run(&ctx.svc.store, move |s| {
+        s.list_containers(&a, &p, m.as_deref(), max + 1)
+    })
+    .await?;
+    let next = if rows.len() > max {
+        rows.truncate(max);
+        rows.last().map(|c| c.name.clone())
+    } else {
+        None
+    };
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"{}\"><Prefix>{}</Prefix><Marker>{}</Marker><MaxResults>{}</MaxResults><Containers>",
         escape(&ctx.service_endpoint),
@@ -166,8 +233,14 @@ pub async fn list_containers(ctx: &Ctx<'_>, q: &[(String, String)]) -> BlobResul
             if with_meta { metadata_xml(&c.metadata) } else { String::new() }
         ));
     }
-    x.push_str(&format!("</Containers><NextMarker>{}</NextMarker></EnumerationResults>", escape(next.as_deref().unwrap_or(""))));
+    x.push_str(&format!(
+        "</Containers><NextMarker>{}</NextMarker></EnumerationResults>",
+        escape(next.as_deref().unwrap_or(""))
+    ));
     let mut r = (StatusCode::OK, x).into_response();
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     Ok(r)
 }

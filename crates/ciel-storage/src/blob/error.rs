@@ -12,13 +12,25 @@ pub struct BlobError {
 
 impl BlobError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "The server encountered an internal error. Please retry the request.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "The server encountered an internal error. Please retry the request.",
+        )
     }
     pub fn not_supported(what: &str) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "FeatureNotSupported", format!("{what} is not supported by this Ciel deployment yet."))
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "FeatureNotSupported",
+            format!("{what} is not supported by this Ciel deployment yet."),
+        )
     }
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -31,13 +43,25 @@ impl BlobError {
         )
     }
     pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission.")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        )
     }
     pub fn container_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "ContainerNotFound", "The specified container does not exist.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ContainerNotFound",
+            "The specified container does not exist.",
+        )
     }
     pub fn blob_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "BlobNotFound", "The specified blob does not exist.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BlobNotFound",
+            "The specified blob does not exist.",
+        )
     }
 }
 
@@ -53,8 +77,12 @@ impl IntoResponse for BlobError {
             escape(&self.message)
         );
         let mut r = (self.status, body).into_response();
-        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-        r.headers_mut().insert("x-ms-error-code", HeaderValue::from_static(self.code));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        r.headers_mut()
+            .insert("x-ms-error-code", HeaderValue::from_static(self.code));
         r
     }
 }

@@ -67,7 +67,13 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn draft(&self, action: &str, target: &str, outcome: &str, details: serde_json::Value) -> AuditDraft {
+    pub fn draft(
+        &self,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        details: serde_json::Value,
+    ) -> AuditDraft {
         AuditDraft {
             tenant_id: Some(self.account.tenant_id.clone()),
             actor: match &self.principal {
@@ -87,16 +93,23 @@ impl Ctx<'_> {
     pub fn container_scope(&self, container: &str) -> ResourceId {
         let mut id = self.account.id.clone();
         id.segments.push(("blobServices".into(), "default".into()));
-        id.segments.push(("containers".into(), container.to_string()));
+        id.segments
+            .push(("containers".into(), container.to_string()));
         id
     }
 
     /// RBAC for token callers; account-key holders have full access. Denials are audited.
     pub async fn authorize(&self, scope: &ResourceId, action: &str, data: bool) -> BlobResult<()> {
-        let Principal::Token(c) = &self.principal else { return Ok(()) };
+        let Principal::Token(c) = &self.principal else {
+            return Ok(());
+        };
         let (oid, tid) = (c.object_id.clone(), c.tenant_id.clone());
         let (assignments, custom) = ciel_store::run(&self.svc.store, move |s| {
-            let a: Vec<_> = s.list_role_assignments_for_principal(&oid)?.into_iter().filter(|a| a.tenant_id == tid).collect();
+            let a: Vec<_> = s
+                .list_role_assignments_for_principal(&oid)?
+                .into_iter()
+                .filter(|a| a.tenant_id == tid)
+                .collect();
             Ok((a, s.list_role_definitions(&tid)?))
         })
         .await?;
@@ -108,8 +121,16 @@ impl Ctx<'_> {
         if ok {
             return Ok(());
         }
-        let d = self.draft(action, &scope.to_string(), "denied", serde_json::json!({"reason": "AuthorizationPermissionMismatch"}));
-        ciel_store::run(&self.svc.store, move |s| s.append_audit(std::slice::from_ref(&d))).await?;
+        let d = self.draft(
+            action,
+            &scope.to_string(),
+            "denied",
+            serde_json::json!({"reason": "AuthorizationPermissionMismatch"}),
+        );
+        ciel_store::run(&self.svc.store, move |s| {
+            s.append_audit(std::slice::from_ref(&d))
+        })
+        .await?;
         Err(BlobError::forbidden())
     }
 }
@@ -120,11 +141,24 @@ fn account_dir(root: &std::path::Path, id: &ResourceId) -> PathBuf {
 }
 
 /// Names that path-style URLs on 127.0.0.1 give to other services; no account may take them.
-pub const RESERVED_PATH_NAMES: &[&str] =
-    &["metadata", "tenants", "subscriptions", "providers", "adfs", "common", "organizations", "consumers", "healthz", "metrics"];
+pub const RESERVED_PATH_NAMES: &[&str] = &[
+    "metadata",
+    "tenants",
+    "subscriptions",
+    "providers",
+    "adfs",
+    "common",
+    "organizations",
+    "consumers",
+    "healthz",
+    "metrics",
+];
 
 pub fn http_date(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 pub fn new_etag(micros: i64) -> String {
@@ -139,8 +173,11 @@ pub fn now_micros() -> i64 {
 impl BlobService {
     async fn resolve(&self, name: &str) -> BlobResult<Option<Account>> {
         let n = name.to_string();
-        let found = ciel_store::run(&self.store, move |s| s.find_resources_by_name(TYPE, &n)).await?;
-        let Some(r) = found.into_iter().next() else { return Ok(None) };
+        let found =
+            ciel_store::run(&self.store, move |s| s.find_resources_by_name(TYPE, &n)).await?;
+        let Some(r) = found.into_iter().next() else {
+            return Ok(None);
+        };
         let id = ResourceId::parse(&r.id).ok_or_else(BlobError::internal)?;
         let sealed = r.sealed.as_deref().ok_or_else(BlobError::internal)?;
         let s = Secrets::open(&self.master, &id, sealed).map_err(|_| BlobError::internal())?;
@@ -154,7 +191,9 @@ impl BlobService {
             key1: s.key1,
             key2: s.key2,
             data_key,
-            allow_shared_key: r.body["properties"]["allowSharedKeyAccess"].as_bool().unwrap_or(true),
+            allow_shared_key: r.body["properties"]["allowSharedKeyAccess"]
+                .as_bool()
+                .unwrap_or(true),
         }))
     }
 
@@ -169,15 +208,31 @@ impl BlobService {
             request_id: Some(rid.to_string()),
             client_ip: ip.clone(),
         };
-        if let Err(e) = ciel_store::run(&self.store, move |s| s.append_audit(std::slice::from_ref(&d))).await {
+        if let Err(e) = ciel_store::run(&self.store, move |s| {
+            s.append_audit(std::slice::from_ref(&d))
+        })
+        .await
+        {
             tracing::error!(error = %e, "could not audit a refused blob request");
         }
     }
 
     /// Entry point. `account` comes from the host name, or from the first path segment when
     /// `path_style`.
-    pub async fn handle(&self, req: Request<Body>, account: &str, path_style: bool, rid: &str, ip: Option<String>) -> Response {
-        let version = req.headers().get("x-ms-version").and_then(|v| v.to_str().ok()).unwrap_or(DEFAULT_VERSION).to_string();
+    pub async fn handle(
+        &self,
+        req: Request<Body>,
+        account: &str,
+        path_style: bool,
+        rid: &str,
+        ip: Option<String>,
+    ) -> Response {
+        let version = req
+            .headers()
+            .get("x-ms-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(DEFAULT_VERSION)
+            .to_string();
         let mut resp = match self.handle_inner(req, account, path_style, rid, ip).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -192,16 +247,36 @@ impl BlobService {
         resp
     }
 
-    async fn handle_inner(&self, req: Request<Body>, account_name: &str, path_style: bool, rid: &str, ip: Option<String>) -> BlobResult<Response> {
-        let account = self
-            .resolve(account_name)
-            .await?
-            .ok_or_else(|| BlobError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified storage account does not exist."))?;
+    async fn handle_inner(
+        &self,
+        req: Request<Body>,
+        account_name: &str,
+        path_style: bool,
+        rid: &str,
+        ip: Option<String>,
+    ) -> BlobResult<Response> {
+        let account = self.resolve(account_name).await?.ok_or_else(|| {
+            BlobError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "The specified storage account does not exist.",
+            )
+        })?;
         let raw_path = req.uri().path().to_string();
         let raw_query = req.uri().query().map(str::to_string);
         // The resource path below the account.
-        let rel = if path_style { raw_path.splitn(3, '/').nth(2).map(|r| format!("/{r}")).unwrap_or_else(|| "/".into()) } else { raw_path.clone() };
-        let decoded = percent_encoding::percent_decode_str(&rel).decode_utf8().map_err(|_| BlobError::bad("InvalidUri", "The request URI is not valid UTF-8."))?;
+        let rel = if path_style {
+            raw_path
+                .splitn(3, '/')
+                .nth(2)
+                .map(|r| format!("/{r}"))
+                .unwrap_or_else(|| "/".into())
+        } else {
+            raw_path.clone()
+        };
+        let decoded = percent_encoding::percent_decode_str(&rel)
+            .decode_utf8()
+            .map_err(|_| BlobError::bad("InvalidUri", "The request URI is not valid UTF-8."))?;
         let trimmed = decoded.trim_start_matches('/');
         let (container, blob) = match trimmed.split_once('/') {
             Some((c, b)) => (c.to_string(), Some(b.to_string()).filter(|b| !b.is_empty())),
@@ -211,10 +286,19 @@ impl BlobService {
             self.deny(&account, rid, &ip, "SasNotSupported").await;
             return Err(BlobError::new(StatusCode::FORBIDDEN, "FeatureNotSupported", "Shared access signatures are not supported by this Ciel deployment yet; use an account key or a bearer token."));
         }
-        let auth_header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let auth_header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let principal = if let Some(token) = auth_header.strip_prefix("Bearer ") {
             let mut audiences = self.tokens.accepted_audiences(Service::Storage);
-            let own = format!("https://{}.blob.{}", account.name, self.endpoints.storage_suffix());
+            let own = format!(
+                "https://{}.blob.{}",
+                account.name,
+                self.endpoints.storage_suffix()
+            );
             audiences.push(format!("{own}/"));
             audiences.push(own);
             match self.tokens.verify_for(token.trim(), &audiences) {
@@ -225,49 +309,96 @@ impl BlobService {
                 }
                 Err(e) => {
                     self.deny(&account, rid, &ip, &format!("{e}")).await;
-                    let mut r = BlobError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo", "Server failed to authenticate the request: the bearer token is not valid.").into_response();
+                    let mut r = BlobError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "InvalidAuthenticationInfo",
+                        "Server failed to authenticate the request: the bearer token is not valid.",
+                    )
+                    .into_response();
                     self.challenge(&mut r, &account);
                     return Ok(r);
                 }
             }
         } else if auth_header.starts_with("SharedKey ") {
             if !account.allow_shared_key {
-                self.deny(&account, rid, &ip, "KeyBasedAuthenticationNotPermitted").await;
-                return Err(BlobError::new(StatusCode::FORBIDDEN, "KeyBasedAuthenticationNotPermitted", "Key based authentication is not permitted on this storage account."));
+                self.deny(&account, rid, &ip, "KeyBasedAuthenticationNotPermitted")
+                    .await;
+                return Err(BlobError::new(
+                    StatusCode::FORBIDDEN,
+                    "KeyBasedAuthenticationNotPermitted",
+                    "Key based authentication is not permitted on this storage account.",
+                ));
             }
             let keys = [account.key1.as_str(), account.key2.as_str()];
-            if let Err(e) = auth::verify_shared_key(&auth_header, req.method(), &raw_path, raw_query.as_deref(), req.headers(), &account.name, &keys) {
-                self.deny(&account, rid, &ip, "SharedKeySignatureMismatch").await;
+            if let Err(e) = auth::verify_shared_key(
+                &auth_header,
+                req.method(),
+                &raw_path,
+                raw_query.as_deref(),
+                req.headers(),
+                &account.name,
+                &keys,
+            ) {
+                self.deny(&account, rid, &ip, "SharedKeySignatureMismatch")
+                    .await;
                 return Err(e);
             }
             Principal::AccountKey
         } else {
             // Anonymous access needs public containers, which come with container ACLs.
-            self.deny(&account, rid, &ip, "NoAuthenticationInformation").await;
+            self.deny(&account, rid, &ip, "NoAuthenticationInformation")
+                .await;
             let mut r = auth::no_auth().into_response();
             self.challenge(&mut r, &account);
             return Ok(r);
         };
-        let q: Vec<(String, String)> = raw_query.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-        let get = |k: &str| q.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+        let q: Vec<(String, String)> = raw_query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| {
+            q.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
         let restype = get("restype").map(str::to_ascii_lowercase);
         let comp = get("comp").map(str::to_ascii_lowercase);
         let ctx = Ctx {
             svc: self,
-            service_endpoint: format!("https://{}.blob.{}/", account.name, self.endpoints.storage_suffix()),
+            service_endpoint: format!(
+                "https://{}.blob.{}/",
+                account.name,
+                self.endpoints.storage_suffix()
+            ),
             account,
             principal,
             request_id: rid.to_string(),
             client_ip: ip,
         };
         let m = req.method().clone();
-        match (container.is_empty(), &blob, restype.as_deref(), comp.as_deref(), &m) {
-            (true, None, _, Some("list"), &Method::GET) => container::list_containers(&ctx, &q).await,
+        match (
+            container.is_empty(),
+            &blob,
+            restype.as_deref(),
+            comp.as_deref(),
+            &m,
+        ) {
+            (true, None, _, Some("list"), &Method::GET) => {
+                container::list_containers(&ctx, &q).await
+            }
             (true, _, _, _, _) => Err(BlobError::not_supported("This service-level operation")),
-            (false, None, Some("container"), None, &Method::PUT) => container::create_container(&ctx, &container, req.headers()).await,
-            (false, None, Some("container"), None, &Method::GET | &Method::HEAD) => container::get_container_properties(&ctx, &container).await,
-            (false, None, Some("container"), None, &Method::DELETE) => container::delete_container(&ctx, &container).await,
-            (false, None, Some("container"), Some("list"), &Method::GET) => blob_ops::list_blobs(&ctx, &container, &q).await,
+            (false, None, Some("container"), None, &Method::PUT) => {
+                container::create_container(&ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), None, &Method::GET | &Method::HEAD) => {
+                container::get_container_properties(&ctx, &container).await
+            }
+            (false, None, Some("container"), None, &Method::DELETE) => {
+                container::delete_container(&ctx, &container).await
+            }
+            (false, None, Some("container"), Some("list"), &Method::GET) => {
+                blob_ops::list_blobs(&ctx, &container, &q).await
+            }
             (false, None, Some("container"), Some("metadata"), &Method::PUT) => {
                 properties::set_container_metadata(&ctx, &container, req.headers()).await
             }
@@ -275,24 +406,41 @@ impl BlobService {
                 properties::get_container_metadata(&ctx, &container).await
             }
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
-            (false, Some(b), None, None, &Method::PUT) => blob_ops::put_blob(&ctx, &container, b, req).await,
+            (false, Some(b), None, None, &Method::PUT) => {
+                blob_ops::put_blob(&ctx, &container, b, req).await
+            }
             (false, Some(b), None, Some("block"), &Method::PUT) => {
                 let id = get("blockid").map(str::to_string);
                 block::put_block(&ctx, &container, b, id.as_deref(), req).await
             }
-            (false, Some(b), None, Some("metadata"), &Method::PUT) => properties::set_blob(&ctx, &container, b, req.headers(), true).await,
+            (false, Some(b), None, Some("metadata"), &Method::PUT) => {
+                properties::set_blob(&ctx, &container, b, req.headers(), true).await
+            }
             (false, Some(b), None, Some("metadata"), &Method::GET | &Method::HEAD) => {
                 properties::get_blob_metadata(&ctx, &container, b, req.headers()).await
             }
-            (false, Some(b), None, Some("properties"), &Method::PUT) => properties::set_blob(&ctx, &container, b, req.headers(), false).await,
-            (false, Some(b), None, Some("blocklist"), &Method::PUT) => block::put_block_list(&ctx, &container, b, req).await,
-            (false, Some(b), None, Some("blocklist"), &Method::GET) => {
-                block::get_block_list(&ctx, &container, b, get("blocklisttype"), req.headers()).await
+            (false, Some(b), None, Some("properties"), &Method::PUT) => {
+                properties::set_blob(&ctx, &container, b, req.headers(), false).await
             }
-            (false, Some(b), None, None, &Method::GET) => blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await,
-            (false, Some(b), None, None, &Method::HEAD) => blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await,
-            (false, Some(b), None, None, &Method::DELETE) => blob_ops::delete_blob(&ctx, &container, b, req.headers()).await,
-            (false, Some(_), _, _, _) => Err(BlobError::not_supported("This blob operation (leases, snapshots, copy, tags, tiers)")),
+            (false, Some(b), None, Some("blocklist"), &Method::PUT) => {
+                block::put_block_list(&ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("blocklist"), &Method::GET) => {
+                block::get_block_list(&ctx, &container, b, get("blocklisttype"), req.headers())
+                    .await
+            }
+            (false, Some(b), None, None, &Method::GET) => {
+                blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await
+            }
+            (false, Some(b), None, None, &Method::HEAD) => {
+                blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await
+            }
+            (false, Some(b), None, None, &Method::DELETE) => {
+                blob_ops::delete_blob(&ctx, &container, b, req.headers()).await
+            }
+            (false, Some(_), _, _, _) => Err(BlobError::not_supported(
+                "This blob operation (leases, snapshots, copy, tags, tiers)",
+            )),
         }
     }
 

@@ -24,13 +24,22 @@ fn stamp(r: &mut Response, etag: &str, micros: i64) {
 
 /// `PUT ?comp=metadata` replaces the blob's metadata; `PUT ?comp=properties` sets its content
 /// headers (each one absent from the request is cleared, as Azure does).
-pub async fn set_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &HeaderMap, metadata: bool) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), WRITE, true).await?;
+pub async fn set_blob(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    headers: &HeaderMap,
+    metadata: bool,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), WRITE, true)
+        .await?;
     if !metadata && h(headers, "x-ms-content-length").is_some() {
         return Err(BlobError::not_supported("Resizing (page blobs)"));
     }
     container::load(ctx, container).await?;
-    let mut b = load(ctx, container, name).await?.ok_or_else(BlobError::blob_not_found)?;
+    let mut b = load(ctx, container, name)
+        .await?
+        .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), false)?;
     if metadata {
         b.metadata = metadata_from(headers)?;
@@ -41,26 +50,47 @@ pub async fn set_blob(ctx: &Ctx<'_>, container: &str, name: &str, headers: &Head
         b.content_disposition = h(headers, "x-ms-blob-content-disposition").map(str::to_string);
         b.cache_control = h(headers, "x-ms-blob-cache-control").map(str::to_string);
         b.content_md5 = match h(headers, "x-ms-blob-content-md5") {
-            Some(m) => Some(B64.decode(m).map_err(|_| BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64."))?),
+            Some(m) => Some(B64.decode(m).map_err(|_| {
+                BlobError::bad("InvalidMd5", "x-ms-blob-content-md5 is not base64.")
+            })?),
             None => None,
         };
     }
     b.last_modified = now_micros();
     b.etag = new_etag(b.last_modified);
     let what = if metadata { "metadata" } else { "properties" };
-    let draft = ctx.draft(WRITE, &format!("{}/blobs/{}", ctx.container_scope(container), name), "success", json!({ "set": what }));
+    let draft = ctx.draft(
+        WRITE,
+        &format!("{}/blobs/{}", ctx.container_scope(container), name),
+        "success",
+        json!({ "set": what }),
+    );
     let b2 = b.clone();
-    ciel_store::run(&ctx.svc.store, move |s| s.update_blob_properties(&b2, &draft)).await?;
+    ciel_store::run(&ctx.svc.store, move |s| {
+        s.update_blob_properties(&b2, &draft)
+    })
+    .await?;
     let mut r = empty(StatusCode::OK);
     stamp(&mut r, &b.etag, b.last_modified);
-    r.headers_mut().insert("x-ms-request-server-encrypted", HeaderValue::from_static("true"));
+    r.headers_mut().insert(
+        "x-ms-request-server-encrypted",
+        HeaderValue::from_static("true"),
+    );
     Ok(r)
 }
 
-pub async fn get_blob_metadata(ctx: &Ctx<'_>, container: &str, name: &str, headers: &HeaderMap) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(container), READ, true).await?;
+pub async fn get_blob_metadata(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(container), READ, true)
+        .await?;
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name).await?.ok_or_else(BlobError::blob_not_found)?;
+    let b = load(ctx, container, name)
+        .await?
+        .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), true)?;
     let mut r = empty(StatusCode::OK);
     stamp(&mut r, &b.etag, b.last_modified);
@@ -68,13 +98,23 @@ pub async fn get_blob_metadata(ctx: &Ctx<'_>, container: &str, name: &str, heade
     Ok(r)
 }
 
-pub async fn set_container_metadata(ctx: &Ctx<'_>, name: &str, headers: &HeaderMap) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(name), CONTAINER_WRITE, false).await?;
+pub async fn set_container_metadata(
+    ctx: &Ctx<'_>,
+    name: &str,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
+    ctx.authorize(&ctx.container_scope(name), CONTAINER_WRITE, false)
+        .await?;
     let mut c = container::load(ctx, name).await?;
     c.metadata = metadata_from(headers)?;
     c.last_modified = now_micros();
     c.etag = new_etag(c.last_modified);
-    let draft = ctx.draft(CONTAINER_WRITE, &ctx.container_scope(name).to_string(), "success", json!({"set": "metadata"}));
+    let draft = ctx.draft(
+        CONTAINER_WRITE,
+        &ctx.container_scope(name).to_string(),
+        "success",
+        json!({"set": "metadata"}),
+    );
     let c2 = c.clone();
     ciel_store::run(&ctx.svc.store, move |s| s.update_container(&c2, &draft)).await?;
     let mut r = empty(StatusCode::OK);
@@ -83,7 +123,8 @@ pub async fn set_container_metadata(ctx: &Ctx<'_>, name: &str, headers: &HeaderM
 }
 
 pub async fn get_container_metadata(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response> {
-    ctx.authorize(&ctx.container_scope(name), CONTAINER_READ, false).await?;
+    ctx.authorize(&ctx.container_scope(name), CONTAINER_READ, false)
+        .await?;
     let c = container::load(ctx, name).await?;
     let mut r = empty(StatusCode::OK);
     stamp(&mut r, &c.etag, c.last_modified);

@@ -44,7 +44,8 @@ pub type ObjectId = [u8; 16];
 
 pub fn new_object_id() -> Result<ObjectId, ObjectError> {
     let mut id = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(|_| ObjectError::Rng)?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| ObjectError::Rng)?;
     Ok(id)
 }
 
@@ -66,7 +67,9 @@ fn object_key(data_key: &[u8; 32], id: &ObjectId) -> Result<LessSafeKey, ObjectE
     let okm = prk.expand(&info, Len32).map_err(|_| ObjectError::Rng)?;
     let mut k = [0u8; 32];
     okm.fill(&mut k).map_err(|_| ObjectError::Rng)?;
-    Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).map_err(|_| ObjectError::Rng)?))
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &k).map_err(|_| ObjectError::Rng)?,
+    ))
 }
 
 fn nonce(index: u64) -> Nonce {
@@ -103,9 +106,16 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
-    pub fn create(root: &Path, data_key: &[u8; 32], id: ObjectId, chunk: u32) -> Result<Self, ObjectError> {
+    pub fn create(
+        root: &Path,
+        data_key: &[u8; 32],
+        id: ObjectId,
+        chunk: u32,
+    ) -> Result<Self, ObjectError> {
         let dest = object_path(root, &id);
-        let dir = dest.parent().ok_or_else(|| ObjectError::Corrupt("bad path".into()))?;
+        let dir = dest
+            .parent()
+            .ok_or_else(|| ObjectError::Corrupt("bad path".into()))?;
         std::fs::create_dir_all(dir)?;
         let tmp = dest.with_extension("partial");
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -114,7 +124,17 @@ impl ObjectWriter {
         header[8..12].copy_from_slice(&chunk.to_be_bytes());
         header[16..32].copy_from_slice(&id);
         file.write_all(&header)?;
-        Ok(Self { key: object_key(data_key, &id)?, id, chunk: chunk as usize, buf: Vec::with_capacity(chunk as usize), index: 0, len: 0, file, tmp, dest })
+        Ok(Self {
+            key: object_key(data_key, &id)?,
+            id,
+            chunk: chunk as usize,
+            buf: Vec::with_capacity(chunk as usize),
+            index: 0,
+            len: 0,
+            file,
+            tmp,
+            dest,
+        })
     }
 
     pub fn id(&self) -> ObjectId {
@@ -124,7 +144,11 @@ impl ObjectWriter {
     fn seal_chunk(&mut self, last: bool) -> Result<(), ObjectError> {
         let mut data = std::mem::take(&mut self.buf);
         self.key
-            .seal_in_place_append_tag(nonce(self.index), Aad::from(aad(&self.id, self.index, last)), &mut data)
+            .seal_in_place_append_tag(
+                nonce(self.index),
+                Aad::from(aad(&self.id, self.index, last)),
+                &mut data,
+            )
             .map_err(|_| ObjectError::Rng)?;
         self.file.write_all(&data)?;
         data.clear();
@@ -183,7 +207,8 @@ impl ObjectReader {
     pub fn open(root: &Path, data_key: &[u8; 32], id: ObjectId) -> Result<Self, ObjectError> {
         let mut file = File::open(object_path(root, &id))?;
         let mut header = [0u8; HEADER_LEN as usize];
-        file.read_exact(&mut header).map_err(|_| ObjectError::Corrupt("short header".into()))?;
+        file.read_exact(&mut header)
+            .map_err(|_| ObjectError::Corrupt("short header".into()))?;
         if &header[..8] != MAGIC || header[16..32] != id {
             return Err(ObjectError::Corrupt("bad header".into()));
         }
@@ -191,7 +216,11 @@ impl ObjectReader {
         if chunk == 0 {
             return Err(ObjectError::Corrupt("zero chunk size".into()));
         }
-        let body = file.metadata()?.len().checked_sub(HEADER_LEN).ok_or_else(|| ObjectError::Corrupt("short".into()))?;
+        let body = file
+            .metadata()?
+            .len()
+            .checked_sub(HEADER_LEN)
+            .ok_or_else(|| ObjectError::Corrupt("short".into()))?;
         let stride = chunk + TAG_LEN;
         let chunks = body.div_ceil(stride).max(1);
         let last_ct = body - (chunks - 1) * stride;
@@ -199,7 +228,14 @@ impl ObjectReader {
             return Err(ObjectError::Corrupt("truncated chunk".into()));
         }
         let len = (chunks - 1) * chunk + (last_ct - TAG_LEN);
-        Ok(Self { key: object_key(data_key, &id)?, id, chunk, file, chunks, len })
+        Ok(Self {
+            key: object_key(data_key, &id)?,
+            id,
+            chunk,
+            file,
+            chunks,
+            len,
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -217,14 +253,22 @@ impl ObjectReader {
         }
         let stride = self.chunk + TAG_LEN;
         let start = HEADER_LEN + index * stride;
-        let ct_len = if index + 1 == self.chunks { self.len - index * self.chunk + TAG_LEN } else { stride };
+        let ct_len = if index + 1 == self.chunks {
+            self.len - index * self.chunk + TAG_LEN
+        } else {
+            stride
+        };
         let mut buf = vec![0u8; ct_len as usize];
         self.file.seek(SeekFrom::Start(start))?;
         self.file.read_exact(&mut buf)?;
         let last = index + 1 == self.chunks;
         let plain = self
             .key
-            .open_in_place(nonce(index), Aad::from(aad(&self.id, index, last)), &mut buf)
+            .open_in_place(
+                nonce(index),
+                Aad::from(aad(&self.id, index, last)),
+                &mut buf,
+            )
             .map_err(|_| ObjectError::Corrupt(format!("chunk {index} fails authentication")))?;
         let n = plain.len();
         buf.truncate(n);
@@ -232,7 +276,12 @@ impl ObjectReader {
     }
 
     /// Calls `sink` with the plaintext of `[start, end)` piece by piece (at most one chunk each).
-    pub fn read_range(&mut self, start: u64, end: u64, mut sink: impl FnMut(&[u8]) -> Result<(), ObjectError>) -> Result<(), ObjectError> {
+    pub fn read_range(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), ObjectError>,
+    ) -> Result<(), ObjectError> {
         if start > end || end > self.len {
             return Err(ObjectError::Range);
         }

@@ -36,7 +36,10 @@ fn roundtrip_at_every_boundary() {
             let d = data(n);
             let id = write(dir.path(), &d, 64, piece);
             assert_eq!(read_all(dir.path(), id), d, "n={n} piece={piece}");
-            assert_eq!(ObjectReader::open(dir.path(), &KEY, id).unwrap().len(), n as u64);
+            assert_eq!(
+                ObjectReader::open(dir.path(), &KEY, id).unwrap().len(),
+                n as u64
+            );
         }
     }
 }
@@ -47,7 +50,14 @@ fn ranges_cross_chunks() {
     let d = data(1000);
     let id = write(dir.path(), &d, 64, 100);
     let mut r = ObjectReader::open(dir.path(), &KEY, id).unwrap();
-    for (s, e) in [(0u64, 1u64), (63, 65), (64, 128), (10, 990), (999, 1000), (500, 500)] {
+    for (s, e) in [
+        (0u64, 1u64),
+        (63, 65),
+        (64, 128),
+        (10, 990),
+        (999, 1000),
+        (500, 500),
+    ] {
         let mut out = vec![];
         r.read_range(s, e, |b| {
             assert!(b.len() <= 64);
@@ -57,10 +67,17 @@ fn ranges_cross_chunks() {
         .unwrap();
         assert_eq!(out, &d[s as usize..e as usize]);
     }
-    assert!(matches!(r.read_range(0, 1001, |_| Ok(())), Err(ObjectError::Range)));
+    assert!(matches!(
+        r.read_range(0, 1001, |_| Ok(())),
+        Err(ObjectError::Range)
+    ));
 }
 
-fn corrupt(root: &Path, id: ObjectId, f: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, ObjectError> {
+fn corrupt(
+    root: &Path,
+    id: ObjectId,
+    f: impl FnOnce(&mut Vec<u8>),
+) -> Result<Vec<u8>, ObjectError> {
     let p = object_path(root, &id);
     let mut bytes = std::fs::read(&p).unwrap();
     f(&mut bytes);
@@ -120,5 +137,7 @@ fn ciphertext_does_not_contain_plaintext_and_unfinished_writes_vanish() {
         // dropped without finish
     }
     assert!(!object_path(dir.path(), &id).exists());
-    assert!(!object_path(dir.path(), &id).with_extension("partial").exists());
+    assert!(!object_path(dir.path(), &id)
+        .with_extension("partial")
+        .exists());
 }

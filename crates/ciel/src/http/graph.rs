@@ -62,66 +62,153 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
             };
             if let Err(e) = app.arm.auditor.record(draft).await {
                 tracing::error!(error = %e, "could not audit a refused Graph call");
-                return graph_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "The request could not be recorded.");
+                return graph_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "The request could not be recorded.",
+                );
             }
             return match other {
                 Some(Err(e)) => {
                     let a = e.to_arm();
                     graph_error(a.status, "InvalidAuthenticationToken", &a.message)
                 }
-                _ => graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty."),
+                _ => graph_error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationToken",
+                    "Access token is empty.",
+                ),
             };
         }
     };
     let (parts, body) = req.into_parts();
-    let segs: Vec<String> = parts.uri.path().split('/').filter(|s| !s.is_empty()).map(|s| {
-        percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
-    }).collect();
+    let segs: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
     let q = query_pairs(&parts.uri);
-    let filter = q.iter().find(|(k, _)| k == "$filter").map(|(_, v)| v.clone());
+    let filter = q
+        .iter()
+        .find(|(k, _)| k == "$filter")
+        .map(|(_, v)| v.clone());
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let tenant = caller.tenant_id.clone();
-    let principals = match ciel_store::run(&app.store, move |s| s.list_principals(&tenant, None)).await {
-        Ok(p) => p,
-        Err(_) => return graph_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "The directory could not be read."),
-    };
+    let principals =
+        match ciel_store::run(&app.store, move |s| s.list_principals(&tenant, None)).await {
+            Ok(p) => p,
+            Err(_) => {
+                return graph_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "The directory could not be read.",
+                )
+            }
+        };
     let e = &app.endpoints;
-    let list = |v: Vec<&Principal>| json_response(StatusCode::OK, &json!({"value": v.iter().map(|p| principal_json(e, p)).collect::<Vec<_>>()}));
+    let list = |v: Vec<&Principal>| {
+        json_response(
+            StatusCode::OK,
+            &json!({"value": v.iter().map(|p| principal_json(e, p)).collect::<Vec<_>>()}),
+        )
+    };
     match (&parts.method, segs.as_slice()) {
         (&Method::GET, ["v1.0", "me"]) => me(app, &caller, &principals),
         (&Method::GET, ["v1.0", "servicePrincipals"]) => {
-            let sps = principals.iter().filter(|p| p.kind == PrincipalKindRec::ServicePrincipal);
+            let sps = principals
+                .iter()
+                .filter(|p| p.kind == PrincipalKindRec::ServicePrincipal);
             match filter.as_deref() {
                 None => list(sps.collect()),
                 Some(f) => {
-                    let want = quoted_after(f, "servicePrincipalNames/any(c:c eq").or_else(|| quoted_after(f, "appId eq")).or_else(|| quoted_after(f, "displayName eq"));
+                    let want = quoted_after(f, "servicePrincipalNames/any(c:c eq")
+                        .or_else(|| quoted_after(f, "appId eq"))
+                        .or_else(|| quoted_after(f, "displayName eq"));
                     match want {
-                        Some(w) => list(sps.filter(|p| p.app_id.as_deref().map(|a| a.eq_ignore_ascii_case(&w)).unwrap_or(false) || p.display_name == w).collect()),
-                        None => graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", "This $filter is not supported."),
+                        Some(w) => list(
+                            sps.filter(|p| {
+                                p.app_id
+                                    .as_deref()
+                                    .map(|a| a.eq_ignore_ascii_case(&w))
+                                    .unwrap_or(false)
+                                    || p.display_name == w
+                            })
+                            .collect(),
+                        ),
+                        None => graph_error(
+                            StatusCode::BAD_REQUEST,
+                            "Request_UnsupportedQuery",
+                            "This $filter is not supported.",
+                        ),
                     }
                 }
             }
         }
         (&Method::GET, ["v1.0", "servicePrincipals", id]) => {
-            match principals.iter().find(|p| p.kind == PrincipalKindRec::ServicePrincipal && (p.object_id.eq_ignore_ascii_case(id) || p.app_id.as_deref().map(|a| a.eq_ignore_ascii_case(id)).unwrap_or(false))) {
+            match principals.iter().find(|p| {
+                p.kind == PrincipalKindRec::ServicePrincipal
+                    && (p.object_id.eq_ignore_ascii_case(id)
+                        || p.app_id
+                            .as_deref()
+                            .map(|a| a.eq_ignore_ascii_case(id))
+                            .unwrap_or(false))
+            }) {
                 Some(p) => json_response(StatusCode::OK, &principal_json(e, p)),
-                None => graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", &format!("Resource '{}' does not exist.", ciel_arm::clip(id))),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &format!("Resource '{}' does not exist.", ciel_arm::clip(id)),
+                ),
             }
         }
         (&Method::GET, ["v1.0", "users"]) => {
-            let users = principals.iter().filter(|p| p.kind == PrincipalKindRec::User);
+            let users = principals
+                .iter()
+                .filter(|p| p.kind == PrincipalKindRec::User);
             match filter.as_deref() {
                 None => list(users.collect()),
-                Some(f) => match quoted_after(f, "userPrincipalName eq").or_else(|| quoted_after(f, "mail eq")) {
-                    Some(w) => list(users.filter(|p| p.upn.as_deref().map(|u| u.eq_ignore_ascii_case(&w)).unwrap_or(false)).collect()),
-                    None => graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", "This $filter is not supported."),
+                Some(f) => match quoted_after(f, "userPrincipalName eq")
+                    .or_else(|| quoted_after(f, "mail eq"))
+                {
+                    Some(w) => list(
+                        users
+                            .filter(|p| {
+                                p.upn
+                                    .as_deref()
+                                    .map(|u| u.eq_ignore_ascii_case(&w))
+                                    .unwrap_or(false)
+                            })
+                            .collect(),
+                    ),
+                    None => graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_UnsupportedQuery",
+                        "This $filter is not supported.",
+                    ),
                 },
             }
         }
         (&Method::GET, ["v1.0", "users", id]) => {
-            match principals.iter().find(|p| p.kind == PrincipalKindRec::User && (p.object_id.eq_ignore_ascii_case(id) || p.upn.as_deref().map(|u| u.eq_ignore_ascii_case(id)).unwrap_or(false))) {
+            match principals.iter().find(|p| {
+                p.kind == PrincipalKindRec::User
+                    && (p.object_id.eq_ignore_ascii_case(id)
+                        || p.upn
+                            .as_deref()
+                            .map(|u| u.eq_ignore_ascii_case(id))
+                            .unwrap_or(false))
+            }) {
                 Some(p) => json_response(StatusCode::OK, &principal_json(e, p)),
-                None => graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", &format!("Resource '{}' does not exist.", ciel_arm::clip(id))),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &format!("Resource '{}' does not exist.", ciel_arm::clip(id)),
+                ),
             }
         }
         (&Method::GET, ["v1.0", "groups"]) => list(vec![]),
@@ -132,21 +219,49 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
             };
             let v: serde_json::Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(_) => return graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", "The request body is not valid JSON."),
+                Err(_) => {
+                    return graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_BadRequest",
+                        "The request body is not valid JSON.",
+                    )
+                }
             };
-            let ids: Vec<String> = v["ids"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(|s| s.to_ascii_lowercase())).collect();
-            list(principals.iter().filter(|p| ids.contains(&p.object_id)).collect())
+            let ids: Vec<String> = v["ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(|s| s.to_ascii_lowercase()))
+                .collect();
+            list(
+                principals
+                    .iter()
+                    .filter(|p| ids.contains(&p.object_id))
+                    .collect(),
+            )
         }
-        _ => graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", "This Graph resource is not available in this cloud."),
+        _ => graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "This Graph resource is not available in this cloud.",
+        ),
     }
 }
 
 fn me(app: &App, caller: &Caller, principals: &[Principal]) -> Response {
     if caller.kind != ciel_core::PrincipalKind::User {
-        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "/me request is only valid with delegated authentication flow.");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        );
     }
     match principals.iter().find(|p| p.object_id == caller.object_id) {
         Some(p) => json_response(StatusCode::OK, &principal_json(&app.endpoints, p)),
-        None => graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", "The signed-in user no longer exists."),
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "The signed-in user no longer exists.",
+        ),
     }
 }

@@ -18,7 +18,10 @@ fn oauth_error(status: StatusCode, code: &str, msg: &str, rid: &str) -> Response
 }
 
 fn is_tenant_segment(t: &str) -> bool {
-    matches!(t.to_ascii_lowercase().as_str(), "organizations" | "common" | "adfs" | "consumers") || uuid::Uuid::parse_str(t).is_ok()
+    matches!(
+        t.to_ascii_lowercase().as_str(),
+        "organizations" | "common" | "adfs" | "consumers"
+    ) || uuid::Uuid::parse_str(t).is_ok()
 }
 
 pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
@@ -74,7 +77,13 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
     }
 }
 
-async fn token(app: &App, req: Request<Body>, tenant: String, rid: &str, peer: Option<String>) -> Response {
+async fn token(
+    app: &App,
+    req: Request<Body>,
+    tenant: String,
+    rid: &str,
+    peer: Option<String>,
+) -> Response {
     let basic = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -84,7 +93,12 @@ async fn token(app: &App, req: Request<Body>, tenant: String, rid: &str, peer: O
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| {
             s.split_once(':').map(|(u, p)| {
-                let dec = |x: &str| form_urlencoded::parse(format!("a={x}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+                let dec = |x: &str| {
+                    form_urlencoded::parse(format!("a={x}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
                 (dec(u), dec(p))
             })
         });
@@ -92,8 +106,15 @@ async fn token(app: &App, req: Request<Body>, tenant: String, rid: &str, peer: O
         Ok(b) => b,
         Err(e) => return oauth_error(e.status, "invalid_request", &e.message, rid),
     };
-    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-    let treq = TokenRequest { tenant, form, basic, client_ip: peer, request_id: rid.to_string() };
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
+    let treq = TokenRequest {
+        tenant,
+        form,
+        basic,
+        client_ip: peer,
+        request_id: rid.to_string(),
+    };
     let tokens = app.tokens.clone();
     // Password hashing and the audit fsync run off the reactor.
     let out = tokio::task::spawn_blocking(move || tokens.token(&treq)).await;
@@ -103,9 +124,18 @@ async fn token(app: &App, req: Request<Body>, tenant: String, rid: &str, peer: O
             let api = e.to_oauth();
             json_response(api.status, &api.oauth_body(&[e.aadsts()], rid))
         }
-        Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The token service failed.", rid),
+        Err(_) => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The token service failed.",
+            rid,
+        ),
     };
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
-    resp.headers_mut().insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    resp.headers_mut()
+        .insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }

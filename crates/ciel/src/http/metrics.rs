@@ -30,16 +30,38 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ciel");
         let requests = Family::<ReqLabels, Counter>::default();
-        let latency =
-            Family::<SvcLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
-        registry.register("http_requests", "HTTP requests by service and status class", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by service", latency.clone());
-        Self { registry: Arc::new(registry), requests, latency }
+        let latency = Family::<SvcLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "http_requests",
+            "HTTP requests by service and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by service",
+            latency.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            latency,
+        }
     }
 
     pub fn observe(&self, service: &str, status: u16, elapsed: std::time::Duration) {
-        self.requests.get_or_create(&ReqLabels { service: service.into(), status: format!("{}xx", status / 100) }).inc();
-        self.latency.get_or_create(&SvcLabels { service: service.into() }).observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&ReqLabels {
+                service: service.into(),
+                status: format!("{}xx", status / 100),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&SvcLabels {
+                service: service.into(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

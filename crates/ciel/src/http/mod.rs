@@ -61,7 +61,11 @@ impl Service {
 
 /// Which service a request is for: by host name, or by path on 127.0.0.1/localhost.
 pub fn classify(host: &str, path: &str, domain: &str) -> Service {
-    let host = host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host);
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(host);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     if path == "/healthz" || path == "/metrics" {
         return Service::Ops;
@@ -83,7 +87,12 @@ pub fn classify(host: &str, path: &str, domain: &str) -> Service {
         return Service::Vault;
     }
     if host == "127.0.0.1" || host == "localhost" || host == "[::1]" {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("").to_ascii_lowercase();
+        let first = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         return match first.as_str() {
             "metadata" | "tenants" | "subscriptions" | "providers" => Service::Arm,
             "v1.0" => Service::Graph,
@@ -110,7 +119,10 @@ fn request_ids(headers: &HeaderMap) -> (String, String) {
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -128,7 +140,12 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::bad_request("InvalidRequestContent", "The request body could not be read."))?;
+        let frame = frame.map_err(|_| {
+            ApiError::bad_request(
+                "InvalidRequestContent",
+                "The request body could not be read.",
+            )
+        })?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= limit {
@@ -170,16 +187,29 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
         Service::Graph => graph::handle(&app, req, &rid, peer.clone()).await,
         Service::Blob => {
             let account = host_only(&host).split('.').next().unwrap_or("").to_string();
-            app.blob.handle(req, &account, false, &rid, peer.clone()).await
+            app.blob
+                .handle(req, &account, false, &rid, peer.clone())
+                .await
         }
         Service::BlobPath => {
-            let account = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
-            app.blob.handle(req, &account, true, &rid, peer.clone()).await
+            let account = path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            app.blob
+                .handle(req, &account, true, &rid, peer.clone())
+                .await
         }
         Service::Vault => arm_error(&ApiError::feature_not_supported("Key Vault")),
         Service::Unknown => arm_error(&ApiError::not_found(
             "UnknownHost",
-            format!("This Ciel deployment serves *.{} hosts; '{}' is not one of its services.", app.endpoints.domain, ciel_arm::clip(&host)),
+            format!(
+                "This Ciel deployment serves *.{} hosts; '{}' is not one of its services.",
+                app.endpoints.domain,
+                ciel_arm::clip(&host)
+            ),
         )),
     };
     let h = resp.headers_mut();
@@ -192,8 +222,14 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
     if let Some(c) = client_request_id {
         h.insert("x-ms-client-request-id", c);
     }
-    h.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "strict-transport-security",
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     let status = resp.status().as_u16();
     app.metrics.observe(svc.label(), status, started.elapsed());
     tracing::info!(request_id = %rid, service = svc.label(), %method, path = %ciel_arm::clip(&path), status, elapsed_us = started.elapsed().as_micros() as u64, "request");
@@ -201,22 +237,33 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
 }
 
 fn host_only(host: &str) -> &str {
-    host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host)
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(host)
 }
 
 async fn ops(app: &App, path: &str) -> Response {
     if path == "/metrics" {
         let mut r = (StatusCode::OK, app.metrics.render()).into_response();
-        r.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
         return r;
     }
     // Health: the store answers a read.
     match ciel_store::run(&app.store, |s| s.audit_head()).await {
-        Ok(head) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "auditEntries": head.map(|h| h.0).unwrap_or(0)})),
+        Ok(head) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "auditEntries": head.map(|h| h.0).unwrap_or(0)}),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "unavailable"}))
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "unavailable"}),
+            )
         }
     }
 }
@@ -224,12 +271,18 @@ async fn ops(app: &App, path: &str) -> Response {
 fn decode_segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
 pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
-    uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
@@ -264,16 +317,54 @@ mod tests {
     #[test]
     fn classifies_hosts_and_paths() {
         let d = "ciel.localhost";
-        assert_eq!(classify("login.ciel.localhost:8443", "/x/oauth2/v2.0/token", d), Service::Login);
-        assert_eq!(classify("management.ciel.localhost", "/subscriptions", d), Service::Arm);
-        assert_eq!(classify("acct.blob.core.ciel.localhost:8443", "/c/b", d), Service::Blob);
-        assert_eq!(classify("v1.vault.ciel.localhost:8443", "/secrets/s", d), Service::Vault);
-        assert_eq!(classify("127.0.0.1:8443", "/subscriptions/x", d), Service::Arm);
-        assert_eq!(classify("127.0.0.1:8443", "/organizations/v2.0/.well-known/openid-configuration", d), Service::Login);
-        assert_eq!(classify("127.0.0.1:8443", "/8f1a4f3e-59ad-4a8c-8cf3-5d1f2f0b7a10/oauth2/v2.0/token", d), Service::Login);
-        assert_eq!(classify("127.0.0.1:8443", "/acct/container/blob", d), Service::BlobPath);
-        assert_eq!(classify("evil.example", "/subscriptions", d), Service::Unknown);
-        assert_eq!(classify("management.ciel.localhost.evil.example", "/", d), Service::Unknown);
+        assert_eq!(
+            classify("login.ciel.localhost:8443", "/x/oauth2/v2.0/token", d),
+            Service::Login
+        );
+        assert_eq!(
+            classify("management.ciel.localhost", "/subscriptions", d),
+            Service::Arm
+        );
+        assert_eq!(
+            classify("acct.blob.core.ciel.localhost:8443", "/c/b", d),
+            Service::Blob
+        );
+        assert_eq!(
+            classify("v1.vault.ciel.localhost:8443", "/secrets/s", d),
+            Service::Vault
+        );
+        assert_eq!(
+            classify("127.0.0.1:8443", "/subscriptions/x", d),
+            Service::Arm
+        );
+        assert_eq!(
+            classify(
+                "127.0.0.1:8443",
+                "/organizations/v2.0/.well-known/openid-configuration",
+                d
+            ),
+            Service::Login
+        );
+        assert_eq!(
+            classify(
+                "127.0.0.1:8443",
+                "/8f1a4f3e-59ad-4a8c-8cf3-5d1f2f0b7a10/oauth2/v2.0/token",
+                d
+            ),
+            Service::Login
+        );
+        assert_eq!(
+            classify("127.0.0.1:8443", "/acct/container/blob", d),
+            Service::BlobPath
+        );
+        assert_eq!(
+            classify("evil.example", "/subscriptions", d),
+            Service::Unknown
+        );
+        assert_eq!(
+            classify("management.ciel.localhost.evil.example", "/", d),
+            Service::Unknown
+        );
         assert_eq!(classify("x", "/healthz", d), Service::Ops);
     }
 }
