@@ -114,6 +114,10 @@ def test_az_cli_key_and_login(az, ciel, account, tmp_path: Path, role_ids):
     dst = tmp_path / "back.txt"
     az("storage", "blob", "download", "-c", "viakey", "-n", "a/hello.txt", "-f", str(dst), *base, "--auth-mode", "key")
     assert dst.read_text() == "bonjour\n"
+    # Path-style through --blob-endpoint, as the README tells users without wildcard DNS.
+    endpoint = ["--blob-endpoint", path_url(ciel, account["name"]), "--account-key", account["key"]]
+    listed = az("storage", "blob", "list", "-c", "viakey", *endpoint)
+    assert [b["name"] for b in listed] == ["a/hello.txt"], listed
 
     # OAuth: managing containers needs a control-plane role (the admin is Owner), reading and
     # writing blobs needs a Storage Blob Data role, exactly as in Azure.

@@ -24,7 +24,7 @@ use ciel_core::config::Endpoints;
 use ciel_core::{ApiError, Caller, ResourceId};
 use ciel_identity::audiences::Service;
 use ciel_identity::token::TokenService;
-use ciel_store::{RoleAssignment, RoleDefinitionRec, Store, Subscription};
+use ciel_store::{Found, RoleAssignment, RoleDefinitionRec, Store, Subscription};
 use error::{ArmError, ArmResult};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use provider::ResourceProvider;
@@ -151,13 +151,7 @@ impl<'a> Ctx<'a> {
                 let oid = self.caller.object_id.clone();
                 let tid = self.caller.tenant_id.clone();
                 let out = ciel_store::run(&self.arm.store, move |s| {
-                    let a: Vec<RoleAssignment> = s
-                        .list_role_assignments_for_principal(&oid)?
-                        .into_iter()
-                        .filter(|a| a.tenant_id == tid)
-                        .collect();
-                    let d = s.list_role_definitions(&tid)?;
-                    Ok((a, d))
+                    ciel_identity::rbac::grants(s, &oid, &tid)
                 })
                 .await?;
                 Ok::<_, ArmError>(out)
@@ -210,12 +204,8 @@ impl<'a> Ctx<'a> {
     /// exist for the caller (the attempt is audited).
     pub async fn subscription(&self, id: &str) -> ArmResult<Subscription> {
         let sid = id.to_string();
-        let found = ciel_store::run(&self.arm.store, move |s| match s.get_subscription(&sid) {
-            Ok(x) => Ok(Some(x)),
-            Err(ciel_store::StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        })
-        .await?;
+        let found =
+            ciel_store::run(&self.arm.store, move |s| s.get_subscription(&sid).found()).await?;
         match found {
             Some(s) if s.tenant_id == self.caller.tenant_id => Ok(s),
             other => {

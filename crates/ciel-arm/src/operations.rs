@@ -5,7 +5,7 @@
 use crate::error::{ArmError, ArmResult};
 use crate::{api_version, clip, ArmResponse, Ctx};
 use ciel_core::ApiError;
-use ciel_store::{Operation, StoreError};
+use ciel_store::{Found, Operation};
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 use std::future::Future;
@@ -89,12 +89,7 @@ pub async fn get_result(ctx: &Ctx<'_>, sub: &str, id: &str) -> ArmResult<ArmResp
         "Microsoft.Resources/operationresults",
     )?;
     let oid = id.to_string();
-    let op = ciel_store::run(&ctx.arm.store, move |s| match s.get_operation(&oid) {
-        Ok(o) => Ok(Some(o)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await?;
+    let op = ciel_store::run(&ctx.arm.store, move |s| s.get_operation(&oid).found()).await?;
     let op = match op {
         Some(o) if o.tenant_id == ctx.caller.tenant_id => o,
         _ => {

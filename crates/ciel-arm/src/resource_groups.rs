@@ -7,7 +7,7 @@ use crate::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use ciel_core::{ApiError, ResourceId};
-use ciel_store::{ResourceGroup, StoreError};
+use ciel_store::{Found, ResourceGroup};
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -43,11 +43,7 @@ fn not_found(name: &str) -> ArmError {
 async fn load(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Option<ResourceGroup>> {
     let (s, n) = (sub.to_string(), name.to_string());
     Ok(ciel_store::run(&ctx.arm.store, move |st| {
-        match st.get_resource_group(&s, &n) {
-            Ok(g) => Ok(Some(g)),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        st.get_resource_group(&s, &n).found()
     })
     .await?)
 }

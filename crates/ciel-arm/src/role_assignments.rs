@@ -5,7 +5,7 @@ use crate::error::{ArmError, ArmResult};
 use crate::{api_version, clip, method_not_allowed, ArmResponse, Ctx};
 use ciel_core::{ApiError, ResourceId};
 use ciel_identity::rbac;
-use ciel_store::{PrincipalKindRec, RoleAssignment, StoreError};
+use ciel_store::{Found, PrincipalKindRec, RoleAssignment};
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -34,11 +34,7 @@ pub async fn ensure_scope_exists(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult
     if let Some(rg) = &scope.resource_group {
         let (s, n) = (scope.subscription.clone(), rg.clone());
         let found = ciel_store::run(&ctx.arm.store, move |st| {
-            match st.get_resource_group(&s, &n) {
-                Ok(_) => Ok(true),
-                Err(StoreError::NotFound) => Ok(false),
-                Err(e) => Err(e),
-            }
+            Ok(st.get_resource_group(&s, &n).found()?.is_some())
         })
         .await?;
         if !found {
@@ -54,10 +50,8 @@ pub async fn ensure_scope_exists(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult
     }
     if !scope.segments.is_empty() {
         let key = scope.key();
-        let found = ciel_store::run(&ctx.arm.store, move |st| match st.get_resource(&key) {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+        let found = ciel_store::run(&ctx.arm.store, move |st| {
+            Ok(st.get_resource(&key).found()?.is_some())
         })
         .await?;
         if !found {
@@ -82,14 +76,12 @@ fn not_found(name: &str) -> ArmError {
 async fn load(ctx: &Ctx<'_>, name: &str) -> ArmResult<Option<RoleAssignment>> {
     let n = name.to_string();
     let tid = ctx.caller.tenant_id.clone();
-    Ok(
-        ciel_store::run(&ctx.arm.store, move |s| match s.get_role_assignment(&n) {
-            Ok(a) if a.tenant_id == tid => Ok(Some(a)),
-            Ok(_) | Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        })
-        .await?,
-    )
+    Ok(ciel_store::run(&ctx.arm.store, move |s| {
+        Ok(s.get_role_assignment(&n)
+            .found()?
+            .filter(|a| a.tenant_id == tid))
+    })
+    .await?)
 }
 
 fn same_scope(a: &str, b: &ResourceId) -> bool {
@@ -154,12 +146,7 @@ async fn create(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmR
     }
     // The principal must exist in the caller's tenant.
     let pid = principal_id.clone();
-    let principal = ciel_store::run(&ctx.arm.store, move |s| match s.get_principal(&pid) {
-        Ok(p) => Ok(Some(p)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await?;
+    let principal = ciel_store::run(&ctx.arm.store, move |s| s.get_principal(&pid).found()).await?;
     let principal = match principal {
         Some(p) if p.tenant_id == ctx.caller.tenant_id => p,
         _ => {

@@ -209,6 +209,21 @@ pub fn permissions_of(guid: &str, custom: &[RoleDefinitionRec]) -> Option<Permis
     Some(p)
 }
 
+/// What a principal holds in its tenant: its role assignments and the tenant's custom roles, the
+/// inputs of `is_allowed` and `is_data_allowed`.
+pub fn grants(
+    store: &dyn ciel_store::MetadataStore,
+    principal_id: &str,
+    tenant_id: &str,
+) -> ciel_store::Result<(Vec<RoleAssignment>, Vec<RoleDefinitionRec>)> {
+    let a = store
+        .list_role_assignments_for_principal(principal_id)?
+        .into_iter()
+        .filter(|a| a.tenant_id == tenant_id)
+        .collect();
+    Ok((a, store.list_role_definitions(tenant_id)?))
+}
+
 /// True when one of `assignments` (the principal's, in its tenant) grants `action` on `target`.
 pub fn is_allowed(
     assignments: &[RoleAssignment],

@@ -28,6 +28,21 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// `NotFound` as `None`: for lookups where absence is an answer, not an error.
+pub trait Found<T> {
+    fn found(self) -> Result<Option<T>>;
+}
+
+impl<T> Found<T> for Result<T> {
+    fn found(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The metadata store interface. Methods are synchronous (SQLite is in-process); async callers use
 /// [`run`] so that an fsync never blocks the reactor.
 pub trait MetadataStore: Send + Sync + 'static {

@@ -21,7 +21,7 @@ use base64::Engine;
 use ciel_arm::error::ArmResult;
 use ciel_arm::provider::{ProviderRequest, ProviderResponse};
 use ciel_core::{ApiError, Caller, ResourceId};
-use ciel_store::{Resource, StoreError};
+use ciel_store::{Found, Resource};
 use http::StatusCode;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -101,12 +101,7 @@ pub async fn load(
     caller: &Caller,
 ) -> ArmResult<Option<Resource>> {
     let key = id.key();
-    let found = ciel_store::run(&p.store, move |s| match s.get_resource(&key) {
-        Ok(r) => Ok(Some(r)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await?;
+    let found = ciel_store::run(&p.store, move |s| s.get_resource(&key).found()).await?;
     Ok(found.filter(|r| r.tenant_id == caller.tenant_id && r.rtype.eq_ignore_ascii_case(TYPE)))
 }
 

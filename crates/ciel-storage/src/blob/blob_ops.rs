@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
-use ciel_store::{BlobRecord, StoreError};
+use ciel_store::{BlobRecord, Found, StoreError};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use md5::{Digest, Md5};
@@ -30,6 +30,20 @@ pub(crate) fn h<'a>(headers: &'a HeaderMap, n: &str) -> Option<&'a str> {
         .get(n)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
+}
+
+/// The transactional `Content-MD5` of a request body, when the client sends one.
+pub(crate) fn request_md5(headers: &HeaderMap) -> BlobResult<Option<Vec<u8>>> {
+    h(headers, "content-md5")
+        .map(|m| {
+            B64.decode(m).map_err(|_| {
+                BlobError::bad(
+                    "InvalidMd5",
+                    "The MD5 value specified in the request is invalid.",
+                )
+            })
+        })
+        .transpose()
 }
 
 fn parse_http_date(s: &str) -> Option<i64> {
@@ -117,11 +131,7 @@ pub(crate) async fn load(
         container.to_string(),
         name.to_string(),
     );
-    match ciel_store::run(&ctx.svc.store, move |s| s.get_blob(&a, &c, &n)).await {
-        Ok(b) => Ok(Some(b)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(ciel_store::run(&ctx.svc.store, move |s| s.get_blob(&a, &c, &n).found()).await?)
 }
 
 /// The objects holding a blob's bytes, in order, with their lengths.
@@ -194,15 +204,7 @@ pub async fn put_blob(
     container::load(ctx, container).await?;
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
-    let want_md5 = match h(&headers, "content-md5") {
-        Some(m) => Some(B64.decode(m).map_err(|_| {
-            BlobError::bad(
-                "InvalidMd5",
-                "The MD5 value specified in the request is invalid.",
-            )
-        })?),
-        None => None,
-    };
+    let want_md5 = request_md5(&headers)?;
 
     let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
     if let Some(want) = want_md5 {

@@ -2,7 +2,9 @@
 //! encrypted object; a committed blob is the ordered list of its blocks' objects, so committing
 //! rewrites nothing.
 
-use super::blob_ops::{check_conditions, h, load, remove_objects, stream_to_object, READ, WRITE};
+use super::blob_ops::{
+    check_conditions, h, load, remove_objects, request_md5, stream_to_object, READ, WRITE,
+};
 use super::container::{self, metadata_from};
 use super::error::{BlobError, BlobResult};
 use super::{empty, http_date, new_etag, now_micros, Ctx};
@@ -50,15 +52,7 @@ pub async fn put_block(
     })?;
     check_block_id(block_id)?;
     container::load(ctx, container).await?;
-    let want_md5 = match h(req.headers(), "content-md5") {
-        Some(m) => Some(B64.decode(m).map_err(|_| {
-            BlobError::bad(
-                "InvalidMd5",
-                "The MD5 value specified in the request is invalid.",
-            )
-        })?),
-        None => None,
-    };
+    let want_md5 = request_md5(req.headers())?;
     let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
     if want_md5.map(|w| w != md5).unwrap_or(false) {
         remove_objects(ctx, vec![oid.to_vec()]);

@@ -170,14 +170,7 @@ pub async fn delete_container(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response>
             StoreError::NotFound => BlobError::container_not_found(),
             other => other.into(),
         })?;
-    let dir = ctx.account.dir.clone();
-    tokio::task::spawn_blocking(move || {
-        for id in ids {
-            if let Ok(oid) = <[u8; 16]>::try_from(id.as_slice()) {
-                let _ = crate::blobstore::delete(&dir, &oid);
-            }
-        }
-    });
+    super::blob_ops::remove_objects(ctx, ids);
     Ok(empty(StatusCode::ACCEPTED))
 }
 

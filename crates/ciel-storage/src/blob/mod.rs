@@ -105,12 +105,7 @@ impl Ctx<'_> {
         };
         let (oid, tid) = (c.object_id.clone(), c.tenant_id.clone());
         let (assignments, custom) = ciel_store::run(&self.svc.store, move |s| {
-            let a: Vec<_> = s
-                .list_role_assignments_for_principal(&oid)?
-                .into_iter()
-                .filter(|a| a.tenant_id == tid)
-                .collect();
-            Ok((a, s.list_role_definitions(&tid)?))
+            ciel_identity::rbac::grants(s, &oid, &tid)
         })
         .await?;
         let ok = if data {
