@@ -159,6 +159,19 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Vec<BlobRecord>>;
     /// Removes every container and blob of an account (with the account); returns the object ids.
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>>;
+    /// A container's public access level and stored access policies (Set Container ACL), with
+    /// its new etag and modification time.
+    fn set_container_acl(&self, acl: &ContainerAcl, audit: &AuditDraft) -> Result<()>;
+    /// The stored access policies of a container (an empty list when none were set).
+    fn get_container_policies(&self, account: &str, container: &str) -> Result<serde_json::Value>;
+    /// The Blob service properties of an account (CORS, default version...), if ever set.
+    fn get_blob_service_properties(&self, account: &str) -> Result<Option<serde_json::Value>>;
+    fn put_blob_service_properties(
+        &self,
+        account: &str,
+        properties: &serde_json::Value,
+        audit: &AuditDraft,
+    ) -> Result<()>;
 
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;

@@ -202,6 +202,19 @@ pub struct BlobContainer {
     pub public_access: Option<String>,
 }
 
+/// What Set Container ACL changes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerAcl {
+    pub account: String,
+    pub container: String,
+    /// `None`, `blob` or `container`.
+    pub public_access: Option<String>,
+    /// Stored access policies: `[{"id","start","expiry","permission"}]` (at most five).
+    pub policies: serde_json::Value,
+    pub etag: String,
+    pub last_modified: i64,
+}
+
 /// A committed blob: its properties and the object holding its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlobRecord {

@@ -110,6 +110,13 @@ CREATE TABLE blob_blocks (
   PRIMARY KEY (account, container, blob, block_id),
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
 "#,
+    r#"
+CREATE TABLE blob_container_policies (
+  account TEXT NOT NULL, container TEXT NOT NULL, policies TEXT NOT NULL,
+  PRIMARY KEY (account, container),
+  FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
+CREATE TABLE blob_services (account TEXT PRIMARY KEY, properties TEXT NOT NULL);
+"#,
 ];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -1134,10 +1141,77 @@ impl MetadataStore for SqliteStore {
             )?;
             tx.execute("DELETE FROM blobs WHERE account = ?1", params![account])?;
             tx.execute(
+                "DELETE FROM blob_container_policies WHERE account = ?1",
+                params![account],
+            )?;
+            tx.execute(
                 "DELETE FROM blob_containers WHERE account = ?1",
                 params![account],
             )?;
+            tx.execute(
+                "DELETE FROM blob_services WHERE account = ?1",
+                params![account],
+            )?;
             Ok(ids)
+        })
+    }
+    fn set_container_acl(&self, acl: &ContainerAcl, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE blob_containers SET public_access = ?3, etag = ?4, last_modified = ?5 WHERE account = ?1 AND name = ?2",
+                params![acl.account, acl.container, acl.public_access, acl.etag, acl.last_modified],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO blob_container_policies (account, container, policies) VALUES (?1,?2,?3)",
+                params![acl.account, acl.container, acl.policies.to_string()],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn get_container_policies(&self, account: &str, container: &str) -> Result<serde_json::Value> {
+        self.read(|c| {
+            let p: Option<String> = c
+                .query_row(
+                    "SELECT policies FROM blob_container_policies WHERE account = ?1 AND container = ?2",
+                    params![account, container],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match p {
+                Some(p) => json_col(p).map_err(StoreError::from),
+                None => Ok(serde_json::json!([])),
+            }
+        })
+    }
+    fn get_blob_service_properties(&self, account: &str) -> Result<Option<serde_json::Value>> {
+        self.read(|c| {
+            let p: Option<String> = c
+                .query_row(
+                    "SELECT properties FROM blob_services WHERE account = ?1",
+                    params![account],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            p.map(|p| json_col(p).map_err(StoreError::from)).transpose()
+        })
+    }
+    fn put_blob_service_properties(
+        &self,
+        account: &str,
+        properties: &serde_json::Value,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO blob_services (account, properties) VALUES (?1,?2)",
+                params![account, properties.to_string()],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
         })
     }
 

@@ -1,6 +1,6 @@
 //! Authentication of Blob requests: SharedKey (Azure's canonicalization, host-style and
-//! path-style) and OAuth bearer tokens from Ciel's identity, then RBAC on data actions. SAS comes
-//! later and is refused clearly meanwhile. Every refusal is audited.
+//! path-style) and OAuth bearer tokens from Ciel's identity, then RBAC on data actions. SAS lives
+//! in `sas`. Every refusal is audited.
 
 use super::error::{BlobError, BlobResult};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +14,10 @@ pub enum Principal {
     AccountKey,
     /// An Entra-style principal; data access through RBAC.
     Token(ciel_core::Caller),
+    /// A verified shared access signature.
+    Sas(super::sas::SasGrant),
+    /// No credentials, reading a public container of an account that allows it.
+    Anonymous,
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
@@ -159,13 +163,6 @@ pub fn verify_shared_key(
     Err(BlobError::auth_failed(
         "The MAC signature found in the HTTP request is not the same as any computed signature.",
     ))
-}
-
-/// Requests carrying a SAS token: refused clearly until SAS is built.
-pub fn is_sas(raw_query: Option<&str>) -> bool {
-    raw_query
-        .map(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "sig"))
-        .unwrap_or(false)
 }
 
 pub fn no_auth() -> BlobError {

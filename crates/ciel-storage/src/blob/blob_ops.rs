@@ -205,6 +205,7 @@ pub async fn put_blob(
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
     let want_md5 = request_md5(&headers)?;
+    ctx.forbid_overwrite(existing.is_some())?;
 
     let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
     if let Some(want) = want_md5 {

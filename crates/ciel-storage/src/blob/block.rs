@@ -167,6 +167,7 @@ pub async fn put_block_list(
     }
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
+    ctx.forbid_overwrite(existing.is_some())?;
     let (a, c, n) = (
         ctx.account.id.key(),
         container.to_string(),

@@ -84,6 +84,29 @@ pub async fn load(ctx: &Ctx<'_>, name: &str) -> BlobResult<BlobContainer> {
         })
 }
 
+/// If-Modified-Since and If-Unmodified-Since against a container (the only conditions
+/// container operations take).
+pub fn check_container_conditions(headers: &HeaderMap, c: &BlobContainer) -> BlobResult<()> {
+    let at = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|d| d.timestamp())
+    };
+    let modified = c.last_modified / 1_000_000;
+    let failed = at("if-modified-since").is_some_and(|s| modified <= s)
+        || at("if-unmodified-since").is_some_and(|s| modified > s);
+    if failed {
+        return Err(BlobError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        ));
+    }
+    Ok(())
+}
+
 fn with_common(mut r: Response, c: &BlobContainer) -> Response {
     if let Ok(v) = HeaderValue::from_str(&c.etag) {
         r.headers_mut().insert(http::header::ETAG, v);
@@ -107,8 +130,9 @@ pub async fn create_container(
     }
     ctx.authorize(&ctx.container_scope(name), WRITE, false)
         .await?;
-    if headers.get("x-ms-blob-public-access").is_some() {
-        return Err(BlobError::not_supported("Public access to a container"));
+    let public_access = super::acl::public_access_of(headers)?;
+    if public_access.is_some() && !ctx.account.allow_public {
+        return Err(super::acl::public_access_not_permitted());
     }
     let now = now_micros();
     let c = BlobContainer {
@@ -117,7 +141,7 @@ pub async fn create_container(
         metadata: metadata_from(headers)?,
         etag: new_etag(now),
         last_modified: now,
-        public_access: None,
+        public_access,
     };
     let draft = ctx.draft(
         &format!("{WRITE}"),
@@ -142,6 +166,13 @@ pub async fn get_container_properties(ctx: &Ctx<'_>, name: &str) -> BlobResult<R
         .await?;
     let c = load(ctx, name).await?;
     let mut r = with_common(empty(StatusCode::OK), &c);
+    if let Some(p) = c
+        .public_access
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        r.headers_mut().insert("x-ms-blob-public-access", p);
+    }
     for (k, v) in [
         ("x-ms-lease-status", "unlocked"),
         ("x-ms-lease-state", "available"),
@@ -219,10 +250,14 @@ pub async fn list_containers(ctx: &Ctx<'_>, q: &[(String, String)]) -> BlobResul
     );
     for c in &rows {
         x.push_str(&format!(
-            "<Container><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold></Properties>{}</Container>",
+            "<Container><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>{}<HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold></Properties>{}</Container>",
             escape(&c.name),
             http_date(c.last_modified),
             escape(&c.etag),
+            c.public_access
+                .as_deref()
+                .map(|p| format!("<PublicAccess>{p}</PublicAccess>"))
+                .unwrap_or_default(),
             if with_meta { metadata_xml(&c.metadata) } else { String::new() }
         ));
     }

@@ -5,12 +5,16 @@
 //! `FeatureNotSupported`.
 //! Bodies stream through the encrypted byte store (`crate::blobstore`) one chunk at a time.
 
+pub mod acl;
 pub mod auth;
 pub mod blob_ops;
 pub mod block;
 pub mod container;
 pub mod error;
 pub mod properties;
+pub mod sas;
+pub mod service;
+pub mod xml;
 
 use crate::account::{Secrets, TYPE};
 use auth::Principal;
@@ -24,7 +28,7 @@ use ciel_core::seal::MasterKey;
 use ciel_core::ResourceId;
 use ciel_identity::audiences::Service;
 use ciel_identity::token::TokenService;
-use ciel_store::Store;
+use ciel_store::{Found, Store};
 use error::{BlobError, BlobResult};
 use http::{HeaderValue, Method, Request, StatusCode};
 use std::path::PathBuf;
@@ -44,6 +48,7 @@ pub struct BlobService {
 }
 
 /// An account, resolved and unsealed for one request.
+#[derive(Clone)]
 pub struct Account {
     pub id: ResourceId,
     pub name: String,
@@ -52,6 +57,9 @@ pub struct Account {
     pub key2: String,
     pub data_key: [u8; 32],
     pub allow_shared_key: bool,
+    /// `allowBlobPublicAccess`: public containers are readable anonymously only while true.
+    pub allow_public: bool,
+    pub sku: String,
     /// `…/blobs/{hash of the account id}`.
     pub dir: PathBuf,
 }
@@ -64,6 +72,8 @@ pub struct Ctx<'a> {
     pub request_id: String,
     pub client_ip: Option<String>,
     pub service_endpoint: String,
+    /// The service version the client asked for (`x-ms-version`).
+    pub version: String,
 }
 
 impl Ctx<'_> {
@@ -79,6 +89,21 @@ impl Ctx<'_> {
             actor: match &self.principal {
                 Principal::AccountKey => format!("key:{}", self.account.name),
                 Principal::Token(c) => c.display(),
+                Principal::Sas(g) => match &g.kind {
+                    sas::SasKind::UserDelegation { oid, .. } => {
+                        format!("sas:user-delegation:{oid}:{}", g.fingerprint)
+                    }
+                    sas::SasKind::Account => format!("sas:account:{}", g.fingerprint),
+                    sas::SasKind::Service => format!(
+                        "sas:service:{}{}",
+                        g.fingerprint,
+                        g.policy
+                            .as_deref()
+                            .map(|p| format!(":policy={p}"))
+                            .unwrap_or_default()
+                    ),
+                },
+                Principal::Anonymous => "anonymous".to_string(),
             },
             action: action.to_string(),
             target: target.to_string(),
@@ -86,6 +111,18 @@ impl Ctx<'_> {
             details,
             request_id: Some(self.request_id.clone()),
             client_ip: self.client_ip.clone(),
+        }
+    }
+
+    /// A SAS holding create (`c`) but not write (`w`) may create a blob, never replace one.
+    pub fn forbid_overwrite(&self, exists: bool) -> BlobResult<()> {
+        match &self.principal {
+            Principal::Sas(g) if g.create_only && exists => Err(BlobError::new(
+                StatusCode::FORBIDDEN,
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission: the SAS may create blobs, not overwrite them.",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -98,12 +135,18 @@ impl Ctx<'_> {
         id
     }
 
-    /// RBAC for token callers; account-key holders have full access. Denials are audited.
+    /// RBAC for token callers and for the principal behind a user delegation SAS (whose rights
+    /// bound the SAS's). Account-key holders have full access; other SAS and anonymous callers
+    /// were checked against the operation before dispatch. Denials are audited.
     pub async fn authorize(&self, scope: &ResourceId, action: &str, data: bool) -> BlobResult<()> {
-        let Principal::Token(c) = &self.principal else {
-            return Ok(());
+        let (oid, tid) = match &self.principal {
+            Principal::Token(c) => (c.object_id.clone(), c.tenant_id.clone()),
+            Principal::Sas(sas::SasGrant {
+                kind: sas::SasKind::UserDelegation { oid, tid },
+                ..
+            }) => (oid.clone(), tid.clone()),
+            _ => return Ok(()),
         };
-        let (oid, tid) = (c.object_id.clone(), c.tenant_id.clone());
         let (assignments, custom) = ciel_store::run(&self.svc.store, move |s| {
             ciel_identity::rbac::grants(s, &oid, &tid)
         })
@@ -189,6 +232,13 @@ impl BlobService {
             allow_shared_key: r.body["properties"]["allowSharedKeyAccess"]
                 .as_bool()
                 .unwrap_or(true),
+            allow_public: r.body["properties"]["allowBlobPublicAccess"]
+                .as_bool()
+                .unwrap_or(false),
+            sku: r.body["sku"]["name"]
+                .as_str()
+                .unwrap_or("Standard_LRS")
+                .to_string(),
         }))
     }
 
@@ -228,7 +278,10 @@ impl BlobService {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(DEFAULT_VERSION)
             .to_string();
-        let mut resp = match self.handle_inner(req, account, path_style, rid, ip).await {
+        let mut resp = match self
+            .handle_inner(req, account, path_style, rid, ip, &version)
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -249,6 +302,7 @@ impl BlobService {
         path_style: bool,
         rid: &str,
         ip: Option<String>,
+        version: &str,
     ) -> BlobResult<Response> {
         let account = self.resolve(account_name).await?.ok_or_else(|| {
             BlobError::new(
@@ -257,6 +311,38 @@ impl BlobService {
                 "The specified storage account does not exist.",
             )
         })?;
+        let origin = req
+            .headers()
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if req.method() == Method::OPTIONS {
+            return service::preflight(self, &account, req.headers()).await;
+        }
+        let method = req.method().clone();
+        let mut resp = match self
+            .serve(req, account.clone(), path_style, rid, ip, version)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        if let Some(o) = origin {
+            let props = service::load_properties(&account, self).await?;
+            service::decorate(&props, &method, &o, &mut resp);
+        }
+        Ok(resp)
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Body>,
+        account: Account,
+        path_style: bool,
+        rid: &str,
+        ip: Option<String>,
+        version: &str,
+    ) -> BlobResult<Response> {
         let raw_path = req.uri().path().to_string();
         let raw_query = req.uri().query().map(str::to_string);
         // The resource path below the account.
@@ -277,33 +363,62 @@ impl BlobService {
             Some((c, b)) => (c.to_string(), Some(b.to_string()).filter(|b| !b.is_empty())),
             None => (trimmed.to_string(), None),
         };
-        if auth::is_sas(raw_query.as_deref()) {
-            self.deny(&account, rid, &ip, "SasNotSupported").await;
-            return Err(BlobError::new(StatusCode::FORBIDDEN, "FeatureNotSupported", "Shared access signatures are not supported by this Ciel deployment yet; use an account key or a bearer token."));
-        }
+        let q: Vec<(String, String)> = raw_query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| {
+            q.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        let restype = get("restype").map(str::to_ascii_lowercase);
+        let comp = get("comp").map(str::to_ascii_lowercase);
+        let m = req.method().clone();
+        let level = match (container.is_empty(), &blob) {
+            (true, _) => sas::Level::Service,
+            (false, None) => sas::Level::Container,
+            (false, Some(_)) => sas::Level::Blob,
+        };
         let auth_header = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let principal = if let Some(token) = auth_header.strip_prefix("Bearer ") {
-            let mut audiences = self.tokens.accepted_audiences(Service::Storage);
-            let own = format!(
-                "https://{}.blob.{}",
-                account.name,
-                self.endpoints.storage_suffix()
-            );
-            audiences.push(format!("{own}/"));
-            audiences.push(own);
-            match self.tokens.verify_for(token.trim(), &audiences) {
-                Ok(c) if c.tenant_id == account.tenant_id => Principal::Token(c),
-                Ok(_) => {
-                    self.deny(&account, rid, &ip, "CrossTenant").await;
+        let principal = if sas::is_sas(&q) {
+            match self
+                .verify_sas(
+                    &account,
+                    &q,
+                    &m,
+                    level,
+                    &restype,
+                    &comp,
+                    &container,
+                    &blob,
+                    &ip,
+                    req.headers(),
+                    &auth_header,
+                )
+                .await
+            {
+                Ok(g) => Principal::Sas(g),
+                Err(e) => {
+                    self.deny(&account, rid, &ip, &format!("SAS: {}", e.code))
+                        .await;
+                    return Err(e);
+                }
+            }
+        } else if let Some(token) = auth_header.strip_prefix("Bearer ") {
+            match self.verify_bearer(&account, token) {
+                Ok(c) => Principal::Token(c),
+                Err(reason) if reason == "CrossTenant" => {
+                    self.deny(&account, rid, &ip, &reason).await;
                     return Err(BlobError::forbidden());
                 }
-                Err(e) => {
-                    self.deny(&account, rid, &ip, &format!("{e}")).await;
+                Err(reason) => {
+                    self.deny(&account, rid, &ip, &reason).await;
                     let mut r = BlobError::new(
                         StatusCode::UNAUTHORIZED,
                         "InvalidAuthenticationInfo",
@@ -318,11 +433,7 @@ impl BlobService {
             if !account.allow_shared_key {
                 self.deny(&account, rid, &ip, "KeyBasedAuthenticationNotPermitted")
                     .await;
-                return Err(BlobError::new(
-                    StatusCode::FORBIDDEN,
-                    "KeyBasedAuthenticationNotPermitted",
-                    "Key based authentication is not permitted on this storage account.",
-                ));
+                return Err(key_auth_not_permitted());
             }
             let keys = [account.key1.as_str(), account.key2.as_str()];
             if let Err(e) = auth::verify_shared_key(
@@ -340,24 +451,22 @@ impl BlobService {
             }
             Principal::AccountKey
         } else {
-            // Anonymous access needs public containers, which come with container ACLs.
-            self.deny(&account, rid, &ip, "NoAuthenticationInformation")
-                .await;
-            let mut r = auth::no_auth().into_response();
-            self.challenge(&mut r, &account);
-            return Ok(r);
+            match self
+                .anonymous(&account, &m, level, &restype, &comp, &container)
+                .await?
+            {
+                Ok(()) => Principal::Anonymous,
+                Err(e) => {
+                    self.deny(&account, rid, &ip, e.code).await;
+                    if e.status != StatusCode::UNAUTHORIZED {
+                        return Err(e);
+                    }
+                    let mut r = e.into_response();
+                    self.challenge(&mut r, &account);
+                    return Ok(r);
+                }
+            }
         };
-        let q: Vec<(String, String)> = raw_query
-            .as_deref()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        let get = |k: &str| {
-            q.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.as_str())
-        };
-        let restype = get("restype").map(str::to_ascii_lowercase);
-        let comp = get("comp").map(str::to_ascii_lowercase);
         let ctx = Ctx {
             svc: self,
             service_endpoint: format!(
@@ -369,69 +478,258 @@ impl BlobService {
             principal,
             request_id: rid.to_string(),
             client_ip: ip,
+            version: version.to_string(),
         };
+        let mut resp = self
+            .dispatch(&ctx, req, &container, &blob, &restype, &comp, &q)
+            .await?;
+        // A SAS may override the content headers of what it reads (rscc, rscd, ...).
+        if let (Principal::Sas(g), sas::Level::Blob, true) =
+            (&ctx.principal, level, m == Method::GET || m == Method::HEAD)
+        {
+            if resp.status().is_success() && comp.is_none() {
+                for (k, v) in &g.overrides {
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        resp.headers_mut().insert(*k, v);
+                    }
+                }
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Verifies a bearer token for this account: Ciel's storage audiences or the account's own.
+    fn verify_bearer(&self, account: &Account, token: &str) -> Result<ciel_core::Caller, String> {
+        let mut audiences = self.tokens.accepted_audiences(Service::Storage);
+        let own = format!(
+            "https://{}.blob.{}",
+            account.name,
+            self.endpoints.storage_suffix()
+        );
+        audiences.push(format!("{own}/"));
+        audiences.push(own);
+        match self.tokens.verify_for(token.trim(), &audiences) {
+            Ok(c) if c.tenant_id == account.tenant_id => Ok(c),
+            Ok(_) => Err("CrossTenant".into()),
+            Err(e) => Err(format!("{e}")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_sas(
+        &self,
+        account: &Account,
+        q: &[(String, String)],
+        m: &Method,
+        level: sas::Level,
+        restype: &Option<String>,
+        comp: &Option<String>,
+        container: &str,
+        blob: &Option<String>,
+        ip: &Option<String>,
+        headers: &http::HeaderMap,
+        auth_header: &str,
+    ) -> BlobResult<sas::SasGrant> {
+        let need = sas::need(m, level, restype.as_deref(), comp.as_deref()).ok_or_else(|| {
+            BlobError::new(
+                StatusCode::FORBIDDEN,
+                "AuthorizationPermissionMismatch",
+                "This operation cannot be authorized by a shared access signature.",
+            )
+        })?;
+        let p = sas::Params::new(q);
+        let ud = q.iter().any(|(k, _)| k == "skoid");
+        // Disallowing key access also disables the SAS signed with those keys, as in Azure.
+        if !ud && !account.allow_shared_key {
+            return Err(key_auth_not_permitted());
+        }
+        let policy = match p.policy() {
+            Some(id) if !container.is_empty() => {
+                acl::policy(&self.store, &account.id.key(), container, id).await?
+            }
+            _ => None,
+        };
+        let snapshot = q
+            .iter()
+            .find(|(k, _)| k == "snapshot")
+            .map(|(_, v)| v.as_str());
+        let data_key = account.data_key;
+        let udk = move |f: &sas::UdkFields| service::user_delegation_key(&data_key, f);
+        let grant = sas::verify(
+            q,
+            &sas::Request {
+                account: &account.name,
+                container,
+                blob: blob.as_deref(),
+                snapshot,
+                need,
+                client_ip: ip.as_deref(),
+                headers,
+                now: chrono::Utc::now().timestamp(),
+            },
+            &sas::Keys {
+                account_keys: [&account.key1, &account.key2],
+                udk: &udk,
+            },
+            policy.as_ref(),
+        )?;
+        // A SAS naming a delegated user is only valid with that user's own token beside it.
+        if let Some((_, want)) = q
+            .iter()
+            .find(|(k, _)| k == "sduoid")
+            .filter(|(_, v)| !v.is_empty())
+        {
+            let ok = auth_header
+                .strip_prefix("Bearer ")
+                .and_then(|t| self.verify_bearer(account, t).ok())
+                .map(|c| &c.object_id == want)
+                .unwrap_or(false);
+            if !ok {
+                return Err(BlobError::new(
+                    StatusCode::FORBIDDEN,
+                    "AuthenticationFailed",
+                    "This SAS is delegated to a user: the request must carry that user's bearer token.",
+                ));
+            }
+        }
+        Ok(grant)
+    }
+
+    /// Anonymous access: reads of public containers, while the account allows public access.
+    /// The inner error is the refusal to answer (401 with a challenge, or 409).
+    async fn anonymous(
+        &self,
+        account: &Account,
+        m: &Method,
+        level: sas::Level,
+        restype: &Option<String>,
+        comp: &Option<String>,
+        container: &str,
+    ) -> BlobResult<Result<(), BlobError>> {
+        if container.is_empty() || !(m == Method::GET || m == Method::HEAD) {
+            return Ok(Err(auth::no_auth()));
+        }
+        let (a, c) = (account.id.key(), container.to_string());
+        let Some(found) =
+            ciel_store::run(&self.store, move |s| s.get_container(&a, &c).found()).await?
+        else {
+            return Ok(Err(auth::no_auth()));
+        };
+        let allowed = match (found.public_access.as_deref(), level) {
+            (Some("blob" | "container"), sas::Level::Blob) => {
+                restype.is_none()
+                    && matches!(comp.as_deref(), None | Some("metadata") | Some("blocklist"))
+            }
+            (Some("container"), sas::Level::Container) => {
+                restype.as_deref() == Some("container")
+                    && matches!(comp.as_deref(), None | Some("metadata") | Some("list"))
+            }
+            _ => false,
+        };
+        if !allowed {
+            return Ok(Err(auth::no_auth()));
+        }
+        if !account.allow_public {
+            return Ok(Err(acl::public_access_not_permitted()));
+        }
+        Ok(Ok(()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        ctx: &Ctx<'_>,
+        req: Request<Body>,
+        container: &str,
+        blob: &Option<String>,
+        restype: &Option<String>,
+        comp: &Option<String>,
+        q: &[(String, String)],
+    ) -> BlobResult<Response> {
+        let get = |k: &str| {
+            q.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        let container = container.to_string();
         let m = req.method().clone();
         match (
             container.is_empty(),
-            &blob,
+            blob,
             restype.as_deref(),
             comp.as_deref(),
             &m,
         ) {
-            (true, None, _, Some("list"), &Method::GET) => {
-                container::list_containers(&ctx, &q).await
+            (_, _, Some("account"), Some("properties"), &Method::GET | &Method::HEAD) => {
+                service::get_account_info(ctx).await
+            }
+            (true, None, _, Some("list"), &Method::GET) => container::list_containers(ctx, q).await,
+            (true, None, Some("service"), Some("properties"), &Method::GET) => {
+                service::get_service_properties(ctx).await
+            }
+            (true, None, Some("service"), Some("properties"), &Method::PUT) => {
+                service::set_service_properties(ctx, req.into_body()).await
+            }
+            (true, None, Some("service"), Some("userdelegationkey"), &Method::POST) => {
+                service::get_user_delegation_key(ctx, req.into_body()).await
             }
             (true, _, _, _, _) => Err(BlobError::not_supported("This service-level operation")),
             (false, None, Some("container"), None, &Method::PUT) => {
-                container::create_container(&ctx, &container, req.headers()).await
+                container::create_container(ctx, &container, req.headers()).await
             }
             (false, None, Some("container"), None, &Method::GET | &Method::HEAD) => {
-                container::get_container_properties(&ctx, &container).await
+                container::get_container_properties(ctx, &container).await
             }
             (false, None, Some("container"), None, &Method::DELETE) => {
-                container::delete_container(&ctx, &container).await
+                container::delete_container(ctx, &container).await
             }
             (false, None, Some("container"), Some("list"), &Method::GET) => {
-                blob_ops::list_blobs(&ctx, &container, &q).await
+                blob_ops::list_blobs(ctx, &container, q).await
             }
             (false, None, Some("container"), Some("metadata"), &Method::PUT) => {
-                properties::set_container_metadata(&ctx, &container, req.headers()).await
+                properties::set_container_metadata(ctx, &container, req.headers()).await
             }
             (false, None, Some("container"), Some("metadata"), &Method::GET | &Method::HEAD) => {
-                properties::get_container_metadata(&ctx, &container).await
+                properties::get_container_metadata(ctx, &container).await
+            }
+            (false, None, Some("container"), Some("acl"), &Method::GET | &Method::HEAD) => {
+                acl::get_container_acl(ctx, &container).await
+            }
+            (false, None, Some("container"), Some("acl"), &Method::PUT) => {
+                let headers = req.headers().clone();
+                acl::set_container_acl(ctx, &container, &headers, req.into_body()).await
             }
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
             (false, Some(b), None, None, &Method::PUT) => {
-                blob_ops::put_blob(&ctx, &container, b, req).await
+                blob_ops::put_blob(ctx, &container, b, req).await
             }
             (false, Some(b), None, Some("block"), &Method::PUT) => {
                 let id = get("blockid").map(str::to_string);
-                block::put_block(&ctx, &container, b, id.as_deref(), req).await
+                block::put_block(ctx, &container, b, id.as_deref(), req).await
             }
             (false, Some(b), None, Some("metadata"), &Method::PUT) => {
-                properties::set_blob(&ctx, &container, b, req.headers(), true).await
+                properties::set_blob(ctx, &container, b, req.headers(), true).await
             }
             (false, Some(b), None, Some("metadata"), &Method::GET | &Method::HEAD) => {
-                properties::get_blob_metadata(&ctx, &container, b, req.headers()).await
+                properties::get_blob_metadata(ctx, &container, b, req.headers()).await
             }
             (false, Some(b), None, Some("properties"), &Method::PUT) => {
-                properties::set_blob(&ctx, &container, b, req.headers(), false).await
+                properties::set_blob(ctx, &container, b, req.headers(), false).await
             }
             (false, Some(b), None, Some("blocklist"), &Method::PUT) => {
-                block::put_block_list(&ctx, &container, b, req).await
+                block::put_block_list(ctx, &container, b, req).await
             }
             (false, Some(b), None, Some("blocklist"), &Method::GET) => {
-                block::get_block_list(&ctx, &container, b, get("blocklisttype"), req.headers())
-                    .await
+                block::get_block_list(ctx, &container, b, get("blocklisttype"), req.headers()).await
             }
             (false, Some(b), None, None, &Method::GET) => {
-                blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await
+                blob_ops::get_blob(ctx, &container, b, req.headers(), false).await
             }
             (false, Some(b), None, None, &Method::HEAD) => {
-                blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await
+                blob_ops::get_blob(ctx, &container, b, req.headers(), true).await
             }
             (false, Some(b), None, None, &Method::DELETE) => {
-                blob_ops::delete_blob(&ctx, &container, b, req.headers()).await
+                blob_ops::delete_blob(ctx, &container, b, req.headers()).await
             }
             (false, Some(_), _, _, _) => Err(BlobError::not_supported(
                 "This blob operation (leases, snapshots, copy, tags, tiers)",
@@ -459,6 +757,14 @@ impl BlobService {
             }
         }
     }
+}
+
+fn key_auth_not_permitted() -> BlobError {
+    BlobError::new(
+        StatusCode::FORBIDDEN,
+        "KeyBasedAuthenticationNotPermitted",
+        "Key based authentication is not permitted on this storage account.",
+    )
 }
 
 pub fn empty(status: StatusCode) -> Response {
