@@ -439,3 +439,51 @@ def test_azcopy_folder_up_and_back_with_sas(ciel, account, tmp_path: Path):
                             capture_output=True, text=True, timeout=120)
     assert denied.returncode != 0, denied.stdout[-2000:]
     assert "denied.txt" not in [b.name for b in c.list_blobs()]
+
+
+def test_revoke_user_delegation_keys(az, ciel, account, role_ids):
+    c = _container(ciel, account, "revoke")
+    c.upload_blob("r.txt", b"revocable")
+    sp = ciel.create_sp(f"rev-{uuid.uuid4().hex[:6]}")
+    ciel.assign_role(account["id"], role_ids["Storage Blob Data Reader"], sp["objectId"])
+    cred = ClientSecretCredential(ciel.tenant, sp["appId"], sp["password"], authority=ciel.login,
+                                  disable_instance_discovery=True, connection_verify=ciel.ca)
+    svc = _svc(ciel, account, cred)
+    udk = svc.get_user_delegation_key(_now() - timedelta(minutes=1), _now() + timedelta(hours=1))
+    sas = generate_blob_sas(account["name"], c.container_name, "r.txt", user_delegation_key=udk, permission="r",
+                            expiry=_now() + timedelta(minutes=30))
+    url = _blob_url(account, c.container_name, "r.txt", sas)
+    assert requests.get(url, verify=ciel.ca, timeout=30).content == b"revocable"
+    az("storage", "account", "revoke-delegation-keys", "-n", account["name"], "-g", account["rg"])
+    r = requests.get(url, verify=ciel.ca, timeout=30)
+    assert r.status_code == 403 and r.headers["x-ms-error-code"] == "AuthenticationFailed", describe(r)
+    # A key issued after the revocation works.
+    fresh = svc.get_user_delegation_key(_now() - timedelta(minutes=1), _now() + timedelta(hours=1))
+    sas = generate_blob_sas(account["name"], c.container_name, "r.txt", user_delegation_key=fresh, permission="r",
+                            expiry=_now() + timedelta(minutes=30))
+    assert requests.get(_blob_url(account, c.container_name, "r.txt", sas), verify=ciel.ca, timeout=30).content == b"revocable"
+
+
+def test_sas_use_and_refusals_are_audited_without_the_signature(ciel, account):
+    import sqlite3
+    from urllib.parse import parse_qs
+
+    c = _container(ciel, account, "audit")
+    sas = generate_container_sas(account["name"], c.container_name, account_key=account["key"], permission="cw",
+                                 expiry=_now() + timedelta(hours=1))
+    sig = parse_qs(sas)["sig"][0]
+    ContainerClient.from_container_url(f"{account['url']}/{c.container_name}?{sas}",
+                                       connection_verify=ciel.ca).upload_blob("a.txt", b"audited")
+    tampered = sas.replace("sp=cw", "sp=rcw")
+    r = requests.get(f"{account['url']}/{c.container_name}/a.txt?{tampered}", verify=ciel.ca, timeout=30)
+    assert r.status_code == 403, describe(r)
+    db = sqlite3.connect(f"file:{ciel.data_dir}/ciel.db?mode=ro", uri=True)
+    rows = db.execute("SELECT actor, action, target, outcome, details FROM audit_log WHERE target LIKE ? ORDER BY seq",
+                      (f"%{account['name']}%",)).fetchall()
+    everything = db.execute("SELECT group_concat(actor || action || target || details, '|') FROM audit_log").fetchone()[0]
+    db.close()
+    writes = [r for r in rows if r[2].endswith(f"/containers/{c.container_name}/blobs/a.txt") and r[3] == "success"]
+    assert writes and writes[-1][0].startswith("sas:service:"), rows[-5:]
+    denied = [r for r in rows if r[3] == "denied" and "SAS: AuthenticationFailed" in r[4]]
+    assert denied, rows[-5:]
+    assert sig not in everything and sig.replace("+", "%2B") not in everything

@@ -124,6 +124,11 @@ impl ResourceProvider for StorageProvider {
             {
                 account::regenerate_key(self, &req).await
             }
+            ([t], None, Some(a), &Method::POST)
+                if is(t, "storageAccounts") && is(a, "revokeUserDelegationKeys") =>
+            {
+                account::revoke_user_delegation_keys(self, &req).await
+            }
             _ => Err(ApiError::feature_not_supported(&format!(
                 "The operation {} {}",
                 req.method, req.id

@@ -1,4 +1,5 @@
-//! listKeys and regenerateKey. Reading keys is reading secrets: each read is audited.
+//! listKeys, regenerateKey and revokeUserDelegationKeys. Reading keys is reading secrets: each
+//! read is audited.
 
 use super::{load, not_found, random_b64, Secrets, TYPE};
 use crate::StorageProvider;
@@ -76,5 +77,31 @@ pub async fn regenerate_key(
     Ok(ProviderResponse::Done {
         status: StatusCode::OK,
         body: Some(keys_json(&secrets)),
+    })
+}
+
+/// Revokes every user delegation key issued so far (and so every user delegation SAS signed
+/// with one): the keys are derived from the account's secrets and this generation number.
+pub async fn revoke_user_delegation_keys(
+    p: &StorageProvider,
+    req: &ProviderRequest,
+) -> ArmResult<ProviderResponse> {
+    let mut r = load(p, &req.id, &req.caller)
+        .await?
+        .ok_or_else(|| not_found(&req.id))?;
+    let sealed = r.sealed.as_deref().ok_or_else(ApiError::internal)?;
+    let mut secrets = Secrets::open(&p.master, &req.id, sealed)?;
+    secrets.udk_epoch += 1;
+    r.sealed = Some(secrets.seal(&p.master, &req.id)?);
+    r.changed = ciel_core::time::now_unix();
+    let draft = req.draft(
+        &format!("{TYPE}/revokeUserDelegationKeys/action"),
+        &req.id.to_string(),
+        json!({"generation": secrets.udk_epoch}),
+    );
+    ciel_store::run(&p.store, move |s| s.put_resource(&r, &draft)).await?;
+    Ok(ProviderResponse::Done {
+        status: StatusCode::OK,
+        body: None,
     })
 }

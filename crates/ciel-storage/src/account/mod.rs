@@ -1,6 +1,6 @@
 //! Storage accounts (`Microsoft.Storage/storageAccounts`), one module per operation group:
 //! `create` (create and update: the settings and their validation), `keys` (listKeys,
-//! regenerateKey), `name` (checkNameAvailability). Get, list and delete live here.
+//! regenerateKey, revokeUserDelegationKeys), `name` (checkNameAvailability). Get, list and delete live here.
 //!
 //! An account's secret material — its two access keys and its data encryption key — is sealed
 //! under the platform master key, bound to the account id, and stored beside the account's ARM
@@ -11,7 +11,7 @@ pub mod keys;
 pub mod name;
 
 pub use create::{create, update};
-pub use keys::{list_keys, regenerate_key};
+pub use keys::{list_keys, regenerate_key, revoke_user_delegation_keys};
 pub use name::check_name_availability;
 
 use crate::error::StorageError;
@@ -38,6 +38,10 @@ pub struct Secrets {
     pub key2_created: String,
     /// 256-bit data encryption key for the account's blobs (base64).
     pub data_key: String,
+    /// Generation of user delegation keys: revokeUserDelegationKeys increments it, which
+    /// changes every key derived before (they are derived, never stored).
+    #[serde(default)]
+    pub udk_epoch: u64,
 }
 
 fn purpose(id: &ResourceId) -> String {
@@ -61,6 +65,7 @@ impl Secrets {
             key1_created: now.clone(),
             key2_created: now,
             data_key: random_b64(32)?,
+            udk_epoch: 0,
         })
     }
     pub fn seal(

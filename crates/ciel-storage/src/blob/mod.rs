@@ -56,6 +56,8 @@ pub struct Account {
     pub key1: String,
     pub key2: String,
     pub data_key: [u8; 32],
+    /// Generation of user delegation keys (see `service::user_delegation_key`).
+    pub udk_epoch: u64,
     pub allow_shared_key: bool,
     /// `allowBlobPublicAccess`: public containers are readable anonymously only while true.
     pub allow_public: bool,
@@ -229,6 +231,7 @@ impl BlobService {
             key1: s.key1,
             key2: s.key2,
             data_key,
+            udk_epoch: s.udk_epoch,
             allow_shared_key: r.body["properties"]["allowSharedKeyAccess"]
                 .as_bool()
                 .unwrap_or(true),
@@ -553,8 +556,8 @@ impl BlobService {
             .iter()
             .find(|(k, _)| k == "snapshot")
             .map(|(_, v)| v.as_str());
-        let data_key = account.data_key;
-        let udk = move |f: &sas::UdkFields| service::user_delegation_key(&data_key, f);
+        let (data_key, epoch) = (account.data_key, account.udk_epoch);
+        let udk = move |f: &sas::UdkFields| service::user_delegation_key(&data_key, epoch, f);
         let grant = sas::verify(
             q,
             &sas::Request {

@@ -227,12 +227,14 @@ pub async fn get_service_properties(ctx: &Ctx<'_>) -> BlobResult<Response> {
 }
 
 /// The key a user delegation SAS is signed with: derived, not stored, from the account's data
-/// key and every field the SAS repeats, so that a changed field changes the key. Deleting the
-/// account (its data key) revokes every such key.
-pub fn user_delegation_key(data_key: &[u8; 32], f: &UdkFields) -> [u8; 32] {
+/// key, the key generation and every field the SAS repeats, so that a changed field changes
+/// the key. revokeUserDelegationKeys (a new generation) or deleting the account revokes them.
+pub fn user_delegation_key(data_key: &[u8; 32], epoch: u64, f: &UdkFields) -> [u8; 32] {
+    let mut label = b"ciel-user-delegation-key-v1".to_vec();
+    label.extend_from_slice(&epoch.to_be_bytes());
     let root = ring::hmac::sign(
         &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key),
-        b"ciel-user-delegation-key-v1",
+        &label,
     );
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, root.as_ref());
     let msg = [
@@ -294,7 +296,7 @@ pub async fn get_user_delegation_key(ctx: &Ctx<'_>, body: Body) -> BlobResult<Re
         version: ctx.version.clone(),
         delegated_tid: doc.text_of("DelegatedUserTid").unwrap_or("").to_string(),
     };
-    let value = user_delegation_key(&ctx.account.data_key, &f);
+    let value = user_delegation_key(&ctx.account.data_key, ctx.account.udk_epoch, &f);
     let draft = ctx.draft(
         UDK,
         &format!("{}/blobServices/default", ctx.account.id),
