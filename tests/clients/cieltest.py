@@ -202,6 +202,62 @@ def wait_until(pred, timeout: float, interval: float = 0.2, what: str = "conditi
 # The server
 # ---------------------------------------------------------------------------------------------
 
+STRACE = None if os.environ.get("CIEL_TEST_NO_STRACE") else shutil.which("strace")
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+                out += [int(k) for k in kids]
+                todo += [int(k) for k in kids]
+        except OSError:
+            pass
+    return out
+
+
+def _traced_child(strace_pid: int, binary: str, timeout: float = 10) -> int:
+    """The pid of the server strace started: the descendant running the server binary (a
+    wrapper such as faketime may stand between them)."""
+    want = os.path.realpath(binary)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in _descendants(strace_pid):
+            try:
+                if os.path.realpath(f"/proc/{p}/exe") == want:
+                    return p
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return strace_pid
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+_LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|inet_pton\(AF_INET6, "::ffff:127\.')
+
+
+def outbound_connections(trace_text: str) -> list[str]:
+    """The connect() calls of a strace log that leave the machine: anything but AF_UNIX and
+    loopback addresses (AF_UNSPEC is a socket's disconnection, not a connection)."""
+    out = []
+    for line in trace_text.splitlines():
+        if "connect(" not in line:
+            continue
+        if "AF_UNIX" in line or "AF_UNSPEC" in line or _LOOPBACK.search(line):
+            continue
+        out.append(line.strip())
+    return out
+
+
 class CielServer:
     """One `ciel up` process on its own data directory."""
 
@@ -220,6 +276,9 @@ class CielServer:
         self._tokens: dict[tuple, tuple[str, float]] = {}
         self.http = requests.Session()
         self.starts = 0
+        # Every connect() the server makes is recorded here (see `outbound_connections`).
+        self.trace_dir = base_dir / "connect-trace"
+        self.pid: int | None = None
 
     # --- process ---------------------------------------------------------------------------
 
@@ -257,7 +316,15 @@ class CielServer:
         env.setdefault("RUST_BACKTRACE", "1")
         env.update(self.extra_env)
         cmd = [binary, "up", "--data-dir", str(self.data_dir), "--domain", DOMAIN, "--listen", f"127.0.0.1:{self.port}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        launch = cmd
+        if STRACE:
+            # strace with a seccomp filter stops the server only on connect(): the sovereignty
+            # check of every run (no connection leaves the machine) at negligible cost.
+            self.trace_dir.mkdir(parents=True, exist_ok=True)
+            launch = [STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect",
+                      "-o", str(self.trace_dir / f"start-{self.starts}.txt"), *cmd]
+        self.proc = subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        self.pid = self.proc.pid
         self._threads = [
             threading.Thread(target=self._drain, args=(self.proc.stdout, "stdout"), daemon=True),
             threading.Thread(target=self._drain, args=(self.proc.stderr, "stderr"), daemon=True),
@@ -274,6 +341,9 @@ class CielServer:
                 self.kill()
                 pytest.fail(f"ciel up ({self.name}) did not print 'ready' within {READY_TIMEOUT}s.\n"
                             f"command: {shlex.join(cmd)}\n--- log {self.log_path} ---\n{self.log_text()}")
+        if STRACE:
+            self.pid = _traced_child(self.proc.pid, binary)
+            self._log(f"===== server pid {self.pid} (under strace pid {self.proc.pid}) =====")
         env_file = self.data_dir / "ciel.env"
         try:
             wait_until(env_file.exists, 5, what=f"{env_file}")
@@ -301,11 +371,14 @@ class CielServer:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            # Signals go to the server itself (under strace, self.proc is strace, which exits
+            # with the server's status).
+            _signal(self.pid or self.proc.pid, sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._log(f"===== did not exit {timeout}s after signal {sig}; sending SIGKILL =====")
+                _signal(self.pid or self.proc.pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
                 self._join_drains()
@@ -319,6 +392,13 @@ class CielServer:
 
     def kill(self) -> int | None:
         return self.stop(signal.SIGKILL, timeout=10)
+
+    def outbound_connections(self) -> list[str]:
+        """Every connect() this server made to a non-loopback address, over all its starts."""
+        found = []
+        for f in sorted(self.trace_dir.glob("*.txt")) if self.trace_dir.exists() else []:
+            found += [f"{f.name}: {line}" for line in outbound_connections(f.read_text(errors="replace"))]
+        return found
 
     # --- deployment facts ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cieltest import DOMAIN, AzCli, ServerPool, ciel_bin, main_server_port
+from cieltest import DOMAIN, STRACE, AzCli, ServerPool, ciel_bin, main_server_port
 
 os.environ.setdefault("AZURE_CORE_COLLECT_TELEMETRY", "false")
 
@@ -46,6 +46,10 @@ def servers(test_root):
     atexit.register(pool.kill_all)
     yield pool
     pool.kill_all()
+    # Sovereignty: no server of this run opened a connection to anything but the loopback.
+    if STRACE:
+        leaks = [f"{s.name}: {line}" for s in pool.servers for line in s.outbound_connections()]
+        assert not leaks, "ciel connected outside the machine:\n" + "\n".join(leaks[:20])
 
 
 @pytest.fixture(scope="session")
