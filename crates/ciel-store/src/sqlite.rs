@@ -1140,6 +1140,54 @@ impl MetadataStore for SqliteStore {
             Ok(ids)
         })
     }
+    fn referenced_objects(&self, account: &str) -> Result<std::collections::HashSet<Vec<u8>>> {
+        self.read(|c| {
+            // One read transaction: both tables from the same snapshot.
+            let tx = c.unchecked_transaction()?;
+            let mut out = std::collections::HashSet::new();
+            {
+                let mut s =
+                    tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1")?;
+                for r in s.query_map(params![account], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })? {
+                    let (o, b) = r?;
+                    // `objects_of` skips what it cannot parse; the garbage collector would then
+                    // delete live objects, so a damaged block list is an error instead.
+                    let parsed = serde_json::from_str::<serde_json::Value>(&b).ok();
+                    let whole = parsed.as_ref().and_then(|v| v.as_array()).is_some_and(|a| {
+                        a.iter().all(|e| match e.get("object") {
+                            None => true,
+                            Some(x) => x.as_str().map(decode_hex).is_some_and(|h| h.is_ok()),
+                        })
+                    });
+                    if !whole {
+                        return Err(StoreError::Corrupt(format!(
+                            "a blob of account {account} has an unreadable block list"
+                        )));
+                    }
+                    out.extend(objects_of(&o, &b));
+                }
+                let mut s =
+                    tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1")?;
+                for r in s.query_map(params![account], |r| r.get::<_, Vec<u8>>(0))? {
+                    out.insert(r?);
+                }
+            }
+            tx.finish()?;
+            Ok(out)
+        })
+    }
+    fn blob_accounts(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT account FROM blob_containers UNION SELECT account FROM blobs
+                 UNION SELECT account FROM blob_blocks",
+            )?;
+            let rows = s.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
 
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {

@@ -10,6 +10,7 @@ pub mod blob_ops;
 pub mod block;
 pub mod container;
 pub mod error;
+pub mod gc;
 pub mod properties;
 
 use crate::account::{Secrets, TYPE};
