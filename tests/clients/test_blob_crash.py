@@ -8,7 +8,8 @@ same data directory, and check that
 - the startup garbage collection removed exactly the files the crash orphaned (`.partial` files and
   objects no record refers to), wrote one audit record for it, and left on disk exactly the objects
   the metadata store refers to; a further clean restart removes nothing;
-- the audit chain verifies.
+- the audit chain verifies;
+- a second `ciel up` on the same data directory is refused.
 
 The kill comes at three different moments (early, late, after a fixed delay)."""
 
@@ -267,6 +268,19 @@ def test_kill_during_concurrent_uploads(server_factory):
     assert gc.get("kept_objects") == len(objects), gc
     assert _files(root)[0] == objects
     _check_contents(s, account, container, Uploads(), settled)
+
+    # A second server on the same data directory is refused: its collection would take the first
+    # one's uploads in progress for garbage.
+    second = subprocess.Popen([ciel_bin(), "up", "--data-dir", str(s.data_dir), "--domain", DOMAIN,
+                               "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    try:
+        out, err = second.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        out, err = second.communicate()
+        raise AssertionError(f"a second `ciel up` on the same data directory kept running\n{out}\n{err}")
+    assert second.returncode != 0 and "another `ciel up`" in err, f"{second.returncode}\n{out}\n{err}"
     assert s.stop() == 0
     _audit_verify(s)
     print(f"totals: {totals}")

@@ -460,6 +460,8 @@ fn up(
             .init();
     }
     d.create()?;
+    // Held until `up` returns: one serving process per data directory.
+    let _serving = d.lock_for_serving()?;
     let store: ciel_store::Store = Arc::new(
         ciel_store::sqlite::SqliteStore::open(&d.db()).context("opening the metadata store")?,
     );
