@@ -106,7 +106,14 @@ pub(crate) fn sync_dir(dir: &Path) {
 pub fn sweep(dir: &Path, referenced: &HashSet<Vec<u8>>) -> std::io::Result<Sweep> {
     let mut s = Sweep::default();
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "blob store: cannot list a directory entry");
+                s.failed += 1;
+                continue;
+            }
+        };
         let path = entry.path();
         let prefix = entry.file_name();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
