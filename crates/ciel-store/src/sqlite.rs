@@ -1668,4 +1668,41 @@ mod tests {
             Err(StoreError::NotFound)
         ));
     }
+
+    /// The startup garbage collection deletes every object file `referenced_objects` does not
+    /// return. A table that can hold object references and is not read there would lose its
+    /// objects at the next start: this lists them, so that a new one cannot go unnoticed.
+    #[test]
+    fn every_table_referring_to_objects_is_read_by_referenced_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        let found = s
+            .read(|c| {
+                let tables = c
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut out = vec![];
+                for t in tables {
+                    // Object ids are 16-byte BLOBs, or hex inside JSON lists such as `blocks`
+                    // (principals' `object_id` is an Entra object id, TEXT).
+                    let cols = c
+                        .prepare(&format!("SELECT name, type FROM pragma_table_info('{t}')"))?
+                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    if cols.iter().any(|(n, ty)| {
+                        (n.contains("object") && ty.eq_ignore_ascii_case("BLOB")) || n == "blocks"
+                    }) {
+                        out.push(t);
+                    }
+                }
+                Ok(out)
+            })
+            .unwrap();
+        assert_eq!(
+            found,
+            ["blob_blocks", "blobs"],
+            "a table holds object references: read it in `referenced_objects`, then list it here"
+        );
+    }
 }
