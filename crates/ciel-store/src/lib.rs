@@ -172,6 +172,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         properties: &serde_json::Value,
         audit: &AuditDraft,
     ) -> Result<()>;
+    /// Every object that the account's blob records and uncommitted blocks refer to: what the
+    /// byte store's startup garbage collection keeps (it removes every other object file of the
+    /// account). A record whose references cannot be read whole is an error, never a smaller
+    /// set. Any new table that refers to objects must be added here.
+    fn referenced_objects(&self, account: &str) -> Result<std::collections::HashSet<Vec<u8>>>;
+    /// The accounts (id keys) that have blob data in the store: containers, blobs, blocks.
+    fn blob_accounts(&self) -> Result<Vec<String>>;
 
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;

@@ -1214,6 +1214,54 @@ impl MetadataStore for SqliteStore {
             Ok(())
         })
     }
+    fn referenced_objects(&self, account: &str) -> Result<std::collections::HashSet<Vec<u8>>> {
+        self.read(|c| {
+            // One read transaction: both tables from the same snapshot.
+            let tx = c.unchecked_transaction()?;
+            let mut out = std::collections::HashSet::new();
+            {
+                let mut s =
+                    tx.prepare_cached("SELECT object_id, blocks FROM blobs WHERE account = ?1")?;
+                for r in s.query_map(params![account], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })? {
+                    let (o, b) = r?;
+                    // `objects_of` skips what it cannot parse; the garbage collector would then
+                    // delete live objects, so a damaged block list is an error instead.
+                    let parsed = serde_json::from_str::<serde_json::Value>(&b).ok();
+                    let whole = parsed.as_ref().and_then(|v| v.as_array()).is_some_and(|a| {
+                        a.iter().all(|e| match e.get("object") {
+                            None => true,
+                            Some(x) => x.as_str().map(decode_hex).is_some_and(|h| h.is_ok()),
+                        })
+                    });
+                    if !whole {
+                        return Err(StoreError::Corrupt(format!(
+                            "a blob of account {account} has an unreadable block list"
+                        )));
+                    }
+                    out.extend(objects_of(&o, &b));
+                }
+                let mut s =
+                    tx.prepare_cached("SELECT object_id FROM blob_blocks WHERE account = ?1")?;
+                for r in s.query_map(params![account], |r| r.get::<_, Vec<u8>>(0))? {
+                    out.insert(r?);
+                }
+            }
+            tx.finish()?;
+            Ok(out)
+        })
+    }
+    fn blob_accounts(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT account FROM blob_containers UNION SELECT account FROM blobs
+                 UNION SELECT account FROM blob_blocks",
+            )?;
+            let rows = s.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
 
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
@@ -1693,5 +1741,42 @@ mod tests {
             s.get_resource_group("S", "rg_a"),
             Err(StoreError::NotFound)
         ));
+    }
+
+    /// The startup garbage collection deletes every object file `referenced_objects` does not
+    /// return. A table that can hold object references and is not read there would lose its
+    /// objects at the next start: this lists them, so that a new one cannot go unnoticed.
+    #[test]
+    fn every_table_referring_to_objects_is_read_by_referenced_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        let found = s
+            .read(|c| {
+                let tables = c
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut out = vec![];
+                for t in tables {
+                    // Object ids are 16-byte BLOBs, or hex inside JSON lists such as `blocks`
+                    // (principals' `object_id` is an Entra object id, TEXT).
+                    let cols = c
+                        .prepare(&format!("SELECT name, type FROM pragma_table_info('{t}')"))?
+                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    if cols.iter().any(|(n, ty)| {
+                        (n.contains("object") && ty.eq_ignore_ascii_case("BLOB")) || n == "blocks"
+                    }) {
+                        out.push(t);
+                    }
+                }
+                Ok(out)
+            })
+            .unwrap();
+        assert_eq!(
+            found,
+            ["blob_blocks", "blobs"],
+            "a table holds object references: read it in `referenced_objects`, then list it here"
+        );
     }
 }

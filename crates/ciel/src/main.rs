@@ -460,6 +460,8 @@ fn up(
             .init();
     }
     d.create()?;
+    // Held until `up` returns: one serving process per data directory.
+    let _serving = d.lock_for_serving()?;
     let store: ciel_store::Store = Arc::new(
         ciel_store::sqlite::SqliteStore::open(&d.db()).context("opening the metadata store")?,
     );
@@ -467,6 +469,10 @@ fn up(
     let signer = platform::audit_signer(&d, store.as_ref(), &master)?;
     tls::ensure(&d.tls(), &cfg.domain)?;
     let tls_cfg = tls::server_config(&d.tls())?;
+    // Before the listener exists, so that no upload is in flight: the byte store loses what a
+    // crash left behind (objects no record refers to, partial writes, deleted accounts' files).
+    // It never fails the start; what it cannot do is logged and left in place.
+    ciel_storage::blob::gc::collect_garbage(store.as_ref(), &d.blobs());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -45,6 +45,36 @@ impl DataDir {
     pub fn audit_public_key_file(&self) -> PathBuf {
         self.keys().join("audit-signing.pub")
     }
+    /// Locked by the serving process (see [`DataDir::lock_for_serving`]).
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("ciel.lock")
+    }
+
+    /// Takes the data directory for one `ciel up`, until the returned file is dropped or the
+    /// process ends (the kernel releases the lock however it ends, `kill -9` included). The
+    /// startup garbage collection takes every object no record refers to for garbage, which holds
+    /// only when no other process is uploading into the same byte store. Operator commands do not
+    /// take it: they never write blob objects.
+    pub fn lock_for_serving(&self) -> Result<std::fs::File> {
+        let path = self.lock_file();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another `ciel up` is serving the data directory {}; stop it first",
+                self.root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
 
     pub fn create(&self) -> Result<()> {
         for d in [self.root.clone(), self.keys(), self.tls(), self.blobs()] {
@@ -299,4 +329,20 @@ pub fn read_env_file(path: &Path) -> std::collections::HashMap<String, String> {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_serving_process_per_data_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path());
+        let first = d.lock_for_serving().unwrap();
+        let refused = d.lock_for_serving().unwrap_err().to_string();
+        assert!(refused.contains("another `ciel up`"), "{refused}");
+        drop(first);
+        d.lock_for_serving().unwrap();
+    }
 }

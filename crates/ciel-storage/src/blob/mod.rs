@@ -11,6 +11,7 @@ pub mod blob_ops;
 pub mod block;
 pub mod container;
 pub mod error;
+pub mod gc;
 pub mod properties;
 pub mod sas;
 pub mod service;

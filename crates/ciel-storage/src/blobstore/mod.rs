@@ -313,5 +313,7 @@ pub fn delete(root: &Path, id: &ObjectId) -> Result<(), ObjectError> {
     }
 }
 
+pub mod gc;
+
 #[cfg(test)]
 mod tests;
