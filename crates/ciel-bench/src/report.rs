@@ -228,9 +228,10 @@ pub fn report(a: ReportArgs) -> Result<u64> {
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|");
     for ((op, size, conc), m) in &cells {
-        if *op != 0 || *size < LARGE {
+        if *size < LARGE {
             continue;
         }
+        let opn = if *op == 0 { "PUT" } else { "GET" };
         let get = |t: &str| m.get(t).unwrap_or(&none);
         let client = TARGETS
             .iter()
@@ -238,7 +239,7 @@ pub fn report(a: ReportArgs) -> Result<u64> {
             .reduce(f64::max);
         let _ = writeln!(
             s,
-            "| {} PUT, C={conc} | {} | {} | {} | {} |",
+            "| {} {opn}, C={conc} | {} | {} | {} | {} |",
             size_label(*size),
             f0(get("ciel").rss_peak),
             f0(get("azurite").rss_peak),
