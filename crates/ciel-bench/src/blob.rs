@@ -122,10 +122,12 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("bad size {s:?} (e.g. 1024, 1KiB, 4MiB)"))
 }
 
+// `%` rather than `is_multiple_of`, which needs Rust 1.87 (the workspace's rust-version is 1.85).
+#[allow(clippy::manual_is_multiple_of)]
 pub fn size_label(n: u64) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} B")
