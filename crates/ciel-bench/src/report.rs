@@ -218,15 +218,18 @@ pub fn report(a: ReportArgs) -> Result<u64> {
         }));
     }
 
-    let _ = writeln!(
-        s,
-        "\n### Memory (peak resident set sampled every 20 ms during the run)\n"
-    );
-    let _ = writeln!(
-        s,
-        "| Scenario | Ciel MiB | Azurite MiB | nginx MiB (all processes) | load generator MiB |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    // Memory matters for large objects only (`--only small` runs have none).
+    if cells.keys().any(|(_, size, _)| *size >= LARGE) {
+        let _ = writeln!(
+            s,
+            "\n### Memory (peak resident set sampled every 20 ms during the run)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Scenario | Ciel MiB | Azurite MiB | nginx MiB (all processes) | load generator MiB |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    }
     for ((op, size, conc), m) in &cells {
         if *size < LARGE {
             continue;
