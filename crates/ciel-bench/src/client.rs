@@ -42,6 +42,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The `Host` header value (`host[:port]`).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// Parses an `https://host[:port]/base/` URL; returns the endpoint and the base path.
     pub async fn parse(url: &str) -> Result<(Endpoint, String)> {
         let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
@@ -93,7 +98,14 @@ pub struct Conn {
     tx: SendRequest<Full<Bytes>>,
 }
 
-async fn handshake(ep: &Endpoint, tls: &TlsConnector) -> Result<SendRequest<Full<Bytes>>> {
+/// Opens one keep-alive HTTP/1.1 connection over TLS; `B` is the request body type (a whole
+/// `Full` buffer for small requests, a streamed body for large blobs).
+pub async fn handshake<B>(ep: &Endpoint, tls: &TlsConnector) -> Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut last = None;
     for a in &ep.addrs {
         match tokio::net::TcpStream::connect(a).await {

@@ -5,8 +5,10 @@
 //! This is a benchmark, not a test: it asserts nothing beyond counting failed requests, and its
 //! figures depend on the machine. `scripts/bench` builds, starts a server and runs it.
 
+mod blob;
 mod client;
 mod crypto;
+mod report;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -23,9 +25,13 @@ use std::sync::Arc;
 #[command(
     name = "ciel-bench",
     version,
-    about = "Benchmark Ciel: RS256 crypto bound vs tokens/s and Resource Manager latency of a running server."
+    about = "Benchmark Ciel: RS256 crypto bound vs tokens/s and Resource Manager latency of a running server; `blob` compares Blob Storage with Azurite and nginx.",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// The `ciel.env` written by `ciel up` (lines `export NAME='value'`).
     #[arg(long, required_unless_present = "crypto_only")]
     env: Option<PathBuf>,
@@ -41,6 +47,26 @@ struct Cli {
     /// Only measure the crypto library (no server needed).
     #[arg(long)]
     crypto_only: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// One Blob scenario (Put or Get Blob, one size, C connections, D seconds) against Ciel,
+    /// Azurite or nginx; prints one JSON line. scripts/bench-blob runs the whole matrix.
+    Blob(blob::BlobArgs),
+    /// Creates a storage account in a running `ciel up` (through Resource Manager) and prints
+    /// `NAME KEY`.
+    BlobSetup(blob::SetupArgs),
+    /// Renders the JSON lines of `blob` runs as Markdown tables (medians) and a summary line.
+    BlobReport(report::ReportArgs),
+}
+
+/// A one-thread runtime, as the rest of the benchmark uses: the client stays at one core.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
 }
 
 /// Reads `export NAME='value'` lines (values quoted as `ciel up` writes them).
@@ -84,6 +110,24 @@ fn cpu_model() -> String {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Blob(a)) => {
+            let failed = runtime()?.block_on(blob::run(a))?;
+            if failed > 0 {
+                eprintln!("ciel-bench: {failed} request(s) failed");
+                std::process::exit(2);
+            }
+            return Ok(());
+        }
+        Some(Cmd::BlobSetup(a)) => return runtime()?.block_on(blob::setup(a)),
+        Some(Cmd::BlobReport(a)) => {
+            if report::report(a)? > 0 {
+                std::process::exit(2);
+            }
+            return Ok(());
+        }
+        None => {}
+    }
     if cli.seconds <= 0.0 || cli.requests == 0 {
         bail!("--seconds and --requests must be positive");
     }
@@ -139,11 +183,7 @@ fn main() -> Result<()> {
 
     let mut http_runs: Vec<HttpRun> = Vec::new();
     if !cli.crypto_only {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        http_runs = rt.block_on(server_benches(&get, cli.seconds, cli.requests))?;
+        http_runs = runtime()?.block_on(server_benches(&get, cli.seconds, cli.requests))?;
     }
 
     let out = render(&crypto, &http_runs, nproc, &cpu, &cli);

@@ -99,7 +99,7 @@ impl HttpRun {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[u64], p: f64) -> f64 {
+pub fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
