@@ -20,6 +20,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds between signed audit checkpoints.
     pub audit_checkpoint_secs: u64,
+    /// What the operator declares in the sovereignty statement.
+    pub sovereignty: crate::sovereignty::Declaration,
 }
 
 impl Default for Config {
@@ -31,6 +33,7 @@ impl Default for Config {
             log_format: "text".into(),
             max_body_bytes: 4 * 1024 * 1024,
             audit_checkpoint_secs: 10,
+            sovereignty: Default::default(),
         }
     }
 }
@@ -64,6 +67,7 @@ impl Config {
         if let Ok(v) = std::env::var("CIEL_LOG_FORMAT") {
             c.log_format = v;
         }
+        crate::sovereignty::validate(&c.sovereignty)?;
         Ok(c)
     }
 

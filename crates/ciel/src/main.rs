@@ -3,6 +3,7 @@
 mod config;
 mod http;
 mod platform;
+mod sovereignty;
 mod tls;
 
 use anyhow::{bail, Context, Result};
@@ -85,6 +86,15 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// The sovereignty statement: where data and keys are held, replication, outbound
+    /// destinations, the operator's declared jurisdiction (JSON).
+    Sovereignty {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Configuration file (TOML); default DIR/ciel.toml when present.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -407,6 +417,15 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Cmd::Sovereignty { dir, config } => {
+            let d = DataDir::new(&dir.data_dir);
+            let cfg = config::Config::load(config.as_deref(), &d.root)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&sovereignty::statement(&cfg, &d))?
+            );
+            Ok(())
+        }
         Cmd::Keys {
             cmd: KeysCmd::Rotate { dir },
         } => {
@@ -533,6 +552,7 @@ fn up(
             endpoints: endpoints.clone(),
             metrics: http::metrics::Metrics::new(),
             max_body: cfg.max_body_bytes,
+            sovereignty: sovereignty::statement(&cfg, &d),
         });
         write_env(&d, &endpoints, &boot)?;
         auditor

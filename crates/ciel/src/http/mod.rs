@@ -26,6 +26,8 @@ pub struct App {
     pub endpoints: Endpoints,
     pub metrics: metrics::Metrics,
     pub max_body: usize,
+    /// The sovereignty statement, built at start from the configuration.
+    pub sovereignty: serde_json::Value,
 }
 
 /// The remote address, put in request extensions by the server loop.
@@ -286,6 +288,13 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 }
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
+    if req
+        .uri()
+        .path()
+        .eq_ignore_ascii_case("/providers/Ciel.Sovereignty/statement")
+    {
+        return sovereignty_statement(app, &req);
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(body, app.max_body).await {
         Ok(b) => b,
@@ -309,6 +318,48 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
     };
     resp.headers_mut().extend(r.headers);
     resp
+}
+
+/// `GET /providers/Ciel.Sovereignty/statement?api-version=2026-11-01`: any authenticated caller
+/// of this cloud may read where its data and keys are (docs/openapi/ciel.json).
+fn sovereignty_statement(app: &App, req: &Request<Body>) -> Response {
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token
+        .map(|t| app.tokens.verify(t.trim(), ciel_identity::audiences::Service::ResourceManager))
+        .and_then(Result::ok)
+        .is_none()
+    {
+        return arm_error(&ApiError::unauthorized(
+            "AuthenticationFailed",
+            "A valid bearer token for Resource Manager is required.",
+        ));
+    }
+    if req.method() != http::Method::GET {
+        return arm_error(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "The sovereignty statement is read with GET.",
+        ));
+    }
+    let version = query_pairs(req.uri())
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
+        .map(|(_, v)| v);
+    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
+        return arm_error(&ApiError::bad_request(
+            "InvalidApiVersionParameter",
+            format!(
+                "The api-version '{}' is invalid. The supported version is '{}'.",
+                version.unwrap_or_default(),
+                crate::sovereignty::API_VERSION
+            ),
+        ));
+    }
+    json_response(StatusCode::OK, &app.sovereignty)
 }
 
 #[cfg(test)]
