@@ -8,6 +8,8 @@
 //!   truncating the database tail behind the server's back is caught too;
 //! - [`verify`]: walks the whole chain and every checkpoint and names the first broken entry.
 
+pub mod export;
+
 use ciel_core::audit::{chain_hash, checkpoint_message, AuditDraft, GENESIS};
 use ciel_store::{Checkpoint, MetadataStore, Store, StoreError};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};

@@ -202,6 +202,25 @@ enum AuditCmd {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Export one tenant's entries as JSON lines, with the links and signed checkpoints that
+    /// prove they belong to the chain (format ciel-audit-export/1), to standard output.
+    Export {
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long)]
+        tenant: String,
+        /// First sequence number (1 = from the beginning).
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+    },
+    /// Verify an export with nothing but the file and the platform's audit public key.
+    VerifyExport {
+        /// The export (JSON lines).
+        file: PathBuf,
+        /// The audit public key: hex, or a file holding it (DIR/keys/audit-signing.pub).
+        #[arg(long)]
+        public_key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +432,52 @@ fn main() -> Result<()> {
                 }
                 Verdict::Broken { seq, reason } => {
                     eprintln!("audit chain BROKEN at entry {seq}: {reason}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Export { dir, tenant, from },
+        } => {
+            let d = DataDir::new(&dir.data_dir);
+            let store = d.open_store()?;
+            let key = platform::audit_public_key(&d, store.as_ref())?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = ciel_audit::export::export(
+                store.as_ref(),
+                &tenant,
+                from,
+                &hex::encode(&key),
+                |line| {
+                    use std::io::Write;
+                    serde_json::to_writer(&mut out, line)?;
+                    out.write_all(b"\n")
+                },
+            )?;
+            use std::io::Write;
+            out.flush()?;
+            eprintln!("exported {n} entries of tenant {tenant}");
+            Ok(())
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::VerifyExport { file, public_key },
+        } => {
+            let key_text = match std::fs::read_to_string(&public_key) {
+                Ok(t) => t,
+                Err(_) => public_key.clone(),
+            };
+            let key = hex::decode(key_text.trim()).map_err(|_| {
+                anyhow::anyhow!("the public key is neither hex nor a readable file")
+            })?;
+            let text = std::fs::read_to_string(&file)?;
+            match ciel_audit::export::verify_export(&text, &key) {
+                Ok(s) => {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                    Ok(())
+                }
+                Err(reason) => {
+                    eprintln!("audit export BROKEN: {reason}");
                     std::process::exit(1);
                 }
             }

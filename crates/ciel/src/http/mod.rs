@@ -329,7 +329,10 @@ fn sovereignty_statement(app: &App, req: &Request<Body>) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if token
-        .map(|t| app.tokens.verify(t.trim(), ciel_identity::audiences::Service::ResourceManager))
+        .map(|t| {
+            app.tokens
+                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
+        })
         .and_then(Result::ok)
         .is_none()
     {
