@@ -1,16 +1,22 @@
 //! The Blob data plane at `https://{account}.blob.core.{domain}` and, path-style, at
-//! `https://127.0.0.1:{port}/{account}`. This first part serves containers (create, properties,
-//! delete, list) and block blobs (Put Blob, Put Block, Put Block List, Get Block List, Get Blob
-//! with ranges, Get Blob Properties, Delete Blob, List Blobs); every other operation answers
+//! `https://127.0.0.1:{port}/{account}`. It serves containers (create, properties, delete, list,
+//! leases), block, append and page blobs, leases, snapshots, same-account copies and blob index
+//! tags, one module per Azure operation group; every other operation answers
 //! `FeatureNotSupported`.
 //! Bodies stream through the encrypted byte store (`crate::blobstore`) one chunk at a time.
 
+pub mod append;
 pub mod auth;
 pub mod blob_ops;
 pub mod block;
 pub mod container;
+pub mod copy;
 pub mod error;
+pub mod lease;
+pub mod page;
 pub mod properties;
+pub mod snapshot;
+pub mod tags;
 
 use crate::account::{Secrets, TYPE};
 use auth::Principal;
@@ -358,6 +364,14 @@ impl BlobService {
         };
         let restype = get("restype").map(str::to_ascii_lowercase);
         let comp = get("comp").map(str::to_ascii_lowercase);
+        let snapshot = get("snapshot").map(str::to_string);
+        let snapshot = snapshot.as_deref();
+        // Plain booleans: a closure holding `&req` would keep the handler future from being Send.
+        let hdrs = req.headers();
+        let copy_source = hdrs.contains_key("x-ms-copy-source");
+        let blob_type_given = hdrs.contains_key("x-ms-blob-type");
+        let resize_or_sequence = hdrs.contains_key("x-ms-blob-content-length")
+            || hdrs.contains_key("x-ms-sequence-number-action");
         let ctx = Ctx {
             svc: self,
             service_endpoint: format!(
@@ -381,6 +395,9 @@ impl BlobService {
             (true, None, _, Some("list"), &Method::GET) => {
                 container::list_containers(&ctx, &q).await
             }
+            (true, None, _, Some("blobs"), &Method::GET) => {
+                tags::find_blobs_by_tags(&ctx, None, &q).await
+            }
             (true, _, _, _, _) => Err(BlobError::not_supported("This service-level operation")),
             (false, None, Some("container"), None, &Method::PUT) => {
                 container::create_container(&ctx, &container, req.headers()).await
@@ -389,7 +406,13 @@ impl BlobService {
                 container::get_container_properties(&ctx, &container).await
             }
             (false, None, Some("container"), None, &Method::DELETE) => {
-                container::delete_container(&ctx, &container).await
+                container::delete_container(&ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), Some("lease"), &Method::PUT) => {
+                lease::lease_container(&ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), Some("blobs"), &Method::GET) => {
+                tags::find_blobs_by_tags(&ctx, Some(&container), &q).await
             }
             (false, None, Some("container"), Some("list"), &Method::GET) => {
                 blob_ops::list_blobs(&ctx, &container, &q).await
@@ -401,18 +424,62 @@ impl BlobService {
                 properties::get_container_metadata(&ctx, &container).await
             }
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
+            (false, Some(b), None, None, &Method::PUT) if copy_source => {
+                copy::copy_blob(&ctx, &container, b, req.headers(), blob_type_given).await
+            }
             (false, Some(b), None, None, &Method::PUT) => {
                 blob_ops::put_blob(&ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("block"), &Method::PUT) if copy_source => {
+                let id = get("blockid").map(str::to_string).unwrap_or_default();
+                block::check_block_id(&id)?;
+                copy::put_block_from_url(&ctx, &container, b, &id, req).await
             }
             (false, Some(b), None, Some("block"), &Method::PUT) => {
                 let id = get("blockid").map(str::to_string);
                 block::put_block(&ctx, &container, b, id.as_deref(), req).await
             }
+            (false, Some(b), None, Some("lease"), &Method::PUT) => {
+                lease::lease_blob(&ctx, &container, b, req.headers()).await
+            }
+            (false, Some(b), None, Some("snapshot"), &Method::PUT) => {
+                snapshot::create_snapshot(&ctx, &container, b, req.headers()).await
+            }
+            (false, Some(b), None, Some("appendblock"), &Method::PUT) => {
+                append::append_block(&ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("page"), &Method::PUT) => {
+                page::put_page(&ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("pagelist"), &Method::GET) => {
+                let prev = get("prevsnapshot").map(str::to_string);
+                page::get_page_ranges(
+                    &ctx,
+                    &container,
+                    b,
+                    req.headers(),
+                    snapshot,
+                    prev.as_deref(),
+                )
+                .await
+            }
+            (false, Some(b), None, Some("copy"), &Method::PUT) => {
+                copy::abort_copy(&ctx, &container, b, get("copyid")).await
+            }
+            (false, Some(b), None, Some("tags"), &Method::PUT) => {
+                tags::set_blob_tags(&ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("tags"), &Method::GET) => {
+                tags::get_blob_tags(&ctx, &container, b, req.headers(), snapshot).await
+            }
+            (false, Some(b), None, Some("properties"), &Method::PUT) if resize_or_sequence => {
+                page::resize_or_sequence(&ctx, &container, b, req.headers()).await
+            }
             (false, Some(b), None, Some("metadata"), &Method::PUT) => {
                 properties::set_blob(&ctx, &container, b, req.headers(), true).await
             }
             (false, Some(b), None, Some("metadata"), &Method::GET | &Method::HEAD) => {
-                properties::get_blob_metadata(&ctx, &container, b, req.headers()).await
+                properties::get_blob_metadata(&ctx, &container, b, req.headers(), snapshot).await
             }
             (false, Some(b), None, Some("properties"), &Method::PUT) => {
                 properties::set_blob(&ctx, &container, b, req.headers(), false).await
@@ -425,16 +492,16 @@ impl BlobService {
                     .await
             }
             (false, Some(b), None, None, &Method::GET) => {
-                blob_ops::get_blob(&ctx, &container, b, req.headers(), false).await
+                blob_ops::get_blob(&ctx, &container, b, req.headers(), false, snapshot).await
             }
             (false, Some(b), None, None, &Method::HEAD) => {
-                blob_ops::get_blob(&ctx, &container, b, req.headers(), true).await
+                blob_ops::get_blob(&ctx, &container, b, req.headers(), true, snapshot).await
             }
             (false, Some(b), None, None, &Method::DELETE) => {
-                blob_ops::delete_blob(&ctx, &container, b, req.headers()).await
+                blob_ops::delete_blob(&ctx, &container, b, req.headers(), snapshot).await
             }
             (false, Some(_), _, _, _) => Err(BlobError::not_supported(
-                "This blob operation (leases, snapshots, copy, tags, tiers)",
+                "This blob operation (tiers, incremental copy, immutability, queries)",
             )),
         }
     }
