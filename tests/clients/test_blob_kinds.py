@@ -342,3 +342,32 @@ def test_blob_index_tags(svc):
     # x-ms-if-tags guards writes.
     assert _code(b.set_blob_metadata, {"m": "1"}, if_tags_match_condition="project = 'nope'") == "ConditionNotMet"
     b.set_blob_metadata({"m": "1"}, if_tags_match_condition="project = 'ciel'")
+
+
+def test_token_callers_need_the_data_actions(ciel, account, svc, role_ids):
+    """Leases, snapshots and appends are blob writes (Storage Blob Data Contributor); tags and
+    Find Blobs by Tags need the tags and filter actions, which only Storage Blob Data Owner holds,
+    as in Azure."""
+    from azure.identity import ClientSecretCredential
+
+    c = _container(svc, "rbac")
+    c.upload_blob("doc.txt", b"x")
+    c.get_blob_client("doc.txt").set_blob_tags({"k": "v"})
+    sp = ciel.create_sp(f"kinds-{uuid.uuid4().hex[:6]}")
+    cred = ClientSecretCredential(ciel.tenant, sp["appId"], sp["password"], authority=ciel.login,
+                                  disable_instance_discovery=True, connection_verify=ciel.ca)
+    tsvc = BlobServiceClient(f"https://{account['name']}.blob.core.{DOMAIN}:{ciel.port}", credential=cred,
+                             connection_verify=ciel.ca)
+    b = tsvc.get_container_client(c.container_name).get_blob_client("doc.txt")
+    assert _code(b.acquire_lease) == "AuthorizationPermissionMismatch"
+    ciel.assign_role(account["id"], role_ids["Storage Blob Data Contributor"], sp["objectId"])
+    b.acquire_lease(lease_duration=15).release()
+    assert b.create_snapshot()["snapshot"]
+    assert _code(b.get_blob_tags) == "AuthorizationPermissionMismatch"
+    assert _code(b.set_blob_tags, {"k": "w"}) == "AuthorizationPermissionMismatch"
+    with pytest.raises(HttpResponseError) as e:
+        list(tsvc.find_blobs_by_tags("k = 'v'"))
+    assert e.value.status_code == 403
+    ciel.assign_role(account["id"], role_ids["Storage Blob Data Owner"], sp["objectId"])
+    assert b.get_blob_tags() == {"k": "v"}
+    assert [x.name for x in tsvc.get_container_client(c.container_name).find_blobs_by_tags("k = 'v'")] == ["doc.txt"]

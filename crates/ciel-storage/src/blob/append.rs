@@ -44,7 +44,6 @@ fn check(headers: &HeaderMap, b: &BlobRecord, len: u64) -> BlobResult<()> {
     }
     check_conditions(headers, Some(b), false)?;
     super::lease::check_blob_write(headers, Some(b))?;
-    super::tags::check_if_tags(headers, &b.tags)?;
     let size = b.size as u64;
     if let Some(max) = parse_u64(headers, "x-ms-blob-condition-maxsize")? {
         if size + len > max {

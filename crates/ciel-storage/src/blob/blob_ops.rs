@@ -118,6 +118,12 @@ pub(crate) fn check_conditions(
             return Err(failed());
         }
     }
+    // `x-ms-if-tags`: a blob that does not exist has no tags to match.
+    match current {
+        Some(b) => super::tags::check_if_tags(headers, &b.tags)?,
+        None if h(headers, "x-ms-if-tags").is_some() => return Err(failed()),
+        None => {}
+    }
     Ok(())
 }
 

@@ -385,6 +385,13 @@ impl BlobService {
             client_ip: ip,
         };
         let m = req.method().clone();
+        // Snapshots are read-only: a write naming one would otherwise reach the blob itself.
+        if snapshot.is_some() && m != Method::GET && m != Method::HEAD && m != Method::DELETE {
+            return Err(BlobError::bad(
+                "InvalidQueryParameterValue",
+                "A snapshot cannot be modified: the snapshot parameter is not allowed on this request.",
+            ));
+        }
         match (
             container.is_empty(),
             &blob,

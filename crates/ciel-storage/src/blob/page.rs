@@ -366,7 +366,6 @@ pub async fn put_page(
         check_conditions(&headers, Some(&b), false)?;
         super::lease::check_blob_write(&headers, Some(&b))?;
         check_sequence(&headers, b.sequence_number)?;
-        super::tags::check_if_tags(&headers, &b.tags)?;
         Ok((b, start, end, request_md5(&headers)?))
     }
     .await;

@@ -39,7 +39,6 @@ pub async fn set_blob(
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), false)?;
     super::lease::check_blob_write(headers, Some(&b))?;
-    super::tags::check_if_tags(headers, &b.tags)?;
     if metadata {
         b.metadata = metadata_from(headers)?;
     } else {
