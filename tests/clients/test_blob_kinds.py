@@ -371,3 +371,24 @@ def test_token_callers_need_the_data_actions(ciel, account, svc, role_ids):
     ciel.assign_role(account["id"], role_ids["Storage Blob Data Owner"], sp["objectId"])
     assert b.get_blob_tags() == {"k": "v"}
     assert [x.name for x in tsvc.get_container_client(c.container_name).find_blobs_by_tags("k = 'v'")] == ["doc.txt"]
+
+
+def test_az_cli_snapshot_lease_copy(az, svc, account, tmp_path):
+    c = _container(svc, "azcli")
+    f = tmp_path / "f.txt"
+    f.write_text("bonjour")
+    base = ["--account-name", account["name"], "--account-key", account["key"]]
+    az("storage", "blob", "upload", "-c", c.container_name, "-n", "f.txt", "-f", str(f), *base)
+    snap = az("storage", "blob", "snapshot", "-c", c.container_name, "-n", "f.txt", *base)["snapshot"]
+    listed = az("storage", "blob", "list", "-c", c.container_name, "--include", "s", *base)
+    assert [(b["name"], b["snapshot"]) for b in listed] == [("f.txt", snap), ("f.txt", None)], listed
+    lease = az("storage", "blob", "lease", "acquire", "-c", c.container_name, "-b", "f.txt", "--lease-duration", "15", *base)
+    p = az.fails("storage", "blob", "delete", "-c", c.container_name, "-n", "f.txt", "--delete-snapshots", "include", *base)
+    assert "LeaseIdMissing" in p.stderr or "lease" in p.stderr.lower(), p.stderr
+    az("storage", "blob", "lease", "release", "-c", c.container_name, "-b", "f.txt", "--lease-id", lease, *base)
+    src = f"{svc.url.rstrip('/')}/{c.container_name}/f.txt"
+    r = az("storage", "blob", "copy", "start", "--destination-container", c.container_name, "--destination-blob", "g.txt",
+           "--source-uri", src, *base)
+    assert r["copy_status"] == "success", r
+    assert c.download_blob("g.txt").readall() == b"bonjour"
+    # (blob tag commands live in a CLI extension, not in the core CLI)

@@ -1465,13 +1465,29 @@ impl MetadataStore for SqliteStore {
         snapshots: bool,
     ) -> Result<Vec<BlobRecord>> {
         self.read(|c| {
-            // Snapshots come before their blob, oldest first, as Azure lists them.
+            // In primary-key order (no sort step: listing stays linear in the container's size).
             let mut s = c.prepare_cached(&format!(
                 "SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name LIKE ?3 ESCAPE '\\'
-                 AND (?4 IS NULL OR name > ?4) AND (?6 OR snapshot = '') ORDER BY name, snapshot = '', snapshot LIMIT ?5"
+                 AND (?4 IS NULL OR name > ?4) AND (?6 OR snapshot = '') ORDER BY name, snapshot LIMIT ?5"
             ))?;
             let rows = s.query_map(params![account, container, like_prefix(prefix), after, limit as i64, snapshots], blob_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            // Azure lists a blob's snapshots (oldest first) before the blob itself, whose empty
+            // snapshot sorts first here: move it behind its snapshots.
+            if snapshots {
+                let mut i = 0;
+                while i < rows.len() {
+                    let mut j = i + 1;
+                    while j < rows.len() && rows[j].name == rows[i].name {
+                        j += 1;
+                    }
+                    if rows[i].snapshot.is_empty() {
+                        rows[i..j].rotate_left(1);
+                    }
+                    i = j;
+                }
+            }
+            Ok(rows)
         })
     }
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>> {

@@ -157,6 +157,12 @@ pub async fn copy_blob(
             "x-ms-copy-source-authorization (sources in other accounts)",
         ));
     }
+    if put_blob_from_url && h(headers, "x-ms-blob-type") != Some("BlockBlob") {
+        return Err(BlobError::bad(
+            "InvalidHeaderValue",
+            "Put Blob From URL creates block blobs: x-ms-blob-type must be BlockBlob.",
+        ));
+    }
     if put_blob_from_url
         && h(headers, "content-length")
             .map(|l| l != "0")
