@@ -2089,4 +2089,37 @@ mod tests {
         ));
         assert_eq!(s.get_blob("acc", "c", "x").unwrap().lease, x.lease);
     }
+
+    #[test]
+    fn migration_5_keeps_existing_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        {
+            // A database as migration 4 left it, with one blob and one uncommitted block.
+            let c = Connection::open(&p).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 4).unwrap();
+            c.execute_batch(
+                "INSERT INTO blob_containers VALUES ('acc', 'c', '{}', 'e', 1, NULL);
+                 INSERT INTO blobs (account, container, name, object_id, size, metadata, etag, last_modified, created, blocks)
+                   VALUES ('acc', 'c', 'b', x'01', 3, '{\"k\":\"v\"}', 'e1', 2, 2, '[]');
+                 INSERT INTO blob_blocks VALUES ('acc', 'c', 'b', 'id', x'02', 1, 3);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let b = s.get_blob("acc", "c", "b").unwrap();
+        assert_eq!((b.size, b.etag.as_str(), b.snapshot.as_str()), (3, "e1", ""));
+        assert_eq!(b.blob_type, "BlockBlob");
+        assert_eq!(b.metadata, serde_json::json!({"k": "v"}));
+        assert!(b.lease.is_none() && !b.shared);
+        assert_eq!(s.list_blocks("acc", "c", "b").unwrap().len(), 1);
+        assert!(s.get_container("acc", "c").unwrap().lease.is_none());
+        let mut objs = s.delete_blob("acc", "c", "b", &draft("del")).unwrap();
+        objs.sort();
+        assert_eq!(objs, vec![vec![1u8], vec![2u8]]);
+    }
+
 }
