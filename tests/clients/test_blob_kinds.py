@@ -200,6 +200,10 @@ def test_page_blobs(svc):
     assert p.download_blob(offset=1000, length=100).readall() == content[1000:1100]
     ranges, _ = p.get_page_ranges()
     assert ranges == [{"start": 0, "end": 1023}, {"start": 1536, "end": 2047}, {"start": 3072, "end": 3583}]
+    listed = [(r.start, r.end, r.cleared) for r in p.list_page_ranges()]
+    assert listed == [(0, 1023, False), (1536, 2047, False), (3072, 3583, False)], listed
+    diff = [(r.start, r.end, r.cleared) for r in p.list_page_ranges(previous_snapshot=snap)]
+    assert diff == [(0, 511, False), (1024, 1535, True), (3072, 3583, False)], diff
     changed, cleared = p.get_page_ranges(previous_snapshot_diff=snap)
     assert changed == [{"start": 0, "end": 511}, {"start": 3072, "end": 3583}], changed
     assert cleared == [{"start": 1024, "end": 1535}], cleared
