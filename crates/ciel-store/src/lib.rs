@@ -135,6 +135,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// refers to any more (the old content, unused blocks), for removal from the byte store.
     fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
+    /// `put_blob` when the blob is still as the caller read it: absent when `expect` is None,
+    /// else with that ETag and lease; `Conflict("changed")` otherwise (the caller decides again
+    /// on what is stored, so that a lease taken meanwhile is neither bypassed nor dropped).
+    fn put_blob_if(
+        &self,
+        b: &BlobRecord,
+        expect: &Option<(String, Option<Lease>)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
     /// Returns the objects of the deleted blob and of its uncommitted blocks that nothing else
     /// refers to. `Conflict("snapshots")` while the blob has snapshots.
     fn delete_blob(

@@ -1178,6 +1178,35 @@ impl MetadataStore for SqliteStore {
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord> {
         self.get_blob_at(account, container, name, "")
     }
+    fn put_blob_if(
+        &self,
+        b: &BlobRecord,
+        expect: &Option<(String, Option<Lease>)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let cur: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT etag, lease FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+                    params![b.account, b.container, b.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let same = match (&cur, expect) {
+                (None, None) => true,
+                (Some((etag, lease)), Some((want_etag, want_lease))) => {
+                    etag == want_etag && &lease_col(lease.clone())? == want_lease
+                }
+                _ => false,
+            };
+            if !same {
+                return Err(StoreError::Conflict("changed".into()));
+            }
+            let freed = put_blob_in(tx, b)?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(freed)
+        })
+    }
     fn get_blob_at(
         &self,
         account: &str,
@@ -2111,7 +2140,10 @@ mod tests {
         }
         let s = SqliteStore::open(&p).unwrap();
         let b = s.get_blob("acc", "c", "b").unwrap();
-        assert_eq!((b.size, b.etag.as_str(), b.snapshot.as_str()), (3, "e1", ""));
+        assert_eq!(
+            (b.size, b.etag.as_str(), b.snapshot.as_str()),
+            (3, "e1", "")
+        );
         assert_eq!(b.blob_type, "BlockBlob");
         assert_eq!(b.metadata, serde_json::json!({"k": "v"}));
         assert!(b.lease.is_none() && !b.shared);
@@ -2121,5 +2153,4 @@ mod tests {
         objs.sort();
         assert_eq!(objs, vec![vec![1u8], vec![2u8]]);
     }
-
 }

@@ -326,15 +326,11 @@ pub async fn put_blob(
         "success",
         json!({"size": size}),
     );
-    let r2 = rec.clone();
-    let replaced = match ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await {
+    let replaced = match commit_blob(ctx, &headers, existing, rec.clone(), draft, true).await {
         Ok(old) => old,
         Err(e) => {
             let _ = blobstore::delete(&ctx.account.dir, &oid);
-            return Err(match e {
-                StoreError::Conflict(_) => BlobError::container_not_found(),
-                other => other.into(),
-            });
+            return Err(e);
         }
     };
     remove_objects(ctx, replaced);
@@ -351,6 +347,47 @@ pub async fn put_blob(
         }
     }
     Ok(r)
+}
+
+/// Stores `rec` as the new version of the blob read as `existing`, atomically with that read:
+/// when the blob changed meanwhile (a lease taken, another write), the conditions and the lease
+/// are decided again on what is stored and, if `retry`, the write is tried again (a few times);
+/// else the write fails. `rec` keeps the lease and creation time of the version it replaces.
+/// Returns the objects nothing refers to any more.
+pub(crate) async fn commit_blob(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    existing: Option<BlobRecord>,
+    mut rec: BlobRecord,
+    draft: ciel_core::audit::AuditDraft,
+    retry: bool,
+) -> BlobResult<Vec<Vec<u8>>> {
+    let mut existing = existing;
+    for _ in 0..5 {
+        rec.lease = existing.as_ref().and_then(|b| b.lease.clone());
+        rec.created = existing.as_ref().map(|b| b.created).unwrap_or(rec.created);
+        let expect = existing.as_ref().map(|b| (b.etag.clone(), b.lease.clone()));
+        let (r2, d2) = (rec.clone(), draft.clone());
+        match ciel_store::run(&ctx.svc.store, move |s| s.put_blob_if(&r2, &expect, &d2)).await {
+            Ok(freed) => return Ok(freed),
+            Err(StoreError::Conflict(c)) if c == "changed" => {
+                if !retry {
+                    break;
+                }
+                existing = load(ctx, &rec.container, &rec.name).await?;
+                check_conditions(headers, existing.as_ref(), false)?;
+                super::lease::check_blob_write(headers, existing.as_ref())?;
+            }
+            // The container went away (its foreign key refused the row).
+            Err(StoreError::Conflict(_)) => return Err(BlobError::container_not_found()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(BlobError::new(
+        StatusCode::CONFLICT,
+        "OperationConflict",
+        "The blob was changed by another request at the same time; retry.",
+    ))
 }
 
 /// Streams a request body into a new encrypted object: one chunk in memory, encrypted as it
@@ -581,13 +618,7 @@ async fn empty_blob(
         "success",
         json!({"blobType": kind, "size": size}),
     );
-    let r2 = rec.clone();
-    let replaced = ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => BlobError::container_not_found(),
-            other => other.into(),
-        })?;
+    let replaced = commit_blob(ctx, headers, existing, rec.clone(), draft, true).await?;
     remove_objects(ctx, replaced);
     let mut r = empty(StatusCode::CREATED);
     let hm = r.headers_mut();

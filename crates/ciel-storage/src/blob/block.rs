@@ -3,8 +3,8 @@
 //! rewrites nothing.
 
 use super::blob_ops::{
-    blob_type, check_conditions, h, load, remove_objects, request_md5, stream_to_object, READ,
-    WRITE,
+    blob_type, check_conditions, commit_blob, h, load, remove_objects, request_md5,
+    stream_to_object, READ, WRITE,
 };
 use super::container::{self, metadata_from};
 use super::error::{BlobError, BlobResult};
@@ -259,8 +259,9 @@ pub async fn put_block_list(
         "success",
         json!({"size": size, "blockList": true}),
     );
-    let r2 = rec.clone();
-    let garbage = ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await?;
+    // No retry: the blocks were picked from the version read, and a concurrent commit may have
+    // consumed them; the client commits again.
+    let garbage = commit_blob(ctx, &headers, existing, rec.clone(), draft, false).await?;
     remove_objects(ctx, garbage);
     let mut r = empty(StatusCode::CREATED);
     for (k, v) in [
