@@ -396,3 +396,35 @@ def test_az_cli_snapshot_lease_copy(az, svc, account, tmp_path):
     assert r["copy_status"] == "success", r
     assert c.download_blob("g.txt").readall() == b"bonjour"
     # (blob tag commands live in a CLI extension, not in the core CLI)
+
+
+def test_concurrent_appends_and_lease_races(svc):
+    """Appends and lease acquisitions race through the store's compare-and-swap: no append is
+    lost, and exactly one of several clients gets the lease."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = _container(svc, "race")
+    a = c.get_blob_client("log")
+    a.create_append_blob()
+    pieces = [f"{i:03d};".encode() for i in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        offsets = list(pool.map(lambda p: int(a.append_block(p)["blob_append_offset"]), pieces))
+    content = a.download_blob().readall()
+    assert len(content) == 4 * 48 and sorted(offsets) == list(range(0, 4 * 48, 4))
+    assert sorted(content[i:i + 4] for i in range(0, len(content), 4)) == sorted(pieces)
+    assert a.get_blob_properties().append_blob_committed_block_count == 48
+
+    c.upload_blob("contested", b"x")
+    b = c.get_blob_client("contested")
+
+    def grab(_):
+        try:
+            return b.acquire_lease(lease_duration=-1, lease_id=str(uuid.uuid4())).id
+        except HttpResponseError as e:
+            assert e.error_code == "LeaseAlreadyPresent", e.error_code
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [w for w in pool.map(grab, range(8)) if w]
+    assert len(winners) == 1
+    b.upload_blob(b"y", overwrite=True, lease=winners[0])
