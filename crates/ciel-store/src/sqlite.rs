@@ -561,7 +561,9 @@ fn insert_blob_row(tx: &Connection, b: &BlobRecord, shared: bool) -> Result<()> 
 /// to any more: not a blob or snapshot row, not an uncommitted block. Decided inside the
 /// transaction of the change, so that an object is never removed while something still uses it.
 /// Only rows marked `shared` can hold an object another record also holds, so only they are
-/// searched (an index keeps that search to the sharing rows of the account).
+/// searched (an index keeps that search to the sharing rows of the account). The search in
+/// `blocks` is textual: a false match (another field spelling the same 32 hex digits) can only
+/// keep an object, never remove a used one.
 fn release(tx: &Connection, account: &str, candidates: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut in_blobs = tx.prepare_cached(
