@@ -134,8 +134,9 @@ pub async fn append_block(
         return Err(discard(BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server.")));
     }
     let mut b = b;
-    for attempt in 0..8 {
+    for attempt in 0..super::CAS_ATTEMPTS {
         if attempt > 0 {
+            super::cas_pause(attempt).await;
             b = match load(ctx, container, name).await? {
                 Some(b) => b,
                 None => return Err(discard(BlobError::blob_not_found())),

@@ -363,7 +363,10 @@ pub(crate) async fn commit_blob(
     retry: bool,
 ) -> BlobResult<Vec<Vec<u8>>> {
     let mut existing = existing;
-    for _ in 0..5 {
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
         rec.lease = existing.as_ref().and_then(|b| b.lease.clone());
         rec.created = existing.as_ref().map(|b| b.created).unwrap_or(rec.created);
         let expect = existing.as_ref().map(|b| (b.etag.clone(), b.lease.clone()));

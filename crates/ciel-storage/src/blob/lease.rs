@@ -16,8 +16,6 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
 
 const CONTAINER_WRITE: &str = "Microsoft.Storage/storageAccounts/blobServices/containers/write";
-/// Compare-and-swap attempts before a lease request gives up under contention.
-const ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -397,7 +395,10 @@ pub async fn lease_blob(
     ctx.authorize(&ctx.container_scope(container), WRITE, true)
         .await?;
     container::load(ctx, container).await?;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
         let b = super::blob_ops::load(ctx, container, name)
             .await?
             .ok_or_else(BlobError::blob_not_found)?;
@@ -438,7 +439,10 @@ pub async fn lease_container(
 ) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(name), CONTAINER_WRITE, false)
         .await?;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
         let c = container::load(ctx, name).await?;
         let o = transition(headers, &c.lease, now_micros())?;
         let draft = ctx.draft(

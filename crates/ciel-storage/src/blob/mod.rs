@@ -167,6 +167,18 @@ pub fn new_etag(micros: i64) -> String {
     format!("\"0x{micros:X}{r:04X}\"")
 }
 
+/// Compare-and-swap attempts of a write that lost a race to another write of the same blob
+/// (appends, page writes, Put Blob): each round lets at least one writer through, and a short
+/// random pause spreads the retries, so a busy blob serialises its writers instead of failing them.
+pub const CAS_ATTEMPTS: usize = 64;
+
+/// The pause before retry `attempt` (1-based): a few random milliseconds, growing a little.
+pub async fn cas_pause(attempt: usize) {
+    let spread = 1 + (attempt as u64).min(16);
+    let ms = (uuid::Uuid::new_v4().as_u128() as u64) % spread;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }

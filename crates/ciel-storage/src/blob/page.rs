@@ -392,8 +392,9 @@ pub async fn put_page(
     };
     // Compare-and-swap against concurrent writers; the new object stays valid across retries.
     let mut b = b;
-    for attempt in 0..5 {
+    for attempt in 0..super::CAS_ATTEMPTS {
         if attempt > 0 {
+            super::cas_pause(attempt).await;
             b = load(ctx, container, name)
                 .await?
                 .ok_or_else(BlobError::blob_not_found)?;
@@ -596,7 +597,10 @@ pub async fn resize_or_sequence(
         }
     }
     container::load(ctx, container).await?;
-    for _ in 0..5 {
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
         let b = load(ctx, container, name)
             .await?
             .ok_or_else(BlobError::blob_not_found)?;

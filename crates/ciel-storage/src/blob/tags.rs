@@ -164,7 +164,10 @@ pub async fn set_blob_tags(
         .to_bytes();
     let tags = validate(&parse_xml(&body)?)?;
     container::load(ctx, container).await?;
-    for _ in 0..5 {
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
         let b = load_at(ctx, container, name, None)
             .await?
             .ok_or_else(BlobError::blob_not_found)?;
