@@ -135,7 +135,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// refers to any more (the old content, unused blocks), for removal from the byte store.
     fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>>;
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord>;
-    /// Returns the objects of the deleted blob and of its uncommitted blocks.
+    /// `put_blob` when the blob is still as the caller read it: absent when `expect` is None,
+    /// else with that ETag and lease; `Conflict("changed")` otherwise (the caller decides again
+    /// on what is stored, so that a lease taken meanwhile is neither bypassed nor dropped).
+    fn put_blob_if(
+        &self,
+        b: &BlobRecord,
+        expect: &Option<(String, Option<Lease>)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
+    /// Returns the objects of the deleted blob and of its uncommitted blocks that nothing else
+    /// refers to. `Conflict("snapshots")` while the blob has snapshots.
     fn delete_blob(
         &self,
         account: &str,
@@ -146,7 +156,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Updates a blob's properties and metadata (not its content nor its blocks).
     fn update_blob_properties(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<()>;
     fn update_container(&self, c: &BlobContainer, audit: &AuditDraft) -> Result<()>;
-    /// Stores an uncommitted block; returns the object of the block it replaced, if any.
+    /// Stores an uncommitted block; returns the object of the block it replaced, if nothing else
+    /// refers to it.
     fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>>;
     fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>>;
     fn list_blobs(
@@ -157,6 +168,67 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobRecord>>;
+    /// A blob (`snapshot` empty) or one of its snapshots.
+    fn get_blob_at(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<BlobRecord>;
+    /// Replaces the blob itself (not its uncommitted blocks) when its stored ETag and lease are
+    /// still `expect_etag` and `expect_lease`, else `Conflict("changed")`: the compare-and-swap
+    /// under leases, appends and page writes. Returns the objects nothing refers to any more.
+    fn replace_blob(
+        &self,
+        b: &BlobRecord,
+        expect_etag: &str,
+        expect_lease: &Option<Lease>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
+    /// Stores a snapshot (a row with `snapshot` set) sharing the blob's objects.
+    /// `NotFound` without the blob, `Conflict` when that snapshot time exists.
+    fn create_snapshot(&self, snap: &BlobRecord, audit: &AuditDraft) -> Result<()>;
+    /// Delete Blob with its snapshot options; returns the objects nothing refers to any more.
+    /// `Conflict("snapshots")` for `Base` while snapshots exist.
+    fn delete_blobs(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        what: &BlobDeletion,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
+    /// `list_blobs`, with each blob's snapshots (before it, oldest first) when `snapshots`.
+    fn list_blobs_with(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        snapshots: bool,
+    ) -> Result<Vec<BlobRecord>>;
+    /// `put_blob` for a blob whose objects belong to `src` too (a same-account copy): both are
+    /// marked shared in the same transaction; `Conflict("source changed")` when `src` no longer
+    /// has the ETag the caller read.
+    fn put_blob_from(
+        &self,
+        b: &BlobRecord,
+        src: &ShareSource,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>>;
+    /// `put_block` for a block whose object belongs to `src` too (Put Block From URL).
+    fn put_block_from(&self, b: &BlockRec, src: &ShareSource) -> Result<Vec<Vec<u8>>>;
+    /// Sets a container's lease when the stored one is still `expect` (`Conflict` otherwise).
+    fn set_container_lease(
+        &self,
+        account: &str,
+        name: &str,
+        expect: &Option<Lease>,
+        lease: &Option<Lease>,
+        audit: &AuditDraft,
+    ) -> Result<()>;
     /// Removes every container and blob of an account (with the account); returns the object ids.
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>>;
     /// A container's public access level and stored access policies (Set Container ACL), with

@@ -188,6 +188,19 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// A lease on a blob or a container, as stored. Its state (leased, expired, breaking, broken) is
+/// derived from these timestamps when read, so that no timer is needed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Lease {
+    pub id: String,
+    /// Seconds (15–60), or -1 for an infinite lease.
+    pub duration: i64,
+    /// When a fixed lease expires (microseconds); `None` for an infinite lease.
+    pub expires: Option<i64>,
+    /// Set by Break Lease: the lease is breaking until then, broken after (microseconds).
+    pub broken_at: Option<i64>,
+}
+
 /// A blob container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlobContainer {
@@ -200,6 +213,8 @@ pub struct BlobContainer {
     pub last_modified: i64,
     /// `None`, `blob` or `container`.
     pub public_access: Option<String>,
+    #[serde(default)]
+    pub lease: Option<Lease>,
 }
 
 /// What Set Container ACL changes.
@@ -215,8 +230,8 @@ pub struct ContainerAcl {
     pub last_modified: i64,
 }
 
-/// A committed blob: its properties and the object holding its bytes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A committed blob (or one of its snapshots): its properties and the objects holding its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct BlobRecord {
     pub account: String,
     pub container: String,
@@ -235,9 +250,56 @@ pub struct BlobRecord {
     pub last_modified: i64,
     pub created: i64,
     /// Committed blocks, for blobs built with Put Block List: `[{"id","object","size"}]`, objects
-    /// as hex; empty for a blob written whole (then `object_id` holds its bytes).
+    /// as hex; empty for a blob written whole (then `object_id` holds its bytes). Append blobs
+    /// keep their appended blocks here (`[{"object","size"}]`), page blobs their extents
+    /// (`[{"offset","len","object","at"}]`). Every entry names its object in `"object"`.
     #[serde(default)]
     pub blocks: serde_json::Value,
+    /// Empty for the blob itself; the snapshot time (`2026-01-01T00:00:00.1234560Z`) for a snapshot.
+    #[serde(default)]
+    pub snapshot: String,
+    /// `BlockBlob`, `AppendBlob` or `PageBlob` (empty is read as `BlockBlob`).
+    #[serde(default)]
+    pub blob_type: String,
+    #[serde(default)]
+    pub lease: Option<Lease>,
+    /// Blob index tags, a JSON object of strings.
+    #[serde(default)]
+    pub tags: serde_json::Value,
+    /// Page blobs' sequence number.
+    #[serde(default)]
+    pub sequence_number: i64,
+    /// Properties of the copy that created this blob (`{"id","source","status","progress",
+    /// "completed"}`), when it was created by one.
+    #[serde(default)]
+    pub copy: Option<serde_json::Value>,
+    /// Some object of this record may also belong to another record (a snapshot, a same-account
+    /// copy). The store keeps it; it only tells the store where to look before removing an object.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+/// The record an operation shares objects with (Copy Blob, Put Block From URL in one account),
+/// as the caller read it: the store refuses the share when it changed since.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShareSource {
+    pub container: String,
+    pub name: String,
+    pub snapshot: String,
+    pub etag: String,
+}
+
+/// What Delete Blob removes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlobDeletion {
+    /// The blob; fails with `Conflict("snapshots")` while it has snapshots.
+    Base,
+    /// One snapshot.
+    Snapshot(String),
+    /// The blob and its snapshots (`x-ms-delete-snapshots: include`).
+    BaseAndSnapshots,
+    /// Its snapshots only (`x-ms-delete-snapshots: only`).
+    SnapshotsOnly,
 }
 
 /// An uncommitted block (Put Block), waiting for a Put Block List.
@@ -251,4 +313,7 @@ pub struct BlockRec {
     pub object_id: Vec<u8>,
     pub size: i64,
     pub created: i64,
+    /// The object also belongs to another record (Put Block From URL in one account).
+    #[serde(default)]
+    pub shared: bool,
 }

@@ -110,6 +110,32 @@ CREATE TABLE blob_blocks (
   PRIMARY KEY (account, container, blob, block_id),
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
 "#,
+    // Blob kinds: snapshots are rows of `blobs` (so every scan of `blobs` sees their objects),
+    // told apart by `snapshot` ('' for the blob itself); leases, tags, sequence numbers and copy
+    // properties; `shared` marks rows (and uncommitted blocks) whose objects may also belong to
+    // another record, the only rows searched before an object is removed.
+    r#"
+CREATE TABLE blobs_v5 (
+  account TEXT NOT NULL, container TEXT NOT NULL, name TEXT NOT NULL, snapshot TEXT NOT NULL DEFAULT '',
+  object_id BLOB NOT NULL, size INTEGER NOT NULL,
+  content_type TEXT, content_encoding TEXT, content_language TEXT, content_disposition TEXT, cache_control TEXT,
+  content_md5 BLOB, metadata TEXT NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL, created INTEGER NOT NULL,
+  blocks TEXT NOT NULL DEFAULT '[]', blob_type TEXT NOT NULL DEFAULT 'BlockBlob', lease TEXT,
+  tags TEXT NOT NULL DEFAULT '{}', sequence_number INTEGER NOT NULL DEFAULT 0, copy TEXT,
+  shared INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (account, container, name, snapshot),
+  FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
+INSERT INTO blobs_v5 (account, container, name, object_id, size, content_type, content_encoding, content_language,
+  content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks)
+  SELECT account, container, name, object_id, size, content_type, content_encoding, content_language,
+  content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks FROM blobs;
+DROP TABLE blobs;
+ALTER TABLE blobs_v5 RENAME TO blobs;
+CREATE INDEX blobs_shared ON blobs(account, shared);
+ALTER TABLE blob_blocks ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX blob_blocks_object ON blob_blocks(account, object_id);
+ALTER TABLE blob_containers ADD COLUMN lease TEXT;
+"#,
     r#"
 CREATE TABLE blob_container_policies (
   account TEXT NOT NULL, container TEXT NOT NULL, policies TEXT NOT NULL,
@@ -460,9 +486,23 @@ fn container_row(r: &Row) -> rusqlite::Result<BlobContainer> {
         etag: r.get(3)?,
         last_modified: r.get(4)?,
         public_access: r.get(5)?,
+        lease: lease_col(r.get(6)?)?,
     })
 }
-const CONTAINER_COLS: &str = "account, name, metadata, etag, last_modified, public_access";
+const CONTAINER_COLS: &str = "account, name, metadata, etag, last_modified, public_access, lease";
+
+fn lease_col(s: Option<String>) -> rusqlite::Result<Option<Lease>> {
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+fn lease_text(l: &Option<Lease>) -> Option<String> {
+    l.as_ref().and_then(|l| serde_json::to_string(l).ok())
+}
 
 fn blob_row(r: &Row) -> rusqlite::Result<BlobRecord> {
     Ok(BlobRecord {
@@ -482,11 +522,76 @@ fn blob_row(r: &Row) -> rusqlite::Result<BlobRecord> {
         last_modified: r.get(13)?,
         created: r.get(14)?,
         blocks: json_col(r.get(15)?)?,
+        snapshot: r.get(16)?,
+        blob_type: r.get(17)?,
+        lease: lease_col(r.get(18)?)?,
+        tags: json_col(r.get(19)?)?,
+        sequence_number: r.get(20)?,
+        copy: r.get::<_, Option<String>>(21)?.map(json_col).transpose()?,
+        shared: r.get::<_, i64>(22)? != 0,
     })
 }
 const BLOB_COLS: &str =
     "account, container, name, object_id, size, content_type, content_encoding, content_language, \
-content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks";
+content_disposition, cache_control, content_md5, metadata, etag, last_modified, created, blocks, \
+snapshot, blob_type, lease, tags, sequence_number, copy, shared";
+
+/// Inserts or replaces a row of `blobs` (the blob itself or a snapshot) as given.
+fn insert_blob_row(tx: &Connection, b: &BlobRecord, shared: bool) -> Result<()> {
+    let tags = if b.tags.is_object() {
+        b.tags.to_string()
+    } else {
+        "{}".to_string()
+    };
+    let blob_type = if b.blob_type.is_empty() {
+        "BlockBlob"
+    } else {
+        b.blob_type.as_str()
+    };
+    tx.execute(
+        &format!(
+            "INSERT OR REPLACE INTO blobs ({BLOB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"
+        ),
+        params![
+            b.account, b.container, b.name, b.object_id, b.size, b.content_type, b.content_encoding, b.content_language,
+            b.content_disposition, b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified, b.created,
+            if b.blocks.is_array() { b.blocks.to_string() } else { "[]".to_string() },
+            b.snapshot, blob_type, lease_text(&b.lease), tags, b.sequence_number,
+            b.copy.as_ref().map(|c| c.to_string()), shared as i64
+        ],
+    )
+    .map_err(|e| conflict_or(e, "blob"))?;
+    Ok(())
+}
+
+/// Of `candidates` (objects a change stopped referring to), those no record of the account refers
+/// to any more: not a blob or snapshot row, not an uncommitted block. Decided inside the
+/// transaction of the change, so that an object is never removed while something still uses it.
+/// Only rows marked `shared` can hold an object another record also holds, so only they are
+/// searched (an index keeps that search to the sharing rows of the account). The search in
+/// `blocks` is textual: a false match (another field spelling the same 32 hex digits) can only
+/// keep an object, never remove a used one.
+fn release(tx: &Connection, account: &str, candidates: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut in_blobs = tx.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM blobs WHERE account = ?1 AND shared = 1 AND (object_id = ?2 OR instr(blocks, ?3) > 0))",
+    )?;
+    let mut in_blocks = tx.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM blob_blocks WHERE account = ?1 AND object_id = ?2)",
+    )?;
+    for o in candidates {
+        if o.is_empty() || out.contains(&o) {
+            continue;
+        }
+        let hex = ciel_core::audit::hex_lower(&o);
+        let used: bool = in_blobs.query_row(params![account, o, hex], |r| r.get(0))?
+            || in_blocks.query_row(params![account, o], |r| r.get(0))?;
+        if !used {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
 
 /// Every object a blob record refers to.
 fn objects_of(object_id: &[u8], blocks: &str) -> Vec<Vec<u8>> {
@@ -497,7 +602,10 @@ fn objects_of(object_id: &[u8], blocks: &str) -> Vec<Vec<u8>> {
     if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(blocks) {
         for b in a {
             if let Some(Ok(bytes)) = b["object"].as_str().map(decode_hex) {
-                out.push(bytes);
+                // Page blob extents may name one object several times.
+                if !out.contains(&bytes) {
+                    out.push(bytes);
+                }
             }
         }
     }
@@ -524,7 +632,7 @@ fn blob_objects(
     let mut out = Vec::new();
     if let Some((oid, blocks)) = tx
         .query_row(
-            "SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+            "SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
             params![account, container, name],
             |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
         )
@@ -541,6 +649,87 @@ fn blob_objects(
         out.push(r?);
     }
     Ok(out)
+}
+
+/// Writes the blob itself (`snapshot = ''`) and drops its uncommitted blocks; returns the
+/// objects nothing refers to any more. The new row shares when the caller says so, when it keeps
+/// objects of a sharing row it replaces (its snapshots hold them too), or when it commits blocks
+/// that share.
+fn put_blob_in(tx: &Connection, b: &BlobRecord) -> Result<Vec<Vec<u8>>> {
+    let before = blob_objects(tx, &b.account, &b.container, &b.name)?;
+    let now_used = objects_of(&b.object_id, &b.blocks.to_string());
+    let old_shared: bool = tx
+        .query_row(
+            "SELECT shared FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+            params![b.account, b.container, b.name],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .map(|v| v != 0)
+        .unwrap_or(false);
+    let mut shared = b.shared;
+    if !shared && old_shared {
+        let old: Vec<Vec<u8>> = tx
+            .query_row(
+                "SELECT object_id, blocks FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+                params![b.account, b.container, b.name],
+                |r| Ok(objects_of(&r.get::<_, Vec<u8>>(0)?, &r.get::<_, String>(1)?)),
+            )?;
+        shared = old.iter().any(|o| now_used.contains(o));
+    }
+    if !shared {
+        let mut s = tx.prepare_cached(
+            "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3 AND shared = 1",
+        )?;
+        for r in s.query_map(params![b.account, b.container, b.name], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })? {
+            if now_used.contains(&r?) {
+                shared = true;
+            }
+        }
+    }
+    let mut row = b.clone();
+    row.snapshot = String::new();
+    insert_blob_row(tx, &row, shared)?;
+    tx.execute(
+        "DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
+        params![b.account, b.container, b.name],
+    )?;
+    let gone = before
+        .into_iter()
+        .filter(|o| !now_used.contains(o))
+        .collect();
+    release(tx, &b.account, gone)
+}
+
+/// Stores an uncommitted block; returns the replaced block's object when nothing else uses it.
+fn put_block_in(tx: &Connection, b: &BlockRec) -> Result<Vec<Vec<u8>>> {
+    let old: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3 AND block_id = ?4",
+            params![b.account, b.container, b.blob, b.block_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO blob_blocks (account, container, blob, block_id, object_id, size, created, shared) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        params![b.account, b.container, b.blob, b.block_id, b.object_id, b.size, b.created, b.shared as i64],
+    )
+    .map_err(|e| conflict_or(e, "block"))?;
+    release(tx, &b.account, old.into_iter().collect())
+}
+
+/// Marks the record a copy shares objects with, if it is still as the caller read it.
+fn mark_source(tx: &Connection, account: &str, src: &ShareSource) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE blobs SET shared = 1 WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ?4 AND etag = ?5",
+        params![account, src.container, src.name, src.snapshot, src.etag],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict("source changed".into()));
+    }
+    Ok(())
 }
 
 /// `prefix%` with LIKE's wildcards escaped.
@@ -901,7 +1090,7 @@ impl MetadataStore for SqliteStore {
         self.write(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO blob_containers ({CONTAINER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"
+                    "INSERT INTO blob_containers ({CONTAINER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"
                 ),
                 params![
                     c.account,
@@ -909,7 +1098,8 @@ impl MetadataStore for SqliteStore {
                     c.metadata.to_string(),
                     c.etag,
                     c.last_modified,
-                    c.public_access
+                    c.public_access,
+                    lease_text(&c.lease)
                 ],
             )
             .map_err(|e| conflict_or(e, "container"))?;
@@ -967,7 +1157,8 @@ impl MetadataStore for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             append_in(tx, std::slice::from_ref(audit))?;
-            Ok(ids)
+            // Copies in other containers may share these objects.
+            release(tx, account, ids)
         })
     }
     fn list_containers(
@@ -988,31 +1179,244 @@ impl MetadataStore for SqliteStore {
     }
     fn put_blob(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<Vec<Vec<u8>>> {
         self.write(|tx| {
-            let before = blob_objects(tx, &b.account, &b.container, &b.name)?;
-            tx.execute(
-                &format!(
-                    "INSERT OR REPLACE INTO blobs ({BLOB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
-                ),
-                params![
-                    b.account, b.container, b.name, b.object_id, b.size, b.content_type, b.content_encoding, b.content_language,
-                    b.content_disposition, b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified, b.created,
-                    if b.blocks.is_array() { b.blocks.to_string() } else { "[]".to_string() }
-                ],
-            )
-            .map_err(|e| conflict_or(e, "blob"))?;
-            tx.execute("DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3", params![b.account, b.container, b.name])?;
-            let now_used = objects_of(&b.object_id, &b.blocks.to_string());
+            let freed = put_blob_in(tx, b)?;
             append_in(tx, std::slice::from_ref(audit))?;
-            Ok(before.into_iter().filter(|o| !now_used.contains(o)).collect())
+            Ok(freed)
         })
     }
     fn get_blob(&self, account: &str, container: &str, name: &str) -> Result<BlobRecord> {
+        self.get_blob_at(account, container, name, "")
+    }
+    fn put_blob_if(
+        &self,
+        b: &BlobRecord,
+        expect: &Option<(String, Option<Lease>)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let cur: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT etag, lease FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+                    params![b.account, b.container, b.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let same = match (&cur, expect) {
+                (None, None) => true,
+                (Some((etag, lease)), Some((want_etag, want_lease))) => {
+                    etag == want_etag && &lease_col(lease.clone())? == want_lease
+                }
+                _ => false,
+            };
+            if !same {
+                return Err(StoreError::Conflict("changed".into()));
+            }
+            let freed = put_blob_in(tx, b)?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(freed)
+        })
+    }
+    fn get_blob_at(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<BlobRecord> {
         self.read(|c| {
             not_found(c.query_row(
-                &format!("SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3"),
-                params![account, container, name],
+                &format!("SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ?4"),
+                params![account, container, name, snapshot],
                 blob_row,
             ))
+        })
+    }
+    fn replace_blob(
+        &self,
+        b: &BlobRecord,
+        expect_etag: &str,
+        expect_lease: &Option<Lease>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let cur = not_found(tx.query_row(
+                &format!("SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''"),
+                params![b.account, b.container, b.name],
+                blob_row,
+            ))?;
+            if cur.etag != expect_etag || &cur.lease != expect_lease {
+                return Err(StoreError::Conflict("changed".into()));
+            }
+            let before = objects_of(&cur.object_id, &cur.blocks.to_string());
+            let now_used = objects_of(&b.object_id, &b.blocks.to_string());
+            let mut row = b.clone();
+            row.snapshot = String::new();
+            insert_blob_row(tx, &row, cur.shared || b.shared)?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            let gone = before.into_iter().filter(|o| !now_used.contains(o)).collect();
+            release(tx, &b.account, gone)
+        })
+    }
+    fn create_snapshot(&self, snap: &BlobRecord, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            if snap.snapshot.is_empty() {
+                return Err(StoreError::Conflict("a snapshot needs its time".into()));
+            }
+            let n = tx.execute(
+                "UPDATE blobs SET shared = 1 WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+                params![snap.account, snap.container, snap.name],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ?4)",
+                params![snap.account, snap.container, snap.name, snap.snapshot],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(StoreError::Conflict("snapshot".into()));
+            }
+            insert_blob_row(tx, snap, true)?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn delete_blobs(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        what: &BlobDeletion,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            let base_exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = '')",
+                params![account, container, name],
+                |r| r.get(0),
+            )?;
+            let snapshots: i64 = tx.query_row(
+                "SELECT count(*) FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot != ''",
+                params![account, container, name],
+                |r| r.get(0),
+            )?;
+            // Which rows go: (`snapshot = ''` rows?, snapshot rows?, one snapshot?)
+            let (base, snaps, one): (bool, bool, Option<&str>) = match what {
+                BlobDeletion::Base => {
+                    if snapshots > 0 && base_exists {
+                        return Err(StoreError::Conflict("snapshots".into()));
+                    }
+                    (true, false, None)
+                }
+                BlobDeletion::Snapshot(s) => (false, false, Some(s.as_str())),
+                BlobDeletion::BaseAndSnapshots => (true, true, None),
+                BlobDeletion::SnapshotsOnly => (false, true, None),
+            };
+            if (base || snaps) && !base_exists {
+                return Err(StoreError::NotFound);
+            }
+            let mut candidates = Vec::new();
+            let mut gone = 0usize;
+            {
+                let mut s = tx.prepare_cached(
+                    "SELECT object_id, blocks, snapshot FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
+                )?;
+                let rows = s.query_map(params![account, container, name], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })?;
+                for r in rows {
+                    let (o, b, snap) = r?;
+                    let hit = (base && snap.is_empty())
+                        || (snaps && !snap.is_empty())
+                        || one == Some(snap.as_str()) && !snap.is_empty();
+                    if hit {
+                        candidates.extend(objects_of(&o, &b));
+                        gone += 1;
+                    }
+                }
+            }
+            if gone == 0 && one.is_some() {
+                return Err(StoreError::NotFound);
+            }
+            if base {
+                tx.execute(
+                    "DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
+                    params![account, container, name],
+                )?;
+                let mut s = tx.prepare_cached(
+                    "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
+                )?;
+                for r in s.query_map(params![account, container, name], |r| r.get::<_, Vec<u8>>(0))? {
+                    candidates.push(r?);
+                }
+                tx.execute(
+                    "DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
+                    params![account, container, name],
+                )?;
+            }
+            if snaps {
+                tx.execute(
+                    "DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot != ''",
+                    params![account, container, name],
+                )?;
+            }
+            if let Some(s) = one {
+                tx.execute(
+                    "DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ?4 AND snapshot != ''",
+                    params![account, container, name, s],
+                )?;
+            }
+            append_in(tx, std::slice::from_ref(audit))?;
+            release(tx, account, candidates)
+        })
+    }
+    fn put_blob_from(
+        &self,
+        b: &BlobRecord,
+        src: &ShareSource,
+        audit: &AuditDraft,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            mark_source(tx, &b.account, src)?;
+            let mut row = b.clone();
+            row.shared = true;
+            let freed = put_blob_in(tx, &row)?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(freed)
+        })
+    }
+    fn put_block_from(&self, b: &BlockRec, src: &ShareSource) -> Result<Vec<Vec<u8>>> {
+        self.write(|tx| {
+            mark_source(tx, &b.account, src)?;
+            let mut row = b.clone();
+            row.shared = true;
+            put_block_in(tx, &row)
+        })
+    }
+    fn set_container_lease(
+        &self,
+        account: &str,
+        name: &str,
+        expect: &Option<Lease>,
+        lease: &Option<Lease>,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let cur: Option<String> = not_found(tx.query_row(
+                "SELECT lease FROM blob_containers WHERE account = ?1 AND name = ?2",
+                params![account, name],
+                |r| r.get(0),
+            ))?;
+            if &lease_col(cur)? != expect {
+                return Err(StoreError::Conflict("changed".into()));
+            }
+            tx.execute(
+                "UPDATE blob_containers SET lease = ?3 WHERE account = ?1 AND name = ?2",
+                params![account, name, lease_text(lease)],
+            )?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
         })
     }
     fn delete_blob(
@@ -1022,29 +1426,14 @@ impl MetadataStore for SqliteStore {
         name: &str,
         audit: &AuditDraft,
     ) -> Result<Vec<Vec<u8>>> {
-        self.write(|tx| {
-            let objects = blob_objects(tx, account, container, name)?;
-            if tx.execute(
-                "DELETE FROM blobs WHERE account = ?1 AND container = ?2 AND name = ?3",
-                params![account, container, name],
-            )? == 0
-            {
-                return Err(StoreError::NotFound);
-            }
-            tx.execute(
-                "DELETE FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3",
-                params![account, container, name],
-            )?;
-            append_in(tx, std::slice::from_ref(audit))?;
-            Ok(objects)
-        })
+        self.delete_blobs(account, container, name, &BlobDeletion::Base, audit)
     }
     fn update_blob_properties(&self, b: &BlobRecord, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE blobs SET content_type = ?4, content_encoding = ?5, content_language = ?6, content_disposition = ?7,
                  cache_control = ?8, content_md5 = ?9, metadata = ?10, etag = ?11, last_modified = ?12
-                 WHERE account = ?1 AND container = ?2 AND name = ?3",
+                 WHERE account = ?1 AND container = ?2 AND name = ?3 AND snapshot = ''",
                 params![
                     b.account, b.container, b.name, b.content_type, b.content_encoding, b.content_language, b.content_disposition,
                     b.cache_control, b.content_md5, b.metadata.to_string(), b.etag, b.last_modified
@@ -1071,26 +1460,12 @@ impl MetadataStore for SqliteStore {
         })
     }
     fn put_block(&self, b: &BlockRec) -> Result<Option<Vec<u8>>> {
-        self.write(|tx| {
-            let old: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT object_id FROM blob_blocks WHERE account = ?1 AND container = ?2 AND blob = ?3 AND block_id = ?4",
-                    params![b.account, b.container, b.blob, b.block_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO blob_blocks (account, container, blob, block_id, object_id, size, created) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                params![b.account, b.container, b.blob, b.block_id, b.object_id, b.size, b.created],
-            )
-            .map_err(|e| conflict_or(e, "block"))?;
-            Ok(old)
-        })
+        self.write(|tx| Ok(put_block_in(tx, b)?.into_iter().next()))
     }
     fn list_blocks(&self, account: &str, container: &str, blob: &str) -> Result<Vec<BlockRec>> {
         self.read(|c| {
             let mut s = c.prepare_cached(
-                "SELECT account, container, blob, block_id, object_id, size, created FROM blob_blocks
+                "SELECT account, container, blob, block_id, object_id, size, created, shared FROM blob_blocks
                  WHERE account = ?1 AND container = ?2 AND blob = ?3 ORDER BY created, block_id",
             )?;
             let rows = s.query_map(params![account, container, blob], |r| {
@@ -1102,6 +1477,7 @@ impl MetadataStore for SqliteStore {
                     object_id: r.get(4)?,
                     size: r.get(5)?,
                     created: r.get(6)?,
+                    shared: r.get::<_, i64>(7)? != 0,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1115,13 +1491,41 @@ impl MetadataStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobRecord>> {
+        self.list_blobs_with(account, container, prefix, after, limit, false)
+    }
+    fn list_blobs_with(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        snapshots: bool,
+    ) -> Result<Vec<BlobRecord>> {
         self.read(|c| {
+            // In primary-key order (no sort step: listing stays linear in the container's size).
             let mut s = c.prepare_cached(&format!(
                 "SELECT {BLOB_COLS} FROM blobs WHERE account = ?1 AND container = ?2 AND name LIKE ?3 ESCAPE '\\'
-                 AND (?4 IS NULL OR name > ?4) ORDER BY name LIMIT ?5"
+                 AND (?4 IS NULL OR name > ?4) AND (?6 OR snapshot = '') ORDER BY name, snapshot LIMIT ?5"
             ))?;
-            let rows = s.query_map(params![account, container, like_prefix(prefix), after, limit as i64], blob_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let rows = s.query_map(params![account, container, like_prefix(prefix), after, limit as i64, snapshots], blob_row)?;
+            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            // Azure lists a blob's snapshots (oldest first) before the blob itself, whose empty
+            // snapshot sorts first here: move it behind its snapshots.
+            if snapshots {
+                let mut i = 0;
+                while i < rows.len() {
+                    let mut j = i + 1;
+                    while j < rows.len() && rows[j].name == rows[i].name {
+                        j += 1;
+                    }
+                    if rows[i].snapshot.is_empty() {
+                        rows[i..j].rotate_left(1);
+                    }
+                    i = j;
+                }
+            }
+            Ok(rows)
         })
     }
     fn delete_account_data(&self, account: &str) -> Result<Vec<Vec<u8>>> {
@@ -1778,5 +2182,136 @@ mod tests {
             ["blob_blocks", "blobs"],
             "a table holds object references: read it in `referenced_objects`, then list it here"
         );
+    }
+
+    fn blob(name: &str, object: u8) -> BlobRecord {
+        BlobRecord {
+            account: "acc".into(),
+            container: "c".into(),
+            name: name.into(),
+            object_id: vec![object; 16],
+            size: 1,
+            metadata: serde_json::json!({}),
+            etag: format!("e-{name}-{object}"),
+            tags: serde_json::json!({}),
+            blocks: serde_json::json!([]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shared_objects_are_released_only_when_unreferenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        s.put_container(
+            &BlobContainer {
+                account: "acc".into(),
+                name: "c".into(),
+                metadata: serde_json::json!({}),
+                etag: "e".into(),
+                last_modified: 1,
+                public_access: None,
+                lease: None,
+            },
+            &draft("c"),
+        )
+        .unwrap();
+        s.put_blob(&blob("a", 1), &draft("put")).unwrap();
+        // A snapshot shares object 1: replacing the blob keeps it.
+        let mut snap = blob("a", 1);
+        snap.snapshot = "2026-01-01T00:00:00.0000000Z".into();
+        s.create_snapshot(&snap, &draft("snap")).unwrap();
+        assert_eq!(
+            s.put_blob(&blob("a", 2), &draft("put")).unwrap(),
+            Vec::<Vec<u8>>::new()
+        );
+        assert!(matches!(
+            s.delete_blob("acc", "c", "a", &draft("del")),
+            Err(StoreError::Conflict(_))
+        ));
+        // A copy of the blob shares object 2.
+        let src = ShareSource {
+            container: "c".into(),
+            name: "a".into(),
+            snapshot: String::new(),
+            etag: "e-a-2".into(),
+        };
+        s.put_blob_from(&blob("b", 2), &src, &draft("copy"))
+            .unwrap();
+        // Deleting the blob and its snapshots frees object 1 only (b still holds 2).
+        let freed = s
+            .delete_blobs(
+                "acc",
+                "c",
+                "a",
+                &BlobDeletion::BaseAndSnapshots,
+                &draft("del"),
+            )
+            .unwrap();
+        assert_eq!(freed, vec![vec![1u8; 16]]);
+        assert_eq!(
+            s.delete_blob("acc", "c", "b", &draft("del")).unwrap(),
+            vec![vec![2u8; 16]]
+        );
+        // A changed source refuses the share.
+        s.put_blob(&blob("x", 3), &draft("put")).unwrap();
+        let stale = ShareSource {
+            etag: "old".into(),
+            name: "x".into(),
+            ..src
+        };
+        assert!(matches!(
+            s.put_blob_from(&blob("y", 3), &stale, &draft("copy")),
+            Err(StoreError::Conflict(_))
+        ));
+        // Compare-and-swap on the ETag and the lease.
+        let mut x = s.get_blob("acc", "c", "x").unwrap();
+        x.lease = Some(Lease {
+            id: "l".into(),
+            duration: -1,
+            expires: None,
+            broken_at: None,
+        });
+        s.replace_blob(&x, "e-x-3", &None, &draft("lease")).unwrap();
+        assert!(matches!(
+            s.replace_blob(&x, "e-x-3", &None, &draft("lease")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_blob("acc", "c", "x").unwrap().lease, x.lease);
+    }
+
+    #[test]
+    fn migration_5_keeps_existing_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        {
+            // A database as migration 4 left it, with one blob and one uncommitted block.
+            let c = Connection::open(&p).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 4).unwrap();
+            c.execute_batch(
+                "INSERT INTO blob_containers VALUES ('acc', 'c', '{}', 'e', 1, NULL);
+                 INSERT INTO blobs (account, container, name, object_id, size, metadata, etag, last_modified, created, blocks)
+                   VALUES ('acc', 'c', 'b', x'01', 3, '{\"k\":\"v\"}', 'e1', 2, 2, '[]');
+                 INSERT INTO blob_blocks VALUES ('acc', 'c', 'b', 'id', x'02', 1, 3);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let b = s.get_blob("acc", "c", "b").unwrap();
+        assert_eq!(
+            (b.size, b.etag.as_str(), b.snapshot.as_str()),
+            (3, "e1", "")
+        );
+        assert_eq!(b.blob_type, "BlockBlob");
+        assert_eq!(b.metadata, serde_json::json!({"k": "v"}));
+        assert!(b.lease.is_none() && !b.shared);
+        assert_eq!(s.list_blocks("acc", "c", "b").unwrap().len(), 1);
+        assert!(s.get_container("acc", "c").unwrap().lease.is_none());
+        let mut objs = s.delete_blob("acc", "c", "b", &draft("del")).unwrap();
+        objs.sort();
+        assert_eq!(objs, vec![vec![1u8], vec![2u8]]);
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
-use ciel_store::{BlobRecord, Found, StoreError};
+use ciel_store::{BlobDeletion, BlobRecord, Found, StoreError};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use md5::{Digest, Md5};
@@ -118,6 +118,12 @@ pub(crate) fn check_conditions(
             return Err(failed());
         }
     }
+    // `x-ms-if-tags`: a blob that does not exist has no tags to match.
+    match current {
+        Some(b) => super::tags::check_if_tags(headers, &b.tags)?,
+        None if h(headers, "x-ms-if-tags").is_some() => return Err(failed()),
+        None => {}
+    }
     Ok(())
 }
 
@@ -126,12 +132,78 @@ pub(crate) async fn load(
     container: &str,
     name: &str,
 ) -> BlobResult<Option<BlobRecord>> {
+    load_at(ctx, container, name, None).await
+}
+
+/// The blob, or one of its snapshots when `snapshot` is given (`?snapshot=`).
+pub(crate) async fn load_at(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    snapshot: Option<&str>,
+) -> BlobResult<Option<BlobRecord>> {
+    let snap = match snapshot {
+        Some(s) => super::snapshot::canonical(s)?,
+        None => String::new(),
+    };
     let (a, c, n) = (
         ctx.account.id.key(),
         container.to_string(),
         name.to_string(),
     );
-    Ok(ciel_store::run(&ctx.svc.store, move |s| s.get_blob(&a, &c, &n).found()).await?)
+    Ok(ciel_store::run(&ctx.svc.store, move |s| {
+        s.get_blob_at(&a, &c, &n, &snap).found()
+    })
+    .await?)
+}
+
+/// What a blob's bytes are made of, in order: stored objects (whole or a slice of one) and, in
+/// page blobs, the zeros of pages never written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Piece {
+    /// `len` bytes of an object starting at `at`; `whole` when the object is exactly that long.
+    Object {
+        oid: [u8; 16],
+        at: u64,
+        len: u64,
+        whole: bool,
+    },
+    Zeros(u64),
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Object { len, .. } => *len,
+            Piece::Zeros(n) => *n,
+        }
+    }
+}
+
+pub(crate) fn parse_oid(hexs: &str) -> BlobResult<[u8; 16]> {
+    if hexs.len() != 32 {
+        return Err(BlobError::internal());
+    }
+    let bytes: Vec<u8> = (0..16)
+        .filter_map(|i| u8::from_str_radix(hexs.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| BlobError::internal())
+}
+
+/// The pieces of a blob, covering exactly its size.
+pub(crate) fn pieces(b: &BlobRecord) -> BlobResult<Vec<Piece>> {
+    if b.blob_type == "PageBlob" {
+        return super::page::pieces(b);
+    }
+    Ok(segments(b)?
+        .into_iter()
+        .map(|(oid, len)| Piece::Object {
+            oid,
+            at: 0,
+            len,
+            whole: true,
+        })
+        .collect())
 }
 
 /// The objects holding a blob's bytes, in order, with their lengths.
@@ -149,11 +221,7 @@ fn segments(b: &BlobRecord) -> BlobResult<Vec<([u8; 16], u64)>> {
     blocks
         .iter()
         .map(|x| {
-            let hexs = x["object"].as_str().unwrap_or("");
-            let bytes: Vec<u8> = (0..hexs.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            let oid = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| BlobError::internal())?;
+            let oid = parse_oid(x["object"].as_str().unwrap_or(""))?;
             Ok((oid, x["size"].as_u64().unwrap_or(0)))
         })
         .collect()
@@ -174,23 +242,29 @@ pub async fn put_blob(
     ctx.authorize(&ctx.container_scope(container), WRITE, true)
         .await?;
     let headers = req.headers().clone();
-    match h(&headers, "x-ms-blob-type") {
-        Some("BlockBlob") => {}
-        Some("AppendBlob") | Some("PageBlob") => {
-            return Err(BlobError::not_supported("Append and page blobs"))
+    let kind = match h(&headers, "x-ms-blob-type") {
+        Some(k @ ("BlockBlob" | "AppendBlob" | "PageBlob")) => k.to_string(),
+        Some(_) => {
+            return Err(BlobError::bad(
+                "InvalidHeaderValue",
+                "x-ms-blob-type must be BlockBlob, AppendBlob or PageBlob.",
+            ))
         }
-        _ => return Err(BlobError::bad(
+        None => return Err(BlobError::bad(
             "MissingRequiredHeader",
             "An HTTP header that's mandatory for this request is not specified: x-ms-blob-type.",
         )),
-    }
-    if h(&headers, "x-ms-tags").is_some()
-        || h(&headers, "x-ms-copy-source").is_some()
-        || h(&headers, "x-ms-encryption-key").is_some()
+    };
+    if h(&headers, "x-ms-encryption-key").is_some()
+        || h(&headers, "x-ms-encryption-scope").is_some()
     {
         return Err(BlobError::not_supported(
-            "Blob index tags, copy sources and customer-provided keys",
+            "Customer-provided keys and encryption scopes",
         ));
+    }
+    let tags = super::tags::from_header(&headers)?;
+    if kind != "BlockBlob" {
+        return empty_blob(ctx, container, name, &headers, &kind, tags).await;
     }
     let declared = h(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.map(|l| l > MAX_PUT).unwrap_or(false) {
@@ -204,6 +278,7 @@ pub async fn put_blob(
     container::load(ctx, container).await?;
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
+    super::lease::check_blob_write(&headers, existing.as_ref())?;
     let want_md5 = request_md5(&headers)?;
     ctx.forbid_overwrite(existing.is_some())?;
 
@@ -240,6 +315,11 @@ pub async fn put_blob(
         last_modified: now,
         created: existing.as_ref().map(|b| b.created).unwrap_or(now),
         blocks: json!([]),
+        blob_type: "BlockBlob".into(),
+        // A lease outlives the writes made under it.
+        lease: existing.as_ref().and_then(|b| b.lease.clone()),
+        tags,
+        ..Default::default()
     };
     let draft = ctx.draft(
         WRITE,
@@ -247,15 +327,11 @@ pub async fn put_blob(
         "success",
         json!({"size": size}),
     );
-    let r2 = rec.clone();
-    let replaced = match ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await {
+    let replaced = match commit_blob(ctx, &headers, existing, rec.clone(), draft, true).await {
         Ok(old) => old,
         Err(e) => {
             let _ = blobstore::delete(&ctx.account.dir, &oid);
-            return Err(match e {
-                StoreError::Conflict(_) => BlobError::container_not_found(),
-                other => other.into(),
-            });
+            return Err(e);
         }
     };
     remove_objects(ctx, replaced);
@@ -272,6 +348,50 @@ pub async fn put_blob(
         }
     }
     Ok(r)
+}
+
+/// Stores `rec` as the new version of the blob read as `existing`, atomically with that read:
+/// when the blob changed meanwhile (a lease taken, another write), the conditions and the lease
+/// are decided again on what is stored and, if `retry`, the write is tried again (a few times);
+/// else the write fails. `rec` keeps the lease and creation time of the version it replaces.
+/// Returns the objects nothing refers to any more.
+pub(crate) async fn commit_blob(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    existing: Option<BlobRecord>,
+    mut rec: BlobRecord,
+    draft: ciel_core::audit::AuditDraft,
+    retry: bool,
+) -> BlobResult<Vec<Vec<u8>>> {
+    let mut existing = existing;
+    for attempt in 0..super::CAS_ATTEMPTS {
+        if attempt > 0 {
+            super::cas_pause(attempt).await;
+        }
+        rec.lease = existing.as_ref().and_then(|b| b.lease.clone());
+        rec.created = existing.as_ref().map(|b| b.created).unwrap_or(rec.created);
+        let expect = existing.as_ref().map(|b| (b.etag.clone(), b.lease.clone()));
+        let (r2, d2) = (rec.clone(), draft.clone());
+        match ciel_store::run(&ctx.svc.store, move |s| s.put_blob_if(&r2, &expect, &d2)).await {
+            Ok(freed) => return Ok(freed),
+            Err(StoreError::Conflict(c)) if c == "changed" => {
+                if !retry {
+                    break;
+                }
+                existing = load(ctx, &rec.container, &rec.name).await?;
+                check_conditions(headers, existing.as_ref(), false)?;
+                super::lease::check_blob_write(headers, existing.as_ref())?;
+            }
+            // The container went away (its foreign key refused the row).
+            Err(StoreError::Conflict(_)) => return Err(BlobError::container_not_found()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(BlobError::new(
+        StatusCode::CONFLICT,
+        "OperationConflict",
+        "The blob was changed by another request at the same time; retry.",
+    ))
 }
 
 /// Streams a request body into a new encrypted object: one chunk in memory, encrypted as it
@@ -336,6 +456,22 @@ pub(crate) async fn stream_to_object(
     Ok((oid, size, md5))
 }
 
+/// Reads and drops what is left of a request body (at most `limit` bytes) before an early error
+/// answer: clients that send the body anyway (the SDK's append upload probes with a 4 MiB Append
+/// Block and expects a clean 404) would otherwise see the connection cut mid-request.
+pub(crate) async fn drain(body: Body, limit: u64) {
+    let mut body = body;
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(d) = frame.into_data() {
+            seen += d.len() as u64;
+            if seen > limit {
+                break;
+            }
+        }
+    }
+}
+
 pub(crate) fn remove_objects(ctx: &Ctx<'_>, objects: Vec<Vec<u8>>) {
     let dir = ctx.account.dir.clone();
     tokio::task::spawn_blocking(move || {
@@ -384,13 +520,122 @@ fn blob_headers(r: &mut Response, b: &BlobRecord) {
     set("content-language", b.content_language.clone());
     set("content-disposition", b.content_disposition.clone());
     set("cache-control", b.cache_control.clone());
-    set("x-ms-blob-type", Some("BlockBlob".into()));
+    set("x-ms-blob-type", Some(blob_type(b).into()));
     set("x-ms-server-encrypted", Some("true".into()));
-    set("x-ms-lease-state", Some("available".into()));
-    set("x-ms-lease-status", Some("unlocked".into()));
-    set("x-ms-access-tier", Some("Hot".into()));
-    set("x-ms-access-tier-inferred", Some("true".into()));
     set("accept-ranges", Some("bytes".into()));
+    match blob_type(b) {
+        "BlockBlob" => {
+            set("x-ms-access-tier", Some("Hot".into()));
+            set("x-ms-access-tier-inferred", Some("true".into()));
+        }
+        "AppendBlob" => set(
+            "x-ms-blob-committed-block-count",
+            Some(
+                b.blocks
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
+        ),
+        _ => set(
+            "x-ms-blob-sequence-number",
+            Some(b.sequence_number.to_string()),
+        ),
+    }
+    let tag_count = b.tags.as_object().map(|t| t.len()).unwrap_or(0);
+    if tag_count > 0 {
+        set("x-ms-tag-count", Some(tag_count.to_string()));
+    }
+    if !b.snapshot.is_empty() {
+        set("x-ms-snapshot", Some(b.snapshot.clone()));
+    }
+    super::copy::headers(hm, b);
+    super::lease::headers(r, &b.lease);
+}
+
+pub(crate) fn blob_type(b: &BlobRecord) -> &str {
+    if b.blob_type.is_empty() {
+        "BlockBlob"
+    } else {
+        &b.blob_type
+    }
+}
+
+/// Put Blob of an append blob or a page blob: no body, an empty blob (a page blob of
+/// `x-ms-blob-content-length` zeros).
+async fn empty_blob(
+    ctx: &Ctx<'_>,
+    container: &str,
+    name: &str,
+    headers: &HeaderMap,
+    kind: &str,
+    tags: serde_json::Value,
+) -> BlobResult<Response> {
+    if h(headers, "content-length")
+        .map(|l| l != "0")
+        .unwrap_or(false)
+    {
+        return Err(BlobError::bad(
+            "InvalidHeaderValue",
+            "Put Blob of an append or page blob takes no content: Content-Length must be 0.",
+        ));
+    }
+    let (size, sequence_number) = if kind == "PageBlob" {
+        super::page::create_params(headers)?
+    } else {
+        (0, 0)
+    };
+    let metadata = metadata_from(headers)?;
+    container::load(ctx, container).await?;
+    let existing = load(ctx, container, name).await?;
+    check_conditions(headers, existing.as_ref(), false)?;
+    super::lease::check_blob_write(headers, existing.as_ref())?;
+    let now = now_micros();
+    let rec = BlobRecord {
+        account: ctx.account.id.key(),
+        container: container.to_string(),
+        name: name.to_string(),
+        size,
+        content_type: h(headers, "x-ms-blob-content-type")
+            .map(str::to_string)
+            .or_else(|| Some("application/octet-stream".into())),
+        content_encoding: h(headers, "x-ms-blob-content-encoding").map(str::to_string),
+        content_language: h(headers, "x-ms-blob-content-language").map(str::to_string),
+        content_disposition: h(headers, "x-ms-blob-content-disposition").map(str::to_string),
+        cache_control: h(headers, "x-ms-blob-cache-control").map(str::to_string),
+        content_md5: h(headers, "x-ms-blob-content-md5").and_then(|m| B64.decode(m).ok()),
+        metadata,
+        etag: new_etag(now),
+        last_modified: now,
+        created: existing.as_ref().map(|b| b.created).unwrap_or(now),
+        blocks: json!([]),
+        blob_type: kind.to_string(),
+        lease: existing.as_ref().and_then(|b| b.lease.clone()),
+        tags,
+        sequence_number,
+        ..Default::default()
+    };
+    let draft = ctx.draft(
+        WRITE,
+        &format!("{}/blobs/{}", ctx.container_scope(container), name),
+        "success",
+        json!({"blobType": kind, "size": size}),
+    );
+    let replaced = commit_blob(ctx, headers, existing, rec.clone(), draft, true).await?;
+    remove_objects(ctx, replaced);
+    let mut r = empty(StatusCode::CREATED);
+    let hm = r.headers_mut();
+    for (k, v) in [
+        ("etag", rec.etag.clone()),
+        ("last-modified", http_date(rec.last_modified)),
+        ("x-ms-request-server-encrypted", "true".into()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            hm.insert(k, v);
+        }
+    }
+    Ok(r)
 }
 
 pub async fn get_blob(
@@ -399,14 +644,16 @@ pub async fn get_blob(
     name: &str,
     headers: &HeaderMap,
     head: bool,
+    snapshot: Option<&str>,
 ) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(container), READ, true)
         .await?;
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name)
+    let b = load_at(ctx, container, name, snapshot)
         .await?
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), true)?;
+    super::lease::check_blob_read(headers, &b)?;
     if h(headers, "x-ms-range-get-content-md5").is_some()
         || h(headers, "x-ms-range-get-content-crc64").is_some()
     {
@@ -434,64 +681,85 @@ pub async fn get_blob(
             StatusCode::PARTIAL_CONTENT,
         ),
     };
-    let mut r =
-        if head {
-            empty(StatusCode::OK)
-        } else {
-            let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
-            let segs = segments(&b)?;
-            if segs.iter().map(|s| s.1).sum::<u64>() != size {
-                tracing::error!(
-                    container,
-                    blob = name,
-                    "blob segments do not add up to its size"
-                );
-                return Err(BlobError::internal());
-            }
-            // Open the first object before answering, so that a missing object is an error status.
-            let first = segs.first().map(|s| s.0);
-            if let Some(oid) = first {
-                let (d, k) = (dir.clone(), key);
-                tokio::task::spawn_blocking(move || ObjectReader::open(&d, &k, oid))
-                    .await
-                    .map_err(|_| BlobError::internal())??;
-            }
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-            tokio::task::spawn_blocking(move || {
-                let res = (|| -> Result<(), blobstore::ObjectError> {
-                    let mut base = 0u64;
-                    for (oid, len) in segs {
-                        let (s, e) = (start.max(base), end.min(base + len));
-                        if s < e {
-                            let mut reader = ObjectReader::open(&dir, &key, oid)?;
-                            if reader.len() != len {
-                                return Err(blobstore::ObjectError::Corrupt(
-                                    "object length differs from its record".into(),
-                                ));
+    let mut r = if head {
+        empty(StatusCode::OK)
+    } else {
+        let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
+        let segs = pieces(&b)?;
+        if segs.iter().map(Piece::len).sum::<u64>() != size {
+            tracing::error!(
+                container,
+                blob = name,
+                "blob segments do not add up to its size"
+            );
+            return Err(BlobError::internal());
+        }
+        // Open the first object before answering, so that a missing object is an error status.
+        let first = segs.iter().find_map(|p| match p {
+            Piece::Object { oid, .. } => Some(*oid),
+            Piece::Zeros(_) => None,
+        });
+        if let Some(oid) = first {
+            let (d, k) = (dir.clone(), key);
+            tokio::task::spawn_blocking(move || ObjectReader::open(&d, &k, oid))
+                .await
+                .map_err(|_| BlobError::internal())??;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        tokio::task::spawn_blocking(move || {
+            let res = (|| -> Result<(), blobstore::ObjectError> {
+                let gone = || blobstore::ObjectError::Io(std::io::Error::other("client went away"));
+                let mut base = 0u64;
+                for p in segs {
+                    let len = p.len();
+                    let (s, e) = (start.max(base), end.min(base + len));
+                    if s < e {
+                        match p {
+                            Piece::Object { oid, at, whole, .. } => {
+                                let mut reader = ObjectReader::open(&dir, &key, oid)?;
+                                let fits = if whole {
+                                    reader.len() == len
+                                } else {
+                                    reader.len() >= at + len
+                                };
+                                if !fits {
+                                    return Err(blobstore::ObjectError::Corrupt(
+                                        "object length differs from its record".into(),
+                                    ));
+                                }
+                                reader.read_range(at + s - base, at + e - base, |piece| {
+                                    tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                                        .map_err(|_| gone())
+                                })?;
                             }
-                            reader.read_range(s - base, e - base, |piece| {
-                                tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
-                                    .map_err(|_| {
-                                        blobstore::ObjectError::Io(std::io::Error::other(
-                                            "client went away",
-                                        ))
-                                    })
-                            })?;
+                            // Pages never written read as zeros, sent a chunk at a time.
+                            Piece::Zeros(_) => {
+                                let mut left = e - s;
+                                while left > 0 {
+                                    let n = left.min(DEFAULT_CHUNK as u64);
+                                    tx.blocking_send(Ok(Bytes::from(vec![0u8; n as usize])))
+                                        .map_err(|_| gone())?;
+                                    left -= n;
+                                }
+                            }
                         }
-                        base += len;
                     }
-                    Ok(())
-                })();
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "reading a blob failed");
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    base += len;
                 }
-            });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|x| (x, rx))
-            });
-            (status, Body::from_stream(stream)).into_response()
-        };
+                Ok(())
+            })();
+            if let Err(e) = res {
+                tracing::error!(error = %e, "reading a blob failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
+        (status, Body::from_stream(stream)).into_response()
+    };
     blob_headers(&mut r, &b);
     let hm = r.headers_mut();
     let len = if head { size } else { end - start };
@@ -528,17 +796,37 @@ pub async fn delete_blob(
     container: &str,
     name: &str,
     headers: &HeaderMap,
+    snapshot: Option<&str>,
 ) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(container), DELETE, true)
         .await?;
-    if h(headers, "x-ms-delete-snapshots").is_some() {
-        return Err(BlobError::not_supported("Snapshots"));
-    }
+    let what = match (snapshot, h(headers, "x-ms-delete-snapshots")) {
+        (Some(_), Some(_)) => {
+            return Err(BlobError::bad(
+                "InvalidQueryParameterValue",
+                "x-ms-delete-snapshots cannot be used when deleting a snapshot.",
+            ))
+        }
+        (Some(s), None) => BlobDeletion::Snapshot(super::snapshot::canonical(s)?),
+        (None, Some("include")) => BlobDeletion::BaseAndSnapshots,
+        (None, Some("only")) => BlobDeletion::SnapshotsOnly,
+        (None, Some(_)) => {
+            return Err(BlobError::bad(
+                "InvalidHeaderValue",
+                "x-ms-delete-snapshots must be include or only.",
+            ))
+        }
+        (None, None) => BlobDeletion::Base,
+    };
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name)
+    let b = load_at(ctx, container, name, snapshot)
         .await?
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), false)?;
+    // A snapshot carries no lease; deleting the blob (with or without its snapshots) needs it.
+    if snapshot.is_none() {
+        super::lease::check_blob_write(headers, Some(&b))?;
+    }
     let (a, c, n) = (
         ctx.account.id.key(),
         container.to_string(),
@@ -548,14 +836,21 @@ pub async fn delete_blob(
         DELETE,
         &format!("{}/blobs/{}", ctx.container_scope(container), name),
         "success",
-        json!({}),
+        json!({ "snapshot": snapshot, "deleteSnapshots": h(headers, "x-ms-delete-snapshots") }),
     );
-    let old = ciel_store::run(&ctx.svc.store, move |s| s.delete_blob(&a, &c, &n, &draft))
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => BlobError::blob_not_found(),
-            other => other.into(),
-        })?;
+    let old = ciel_store::run(&ctx.svc.store, move |s| {
+        s.delete_blobs(&a, &c, &n, &what, &draft)
+    })
+    .await
+    .map_err(|e| match e {
+        StoreError::NotFound => BlobError::blob_not_found(),
+        StoreError::Conflict(_) => BlobError::new(
+            StatusCode::CONFLICT,
+            "SnapshotsPresent",
+            "This operation is not permitted because the blob has snapshots.",
+        ),
+        other => other.into(),
+    })?;
     remove_objects(ctx, old);
     Ok(empty(StatusCode::ACCEPTED))
 }
@@ -596,15 +891,24 @@ pub async fn list_blobs(
                 .collect()
         })
         .unwrap_or_default();
-    if include
-        .iter()
-        .any(|i| !matches!(i.as_str(), "metadata" | ""))
-    {
+    if include.iter().any(|i| {
+        !matches!(
+            i.as_str(),
+            "metadata" | "snapshots" | "copy" | "tags" | "immutabilitypolicy" | "legalhold" | ""
+        )
+    }) {
         return Err(BlobError::not_supported(
-            "Listing snapshots, uncommitted blobs, copies, tags or versions",
+            "Listing uncommitted blobs, deleted blobs or versions",
         ));
     }
-    let with_meta = include.iter().any(|i| i == "metadata");
+    let has = |w: &str| include.iter().any(|i| i == w);
+    let with_meta = has("metadata");
+    let with_snapshots = has("snapshots");
+    let with = Include {
+        metadata: with_meta,
+        copy: has("copy"),
+        tags: has("tags"),
+    };
     let mut items: Vec<String> = Vec::new();
     let mut cursor = marker.clone();
     let mut next_marker: Option<String> = None;
@@ -616,11 +920,21 @@ pub async fn list_blobs(
             prefix.clone(),
             cursor.clone(),
         );
-        let batch = ciel_store::run(&ctx.svc.store, move |s| {
-            s.list_blobs(&a, &c, &p, m.as_deref(), 1000)
+        let mut batch = ciel_store::run(&ctx.svc.store, move |s| {
+            s.list_blobs_with(&a, &c, &p, m.as_deref(), 1000, with_snapshots)
         })
         .await?;
         let exhausted = batch.len() < 1000;
+        // With snapshots, a full batch may end inside one blob's rows, and the next batch starts
+        // after that name: leave that blob to the next batch (unless it fills the batch alone).
+        if with_snapshots && !exhausted {
+            if let Some(last) = batch.last().map(|b| b.name.clone()) {
+                let keep = batch.iter().filter(|b| b.name != last).count();
+                if keep > 0 {
+                    batch.truncate(keep);
+                }
+            }
+        }
         for b in batch {
             cursor = Some(b.name.clone());
             // Resuming after a prefix group: skip the rest of that group.
@@ -639,7 +953,12 @@ pub async fn list_blobs(
                     continue;
                 }
             }
-            if items.len() == max {
+            // A blob's snapshots and the blob itself stay on one page (markers are names).
+            let same_blob = with_snapshots
+                && group.is_none()
+                && last_name(&items) == b.name
+                && !items.is_empty();
+            if items.len() >= max && !same_blob {
                 next_marker = Some(match &last_prefix {
                     Some(p)
                         if items
@@ -661,7 +980,7 @@ pub async fn list_blobs(
                     ));
                     last_prefix = Some(g);
                 }
-                None => items.push(blob_xml(&b, with_meta)),
+                None => items.push(blob_xml(&b, &with)),
             }
         }
         if exhausted {
@@ -706,10 +1025,50 @@ fn last_name(items: &[String]) -> String {
         .unwrap_or_default()
 }
 
-fn blob_xml(b: &BlobRecord, with_meta: bool) -> String {
+/// What `include=` asks List Blobs to add to each entry.
+pub(crate) struct Include {
+    pub metadata: bool,
+    pub copy: bool,
+    pub tags: bool,
+}
+
+fn blob_xml(b: &BlobRecord, with: &Include) -> String {
     let opt = |v: &Option<String>| escape(v.as_deref().unwrap_or("")).into_owned();
+    let kind = blob_type(b);
+    let mut extra = String::new();
+    match kind {
+        "BlockBlob" => extra
+            .push_str("<AccessTier>Hot</AccessTier><AccessTierInferred>true</AccessTierInferred>"),
+        "PageBlob" => extra.push_str(&format!(
+            "<x-ms-blob-sequence-number>{}</x-ms-blob-sequence-number>",
+            b.sequence_number
+        )),
+        _ => {}
+    }
+    // Snapshots carry no lease of their own.
+    if b.snapshot.is_empty() {
+        extra.push_str(&super::lease::xml(&b.lease));
+    }
+    extra.push_str("<ServerEncrypted>true</ServerEncrypted>");
+    if with.copy {
+        extra.push_str(&super::copy::xml(b));
+    }
+    let tag_count = b.tags.as_object().map(|t| t.len()).unwrap_or(0);
+    if tag_count > 0 {
+        extra.push_str(&format!("<TagCount>{tag_count}</TagCount>"));
+    }
+    let snapshot = if b.snapshot.is_empty() {
+        String::new()
+    } else {
+        format!("<Snapshot>{}</Snapshot>", escape(&b.snapshot))
+    };
+    let tags = if with.tags && tag_count > 0 {
+        super::tags::xml(&b.tags)
+    } else {
+        String::new()
+    };
     format!(
-        "<Blob><Name>{}</Name><Properties><Creation-Time>{}</Creation-Time><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-Encoding>{}</Content-Encoding><Content-Language>{}</Content-Language><Content-MD5>{}</Content-MD5><Content-Disposition>{}</Content-Disposition><Cache-Control>{}</Cache-Control><BlobType>BlockBlob</BlobType><AccessTier>Hot</AccessTier><AccessTierInferred>true</AccessTierInferred><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><ServerEncrypted>true</ServerEncrypted></Properties>{}</Blob>",
+        "<Blob><Name>{}</Name>{snapshot}<Properties><Creation-Time>{}</Creation-Time><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-Encoding>{}</Content-Encoding><Content-Language>{}</Content-Language><Content-MD5>{}</Content-MD5><Content-Disposition>{}</Content-Disposition><Cache-Control>{}</Cache-Control><BlobType>{kind}</BlobType>{extra}</Properties>{}{tags}</Blob>",
         escape(&b.name),
         http_date(b.created),
         http_date(b.last_modified),
@@ -721,6 +1080,6 @@ fn blob_xml(b: &BlobRecord, with_meta: bool) -> String {
         b.content_md5.as_ref().map(|m| B64.encode(m)).unwrap_or_default(),
         opt(&b.content_disposition),
         opt(&b.cache_control),
-        if with_meta { metadata_xml(&b.metadata) } else { String::new() }
+        if with.metadata { metadata_xml(&b.metadata) } else { String::new() }
     )
 }

@@ -3,7 +3,8 @@
 //! rewrites nothing.
 
 use super::blob_ops::{
-    check_conditions, h, load, remove_objects, request_md5, stream_to_object, READ, WRITE,
+    blob_type, check_conditions, commit_blob, h, load, remove_objects, request_md5,
+    stream_to_object, READ, WRITE,
 };
 use super::container::{self, metadata_from};
 use super::error::{BlobError, BlobResult};
@@ -20,7 +21,15 @@ use serde_json::json;
 
 const MAX_BLOCKS: usize = 50_000;
 
-fn check_block_id(id: &str) -> BlobResult<()> {
+fn invalid_blob_type() -> BlobError {
+    BlobError::new(
+        StatusCode::CONFLICT,
+        "InvalidBlobType",
+        "The blob type is invalid for this operation.",
+    )
+}
+
+pub(crate) fn check_block_id(id: &str) -> BlobResult<()> {
     let ok = B64
         .decode(id)
         .map(|b| !b.is_empty() && b.len() <= 64)
@@ -52,6 +61,13 @@ pub async fn put_block(
     })?;
     check_block_id(block_id)?;
     container::load(ctx, container).await?;
+    let existing = load(ctx, container, name).await?;
+    if let Some(e) = &existing {
+        if blob_type(e) != "BlockBlob" {
+            return Err(invalid_blob_type());
+        }
+    }
+    super::lease::check_blob_write(req.headers(), existing.as_ref())?;
     let want_md5 = request_md5(req.headers())?;
     let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
     if want_md5.map(|w| w != md5).unwrap_or(false) {
@@ -66,6 +82,7 @@ pub async fn put_block(
         object_id: oid.to_vec(),
         size: size as i64,
         created: now_micros(),
+        shared: false,
     };
     match ciel_store::run(&ctx.svc.store, move |s| s.put_block(&rec)).await {
         Ok(old) => remove_objects(ctx, old.into_iter().collect()),
@@ -142,9 +159,7 @@ pub async fn put_block_list(
     ctx.authorize(&ctx.container_scope(container), WRITE, true)
         .await?;
     let headers = req.headers().clone();
-    if h(&headers, "x-ms-tags").is_some() {
-        return Err(BlobError::not_supported("Blob index tags"));
-    }
+    let tags = super::tags::from_header(&headers)?;
     let metadata = metadata_from(&headers)?;
     container::load(ctx, container).await?;
     let body = http_body_util::Limited::new(req.into_body(), 8 * 1024 * 1024)
@@ -167,6 +182,12 @@ pub async fn put_block_list(
     }
     let existing = load(ctx, container, name).await?;
     check_conditions(&headers, existing.as_ref(), false)?;
+    if let Some(e) = &existing {
+        if blob_type(e) != "BlockBlob" {
+            return Err(invalid_blob_type());
+        }
+    }
+    super::lease::check_blob_write(&headers, existing.as_ref())?;
     ctx.forbid_overwrite(existing.is_some())?;
     let (a, c, n) = (
         ctx.account.id.key(),
@@ -228,6 +249,10 @@ pub async fn put_block_list(
         last_modified: now,
         created: existing.as_ref().map(|b| b.created).unwrap_or(now),
         blocks: serde_json::Value::Array(blocks),
+        blob_type: "BlockBlob".into(),
+        lease: existing.as_ref().and_then(|b| b.lease.clone()),
+        tags,
+        ..Default::default()
     };
     let draft = ctx.draft(
         WRITE,
@@ -235,8 +260,9 @@ pub async fn put_block_list(
         "success",
         json!({"size": size, "blockList": true}),
     );
-    let r2 = rec.clone();
-    let garbage = ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await?;
+    // No retry: the blocks were picked from the version read, and a concurrent commit may have
+    // consumed them; the client commits again.
+    let garbage = commit_blob(ctx, &headers, existing, rec.clone(), draft, false).await?;
     remove_objects(ctx, garbage);
     let mut r = empty(StatusCode::CREATED);
     for (k, v) in [

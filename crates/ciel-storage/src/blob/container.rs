@@ -142,6 +142,7 @@ pub async fn create_container(
         etag: new_etag(now),
         last_modified: now,
         public_access,
+        lease: None,
     };
     let draft = ctx.draft(
         &format!("{WRITE}"),
@@ -173,9 +174,8 @@ pub async fn get_container_properties(ctx: &Ctx<'_>, name: &str) -> BlobResult<R
     {
         r.headers_mut().insert("x-ms-blob-public-access", p);
     }
+    super::lease::headers(&mut r, &c.lease);
     for (k, v) in [
-        ("x-ms-lease-status", "unlocked"),
-        ("x-ms-lease-state", "available"),
         ("x-ms-has-immutability-policy", "false"),
         ("x-ms-has-legal-hold", "false"),
     ] {
@@ -185,9 +185,16 @@ pub async fn get_container_properties(ctx: &Ctx<'_>, name: &str) -> BlobResult<R
     Ok(r)
 }
 
-pub async fn delete_container(ctx: &Ctx<'_>, name: &str) -> BlobResult<Response> {
+pub async fn delete_container(
+    ctx: &Ctx<'_>,
+    name: &str,
+    headers: &HeaderMap,
+) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(name), DELETE, false)
         .await?;
+    // A leased container is deleted only by the lease holder.
+    let c = load(ctx, name).await?;
+    super::lease::check_container(headers, &c.lease, true)?;
     let (a, n) = (ctx.account.id.key(), name.to_string());
     let draft = ctx.draft(
         DELETE,
@@ -250,10 +257,11 @@ pub async fn list_containers(ctx: &Ctx<'_>, q: &[(String, String)]) -> BlobResul
     );
     for c in &rows {
         x.push_str(&format!(
-            "<Container><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>{}<HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold></Properties>{}</Container>",
+            "<Container><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag>{}{}<HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold></Properties>{}</Container>",
             escape(&c.name),
             http_date(c.last_modified),
             escape(&c.etag),
+            super::lease::xml(&c.lease),
             c.public_access
                 .as_deref()
                 .map(|p| format!("<PublicAccess>{p}</PublicAccess>"))

@@ -1,20 +1,27 @@
 //! The Blob data plane at `https://{account}.blob.core.{domain}` and, path-style, at
-//! `https://127.0.0.1:{port}/{account}`. This first part serves containers (create, properties,
-//! delete, list) and block blobs (Put Blob, Put Block, Put Block List, Get Block List, Get Blob
-//! with ranges, Get Blob Properties, Delete Blob, List Blobs); every other operation answers
-//! `FeatureNotSupported`.
+//! `https://127.0.0.1:{port}/{account}`. It serves the service (properties, CORS, account
+//! information, user delegation keys), containers (create, properties, metadata, ACLs, leases,
+//! delete, list), block, append and page blobs, leases, snapshots, same-account copies and blob
+//! index tags, one module per Azure operation group, behind SharedKey, SAS, bearer tokens or
+//! anonymous public reads; every other operation answers `FeatureNotSupported`.
 //! Bodies stream through the encrypted byte store (`crate::blobstore`) one chunk at a time.
 
 pub mod acl;
+pub mod append;
 pub mod auth;
 pub mod blob_ops;
 pub mod block;
 pub mod container;
+pub mod copy;
 pub mod error;
 pub mod gc;
+pub mod lease;
+pub mod page;
 pub mod properties;
 pub mod sas;
 pub mod service;
+pub mod snapshot;
+pub mod tags;
 pub mod xml;
 
 use crate::account::{Secrets, TYPE};
@@ -205,6 +212,18 @@ pub fn http_date(micros: i64) -> String {
 pub fn new_etag(micros: i64) -> String {
     let r = uuid::Uuid::new_v4().as_u128() as u16;
     format!("\"0x{micros:X}{r:04X}\"")
+}
+
+/// Compare-and-swap attempts of a write that lost a race to another write of the same blob
+/// (appends, page writes, Put Blob): each round lets at least one writer through, and a short
+/// random pause spreads the retries, so a busy blob serialises its writers instead of failing them.
+pub const CAS_ATTEMPTS: usize = 64;
+
+/// The pause before retry `attempt` (1-based): a few random milliseconds, growing a little.
+pub async fn cas_pause(attempt: usize) {
+    let spread = 1 + (attempt as u64).min(16);
+    let ms = (uuid::Uuid::new_v4().as_u128() as u64) % spread;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 pub fn now_micros() -> i64 {
@@ -656,10 +675,25 @@ impl BlobService {
                 .map(|(_, v)| v.as_str())
         };
         let container = container.to_string();
+        let snapshot = get("snapshot").map(str::to_string);
+        let snapshot = snapshot.as_deref();
+        // Plain booleans: a closure holding `&req` would keep the handler future from being Send.
+        let hdrs = req.headers();
+        let copy_source = hdrs.contains_key("x-ms-copy-source");
+        let blob_type_given = hdrs.contains_key("x-ms-blob-type");
+        let resize_or_sequence = hdrs.contains_key("x-ms-blob-content-length")
+            || hdrs.contains_key("x-ms-sequence-number-action");
         let m = req.method().clone();
+        // Snapshots are read-only: a write naming one would otherwise reach the blob itself.
+        if snapshot.is_some() && m != Method::GET && m != Method::HEAD && m != Method::DELETE {
+            return Err(BlobError::bad(
+                "InvalidQueryParameterValue",
+                "A snapshot cannot be modified: the snapshot parameter is not allowed on this request.",
+            ));
+        }
         match (
             container.is_empty(),
-            blob,
+            &blob,
             restype.as_deref(),
             comp.as_deref(),
             &m,
@@ -668,6 +702,9 @@ impl BlobService {
                 service::get_account_info(ctx).await
             }
             (true, None, _, Some("list"), &Method::GET) => container::list_containers(ctx, q).await,
+            (true, None, _, Some("blobs"), &Method::GET) => {
+                tags::find_blobs_by_tags(ctx, None, q).await
+            }
             (true, None, Some("service"), Some("properties"), &Method::GET) => {
                 service::get_service_properties(ctx).await
             }
@@ -685,7 +722,13 @@ impl BlobService {
                 container::get_container_properties(ctx, &container).await
             }
             (false, None, Some("container"), None, &Method::DELETE) => {
-                container::delete_container(ctx, &container).await
+                container::delete_container(ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), Some("lease"), &Method::PUT) => {
+                lease::lease_container(ctx, &container, req.headers()).await
+            }
+            (false, None, Some("container"), Some("blobs"), &Method::GET) => {
+                tags::find_blobs_by_tags(ctx, Some(&container), q).await
             }
             (false, None, Some("container"), Some("list"), &Method::GET) => {
                 blob_ops::list_blobs(ctx, &container, q).await
@@ -704,18 +747,55 @@ impl BlobService {
                 acl::set_container_acl(ctx, &container, &headers, req.into_body()).await
             }
             (false, None, _, _, _) => Err(BlobError::not_supported("This container operation")),
+            (false, Some(b), None, None, &Method::PUT) if copy_source => {
+                copy::copy_blob(ctx, &container, b, req.headers(), blob_type_given).await
+            }
             (false, Some(b), None, None, &Method::PUT) => {
                 blob_ops::put_blob(ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("block"), &Method::PUT) if copy_source => {
+                let id = get("blockid").map(str::to_string).unwrap_or_default();
+                block::check_block_id(&id)?;
+                copy::put_block_from_url(ctx, &container, b, &id, req).await
             }
             (false, Some(b), None, Some("block"), &Method::PUT) => {
                 let id = get("blockid").map(str::to_string);
                 block::put_block(ctx, &container, b, id.as_deref(), req).await
             }
+            (false, Some(b), None, Some("lease"), &Method::PUT) => {
+                lease::lease_blob(ctx, &container, b, req.headers()).await
+            }
+            (false, Some(b), None, Some("snapshot"), &Method::PUT) => {
+                snapshot::create_snapshot(ctx, &container, b, req.headers()).await
+            }
+            (false, Some(b), None, Some("appendblock"), &Method::PUT) => {
+                append::append_block(ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("page"), &Method::PUT) => {
+                page::put_page(ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("pagelist"), &Method::GET) => {
+                let prev = get("prevsnapshot").map(str::to_string);
+                page::get_page_ranges(ctx, &container, b, req.headers(), snapshot, prev.as_deref())
+                    .await
+            }
+            (false, Some(b), None, Some("copy"), &Method::PUT) => {
+                copy::abort_copy(ctx, &container, b, get("copyid")).await
+            }
+            (false, Some(b), None, Some("tags"), &Method::PUT) => {
+                tags::set_blob_tags(ctx, &container, b, req).await
+            }
+            (false, Some(b), None, Some("tags"), &Method::GET) => {
+                tags::get_blob_tags(ctx, &container, b, req.headers(), snapshot).await
+            }
+            (false, Some(b), None, Some("properties"), &Method::PUT) if resize_or_sequence => {
+                page::resize_or_sequence(ctx, &container, b, req.headers()).await
+            }
             (false, Some(b), None, Some("metadata"), &Method::PUT) => {
                 properties::set_blob(ctx, &container, b, req.headers(), true).await
             }
             (false, Some(b), None, Some("metadata"), &Method::GET | &Method::HEAD) => {
-                properties::get_blob_metadata(ctx, &container, b, req.headers()).await
+                properties::get_blob_metadata(ctx, &container, b, req.headers(), snapshot).await
             }
             (false, Some(b), None, Some("properties"), &Method::PUT) => {
                 properties::set_blob(ctx, &container, b, req.headers(), false).await
@@ -727,16 +807,16 @@ impl BlobService {
                 block::get_block_list(ctx, &container, b, get("blocklisttype"), req.headers()).await
             }
             (false, Some(b), None, None, &Method::GET) => {
-                blob_ops::get_blob(ctx, &container, b, req.headers(), false).await
+                blob_ops::get_blob(ctx, &container, b, req.headers(), false, snapshot).await
             }
             (false, Some(b), None, None, &Method::HEAD) => {
-                blob_ops::get_blob(ctx, &container, b, req.headers(), true).await
+                blob_ops::get_blob(ctx, &container, b, req.headers(), true, snapshot).await
             }
             (false, Some(b), None, None, &Method::DELETE) => {
-                blob_ops::delete_blob(ctx, &container, b, req.headers()).await
+                blob_ops::delete_blob(ctx, &container, b, req.headers(), snapshot).await
             }
             (false, Some(_), _, _, _) => Err(BlobError::not_supported(
-                "This blob operation (leases, snapshots, copy, tags, tiers)",
+                "This blob operation (tiers, incremental copy, immutability, queries)",
             )),
         }
     }

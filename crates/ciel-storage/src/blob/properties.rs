@@ -1,6 +1,6 @@
 //! Metadata and properties: Set/Get Blob Metadata, Set Blob Properties, Set/Get Container Metadata.
 
-use super::blob_ops::{check_conditions, h, load, READ, WRITE};
+use super::blob_ops::{check_conditions, h, load, load_at, READ, WRITE};
 use super::container::{self, metadata_from, metadata_headers};
 use super::error::{BlobError, BlobResult};
 use super::{empty, http_date, new_etag, now_micros, Ctx};
@@ -33,14 +33,12 @@ pub async fn set_blob(
 ) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(container), WRITE, true)
         .await?;
-    if !metadata && h(headers, "x-ms-content-length").is_some() {
-        return Err(BlobError::not_supported("Resizing (page blobs)"));
-    }
     container::load(ctx, container).await?;
     let mut b = load(ctx, container, name)
         .await?
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), false)?;
+    super::lease::check_blob_write(headers, Some(&b))?;
     if metadata {
         b.metadata = metadata_from(headers)?;
     } else {
@@ -84,14 +82,16 @@ pub async fn get_blob_metadata(
     container: &str,
     name: &str,
     headers: &HeaderMap,
+    snapshot: Option<&str>,
 ) -> BlobResult<Response> {
     ctx.authorize(&ctx.container_scope(container), READ, true)
         .await?;
     container::load(ctx, container).await?;
-    let b = load(ctx, container, name)
+    let b = load_at(ctx, container, name, snapshot)
         .await?
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), true)?;
+    super::lease::check_blob_read(headers, &b)?;
     let mut r = empty(StatusCode::OK);
     stamp(&mut r, &b.etag, b.last_modified);
     metadata_headers(&mut r, &b.metadata);
@@ -106,6 +106,7 @@ pub async fn set_container_metadata(
     ctx.authorize(&ctx.container_scope(name), CONTAINER_WRITE, false)
         .await?;
     let mut c = container::load(ctx, name).await?;
+    super::lease::check_container(headers, &c.lease, false)?;
     c.metadata = metadata_from(headers)?;
     c.last_modified = now_micros();
     c.etag = new_etag(c.last_modified);

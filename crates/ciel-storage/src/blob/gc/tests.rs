@@ -193,6 +193,7 @@ fn put_account(f: &Fixture, name: &str) -> (ResourceId, PathBuf) {
                 etag: "e".into(),
                 last_modified: 1,
                 public_access: None,
+                lease: None,
             },
             &draft(),
         )
@@ -229,6 +230,7 @@ fn blob(
                 .map(|(i, b)| serde_json::json!({"id": format!("b{i}"), "object": object_id_hex(b), "size": 1}))
                 .collect(),
         ),
+        ..Default::default()
     }
 }
 
@@ -267,6 +269,7 @@ fn collect_keeps_every_referenced_object_and_removes_the_rest() {
             object_id: pending.to_vec(),
             size: 1,
             created: 1,
+            shared: false,
         })
         .unwrap();
     // What a crash leaves: objects written but never committed (or replaced but not yet removed),
