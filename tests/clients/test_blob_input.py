@@ -129,3 +129,60 @@ def test_names_never_leave_their_container(ciel, account, container):
     # A container name that is a dot segment is refused.
     out = _raw(ciel, account, _put(account, "..", "x.txt", sas, 3), [b"abc"])
     assert out.split(b" ", 2)[1] in (b"400", b"403", b"404"), out[:300]
+
+
+def _crc64_b64(data: bytes) -> str:
+    import base64
+
+    from azure.storage.extensions.checksums import crc64
+
+    return base64.b64encode(crc64.compute(data, 0).to_bytes(8, "little")).decode()
+
+
+def test_crc64_and_md5_checked_on_upload_and_returned_per_range(ciel, account, container):
+    import base64
+
+    import requests
+
+    c, sas = container
+    url = f"{account['url']}/{c.container_name}"
+    v = {"x-ms-version": "2026-04-06"}
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    # Put Blob with the right CRC64: stored, and the server's CRC64 echoed.
+    r = requests.put(f"{url}/crc.bin?{sas}", data=data, verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-blob-type": "BlockBlob", "x-ms-content-crc64": _crc64_b64(data)})
+    assert r.status_code == 201 and r.headers["x-ms-content-crc64"] == _crc64_b64(data), describe(r)
+    # A wrong CRC64 stores nothing (Put Blob, Put Block, Append Block).
+    wrong = _crc64_b64(data[:-1])
+    r = requests.put(f"{url}/bad.bin?{sas}", data=data, verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-blob-type": "BlockBlob", "x-ms-content-crc64": wrong})
+    assert r.status_code == 400 and r.headers["x-ms-error-code"] == "Crc64Mismatch", describe(r)
+    block_id = base64.b64encode(b"block-01").decode()
+    r = requests.put(f"{url}/blocks.bin?comp=block&blockid={block_id}&{sas}", data=data, verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-content-crc64": wrong})
+    assert r.status_code == 400 and r.headers["x-ms-error-code"] == "Crc64Mismatch", describe(r)
+    r = requests.put(f"{url}/blocks.bin?comp=block&blockid={block_id}&{sas}", data=data, verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-content-crc64": _crc64_b64(data)})
+    assert r.status_code == 201 and r.headers["x-ms-content-crc64"] == _crc64_b64(data), describe(r)
+    r = requests.put(f"{url}/log.txt?{sas}", verify=ciel.ca, timeout=60, headers={**v, "x-ms-blob-type": "AppendBlob"})
+    assert r.status_code == 201, describe(r)
+    r = requests.put(f"{url}/log.txt?comp=appendblock&{sas}", data=b"line\n", verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-content-crc64": _crc64_b64(b"other\n")})
+    assert r.status_code == 400 and r.headers["x-ms-error-code"] == "Crc64Mismatch", describe(r)
+    names = [b.name for b in c.list_blobs()]
+    assert "bad.bin" not in names and c.get_blob_client("log.txt").get_blob_properties().size == 0
+
+    # Per-range digests on download: the SDK's validate_content asks for the range's MD5 and
+    # checks it; CRC64 on request. Azure's limit: ranges of at most 4 MiB.
+    got = c.download_blob("crc.bin", offset=1_000_000, length=2_000_000, validate_content=True).readall()
+    assert got == data[1_000_000:3_000_000]
+    r = requests.get(f"{url}/crc.bin?{sas}", verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-range": "bytes=5-1048580", "x-ms-range-get-content-crc64": "true"})
+    assert r.status_code == 206 and r.headers["x-ms-content-crc64"] == _crc64_b64(data[5:1048581]), describe(r)
+    assert r.content == data[5:1048581]
+    r = requests.get(f"{url}/crc.bin?{sas}", verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-range-get-content-md5": "true"})
+    assert r.status_code == 400 and r.headers["x-ms-error-code"] == "OutOfRangeInput", describe(r)
+    r = requests.get(f"{url}/crc.bin?{sas}", verify=ciel.ca, timeout=60,
+                     headers={**v, "x-ms-range": "bytes=0-", "x-ms-range-get-content-crc64": "true"})
+    assert r.status_code == 206 and r.headers["x-ms-content-crc64"] == _crc64_b64(data), describe(r)

@@ -5,8 +5,8 @@
 //! the record the append is actually made to.
 
 use super::blob_ops::{
-    blob_type, check_conditions, drain, h, load, remove_objects, request_md5, stream_to_object,
-    WRITE,
+    blob_type, check_conditions, check_digests, crc64_header, drain, h, load, remove_objects,
+    request_crc64, request_md5, stream_to_object, WRITE,
 };
 use super::container;
 use super::error::{BlobError, BlobResult};
@@ -109,17 +109,18 @@ pub async fn append_block(
             .await?
             .ok_or_else(BlobError::blob_not_found)?;
         check(&headers, &b, declared.unwrap_or(0))?;
-        Ok::<_, BlobError>((b, request_md5(&headers)?))
+        Ok::<_, BlobError>((b, request_md5(&headers)?, request_crc64(&headers)?))
     }
     .await;
-    let (b, want_md5) = match early {
+    let (b, want_md5, want_crc) = match early {
         Ok(v) => v,
         Err(e) => {
             drain(req.into_body(), MAX_BLOCK).await;
             return Err(e);
         }
     };
-    let (oid, len, md5) = stream_to_object(ctx, req.into_body()).await?;
+    let (oid, len, dg) = stream_to_object(ctx, req.into_body()).await?;
+    let md5 = dg.md5.clone();
     let discard = |e: BlobError| {
         remove_objects(ctx, vec![oid.to_vec()]);
         e
@@ -130,8 +131,8 @@ pub async fn append_block(
             "The appended block must be 1 byte to 100 MiB, as long as Content-Length says.",
         )));
     }
-    if want_md5.map(|w| w != md5).unwrap_or(false) {
-        return Err(discard(BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server.")));
+    if let Err(e) = check_digests(want_md5.as_deref(), want_crc, &dg) {
+        return Err(discard(e));
     }
     let mut b = b;
     for attempt in 0..super::CAS_ATTEMPTS {
@@ -184,6 +185,7 @@ pub async fn append_block(
                         hm.insert(k, v);
                     }
                 }
+                crc64_header(&mut r, want_crc, &dg);
                 return Ok(r);
             }
             // Another append won the race: decide again on the blob it left.

@@ -280,15 +280,15 @@ pub async fn put_blob(
     check_conditions(&headers, existing.as_ref(), false)?;
     super::lease::check_blob_write(&headers, existing.as_ref())?;
     let want_md5 = request_md5(&headers)?;
+    let want_crc = request_crc64(&headers)?;
     ctx.forbid_overwrite(existing.is_some())?;
 
-    let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
-    if let Some(want) = want_md5 {
-        if want != md5 {
-            let _ = blobstore::delete(&ctx.account.dir, &oid);
-            return Err(BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server."));
-        }
+    let (oid, size, dg) = stream_to_object(ctx, req.into_body()).await?;
+    if let Err(e) = check_digests(want_md5.as_deref(), want_crc, &dg) {
+        let _ = blobstore::delete(&ctx.account.dir, &oid);
+        return Err(e);
     }
+    let md5 = dg.md5.clone();
     let stored_md5 = match h(&headers, "x-ms-blob-content-md5") {
         Some(m) => B64
             .decode(m)
@@ -347,6 +347,7 @@ pub async fn put_blob(
             hm.insert(k, v);
         }
     }
+    crc64_header(&mut r, want_crc, &dg);
     Ok(r)
 }
 
@@ -399,19 +400,21 @@ pub(crate) async fn commit_blob(
 pub(crate) async fn stream_to_object(
     ctx: &Ctx<'_>,
     body: Body,
-) -> BlobResult<([u8; 16], u64, Vec<u8>)> {
+) -> BlobResult<([u8; 16], u64, Digests)> {
     let oid = blobstore::new_object_id()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(8);
     let dir = ctx.account.dir.clone();
     let key = ctx.account.data_key;
     let writer = tokio::task::spawn_blocking(
-        move || -> Result<Option<(u64, Vec<u8>)>, blobstore::ObjectError> {
+        move || -> Result<Option<(u64, Digests)>, blobstore::ObjectError> {
             let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
             let mut md5 = Md5::new();
+            let mut crc = CRC64.digest();
             while let Some(item) = rx.blocking_recv() {
                 match item {
                     Some(b) => {
                         md5.update(&b);
+                        crc.update(&b);
                         w.write(&b)?;
                     }
                     // The body failed: drop the writer, which removes the partial object.
@@ -419,7 +422,13 @@ pub(crate) async fn stream_to_object(
                 }
             }
             let n = w.finish()?;
-            Ok(Some((n, md5.finalize().to_vec())))
+            Ok(Some((
+                n,
+                Digests {
+                    md5: md5.finalize().to_vec(),
+                    crc64: crc.finalize(),
+                },
+            )))
         },
     );
     let mut body = body;
@@ -638,6 +647,115 @@ async fn empty_blob(
     Ok(r)
 }
 
+/// Which digest of a range the client asked for.
+#[derive(Clone, Copy)]
+enum RangeDigest {
+    Md5,
+    Crc64,
+}
+
+/// Azure Storage's CRC64 (the NVMe polynomial, reflected, all-ones start and end), as sent in
+/// `x-ms-content-crc64`: base64 of its 8 bytes little-endian.
+pub(crate) fn crc64(bytes: &[u8]) -> u64 {
+    CRC64.checksum(bytes)
+}
+
+pub(crate) const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_NVME);
+
+/// The transactional `x-ms-content-crc64` of a request body, when the client sends one.
+pub(crate) fn request_crc64(headers: &HeaderMap) -> BlobResult<Option<u64>> {
+    h(headers, "x-ms-content-crc64")
+        .map(|v| {
+            B64.decode(v)
+                .ok()
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| {
+                    BlobError::bad(
+                        "InvalidHeaderValue",
+                        "x-ms-content-crc64 must be the base64 of 8 bytes.",
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Echoes the CRC64 of what was received when the client sent one to check.
+pub(crate) fn crc64_header(r: &mut Response, wanted: Option<u64>, got: &Digests) {
+    if wanted.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&B64.encode(got.crc64.to_le_bytes())) {
+            r.headers_mut().insert("x-ms-content-crc64", v);
+        }
+    }
+}
+
+/// Checks the transactional digests a client sent against those of the body received.
+pub(crate) fn check_digests(
+    want_md5: Option<&[u8]>,
+    want_crc64: Option<u64>,
+    got: &Digests,
+) -> BlobResult<()> {
+    if want_md5.is_some_and(|w| w != got.md5.as_slice()) {
+        return Err(BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server."));
+    }
+    if want_crc64.is_some_and(|w| w != got.crc64) {
+        return Err(BlobError::bad("Crc64Mismatch", "The CRC64 value specified in the request did not match with the CRC64 value calculated by the server."));
+    }
+    Ok(())
+}
+
+/// The digests of a body as it streamed in.
+pub(crate) struct Digests {
+    pub md5: Vec<u8>,
+    pub crc64: u64,
+}
+
+/// Feeds the bytes `start..end` of a blob's pieces to `sink`, one decrypted chunk at a time.
+fn read_pieces(
+    dir: &std::path::Path,
+    key: &[u8; 32],
+    segs: Vec<Piece>,
+    start: u64,
+    end: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), blobstore::ObjectError>,
+) -> Result<(), blobstore::ObjectError> {
+    let mut base = 0u64;
+    for p in segs {
+        let len = p.len();
+        let (s, e) = (start.max(base), end.min(base + len));
+        if s < e {
+            match p {
+                Piece::Object { oid, at, whole, .. } => {
+                    let mut reader = ObjectReader::open(dir, key, oid)?;
+                    let fits = if whole {
+                        reader.len() == len
+                    } else {
+                        reader.len() >= at + len
+                    };
+                    if !fits {
+                        return Err(blobstore::ObjectError::Corrupt(
+                            "object length differs from its record".into(),
+                        ));
+                    }
+                    reader.read_range(at + s - base, at + e - base, &mut sink)?;
+                }
+                // Pages never written read as zeros, a chunk at a time.
+                Piece::Zeros(_) => {
+                    let zeros = vec![0u8; (e - s).min(DEFAULT_CHUNK as u64) as usize];
+                    let mut left = e - s;
+                    while left > 0 {
+                        let n = left.min(zeros.len() as u64) as usize;
+                        sink(&zeros[..n])?;
+                        left -= n as u64;
+                    }
+                }
+            }
+        }
+        base += len;
+    }
+    Ok(())
+}
+
 pub async fn get_blob(
     ctx: &Ctx<'_>,
     container: &str,
@@ -654,13 +772,41 @@ pub async fn get_blob(
         .ok_or_else(BlobError::blob_not_found)?;
     check_conditions(headers, Some(&b), true)?;
     super::lease::check_blob_read(headers, &b)?;
-    if h(headers, "x-ms-range-get-content-md5").is_some()
-        || h(headers, "x-ms-range-get-content-crc64").is_some()
-    {
-        return Err(BlobError::not_supported("Per-range MD5 and CRC64"));
-    }
     let size = b.size as u64;
     let range = if head { None } else { parse_range(headers)? };
+    let wants = |n: &str| h(headers, n).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let range_digest =
+        match (
+            wants("x-ms-range-get-content-md5"),
+            wants("x-ms-range-get-content-crc64"),
+        ) {
+            (false, false) => None,
+            (true, true) => return Err(BlobError::bad(
+                "InvalidHeaderValue",
+                "x-ms-range-get-content-md5 and x-ms-range-get-content-crc64 cannot both be set.",
+            )),
+            _ if head => None,
+            (md5, _) => {
+                // Azure computes per-range digests only for an explicit range of at most 4 MiB.
+                let within = match range {
+                    Some((s, Some(e))) => e + 1 - s <= 4 * 1024 * 1024,
+                    Some((s, None)) => size.saturating_sub(s) <= 4 * 1024 * 1024,
+                    None => false,
+                };
+                if !within {
+                    return Err(BlobError::bad(
+                        "OutOfRangeInput",
+                        "A per-range digest needs a range of at most 4 MiB.",
+                    ));
+                }
+                Some(if md5 {
+                    RangeDigest::Md5
+                } else {
+                    RangeDigest::Crc64
+                })
+            }
+        };
+    let mut range_digest_header: Option<&'static str> = None;
     let (start, end, status) = match range {
         None => (0, size, StatusCode::OK),
         Some((s, _)) if s >= size => {
@@ -705,60 +851,51 @@ pub async fn get_blob(
                 .await
                 .map_err(|_| BlobError::internal())??;
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        tokio::task::spawn_blocking(move || {
-            let res = (|| -> Result<(), blobstore::ObjectError> {
-                let gone = || blobstore::ObjectError::Io(std::io::Error::other("client went away"));
-                let mut base = 0u64;
-                for p in segs {
-                    let len = p.len();
-                    let (s, e) = (start.max(base), end.min(base + len));
-                    if s < e {
-                        match p {
-                            Piece::Object { oid, at, whole, .. } => {
-                                let mut reader = ObjectReader::open(&dir, &key, oid)?;
-                                let fits = if whole {
-                                    reader.len() == len
-                                } else {
-                                    reader.len() >= at + len
-                                };
-                                if !fits {
-                                    return Err(blobstore::ObjectError::Corrupt(
-                                        "object length differs from its record".into(),
-                                    ));
-                                }
-                                reader.read_range(at + s - base, at + e - base, |piece| {
-                                    tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
-                                        .map_err(|_| gone())
-                                })?;
-                            }
-                            // Pages never written read as zeros, sent a chunk at a time.
-                            Piece::Zeros(_) => {
-                                let mut left = e - s;
-                                while left > 0 {
-                                    let n = left.min(DEFAULT_CHUNK as u64);
-                                    tx.blocking_send(Ok(Bytes::from(vec![0u8; n as usize])))
-                                        .map_err(|_| gone())?;
-                                    left -= n;
-                                }
-                            }
-                        }
-                    }
-                    base += len;
-                }
-                Ok(())
-            })();
-            if let Err(e) = res {
-                tracing::error!(error = %e, "reading a blob failed");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        if let Some(kind) = range_digest {
+            // Per-range digests: the range (at most 4 MiB) is read whole, then sent.
+            let (segs, d, k) = (segs, dir.clone(), key);
+            let bytes = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity((end - start) as usize);
+                read_pieces(&d, &k, segs, start, end, |piece| {
+                    buf.extend_from_slice(piece);
+                    Ok(())
+                })
+                .map(|_| buf)
+            })
+            .await
+            .map_err(|_| BlobError::internal())??;
+            let digest = match kind {
+                RangeDigest::Md5 => ("content-md5", B64.encode(Md5::digest(&bytes))),
+                RangeDigest::Crc64 => (
+                    "x-ms-content-crc64",
+                    B64.encode(crc64(&bytes).to_le_bytes()),
+                ),
+            };
+            let mut r = (status, Body::from(bytes)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&digest.1) {
+                r.headers_mut().insert(digest.0, v);
             }
-        });
-        let stream =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-            );
-        (status, Body::from_stream(stream)).into_response()
+            range_digest_header = Some(digest.0);
+            r
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+            tokio::task::spawn_blocking(move || {
+                let res = read_pieces(&dir, &key, segs, start, end, |piece| {
+                    tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                        .map_err(|_| {
+                            blobstore::ObjectError::Io(std::io::Error::other("client went away"))
+                        })
+                });
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "reading a blob failed");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|x| (x, rx))
+            });
+            (status, Body::from_stream(stream)).into_response()
+        }
     };
     blob_headers(&mut r, &b);
     let hm = r.headers_mut();
@@ -768,7 +905,7 @@ pub async fn get_blob(
     }
     if let Some(md5) = &b.content_md5 {
         // A partial read carries the whole blob's MD5 as x-ms-blob-content-md5, as in Azure.
-        let name = if status == StatusCode::PARTIAL_CONTENT {
+        let name = if status == StatusCode::PARTIAL_CONTENT || range_digest_header.is_some() {
             "x-ms-blob-content-md5"
         } else {
             "content-md5"

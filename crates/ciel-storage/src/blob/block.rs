@@ -3,8 +3,8 @@
 //! rewrites nothing.
 
 use super::blob_ops::{
-    blob_type, check_conditions, commit_blob, h, load, remove_objects, request_md5,
-    stream_to_object, READ, WRITE,
+    blob_type, check_conditions, check_digests, commit_blob, crc64_header, h, load, remove_objects,
+    request_crc64, request_md5, stream_to_object, READ, WRITE,
 };
 use super::container::{self, metadata_from};
 use super::error::{BlobError, BlobResult};
@@ -69,11 +69,13 @@ pub async fn put_block(
     }
     super::lease::check_blob_write(req.headers(), existing.as_ref())?;
     let want_md5 = request_md5(req.headers())?;
-    let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
-    if want_md5.map(|w| w != md5).unwrap_or(false) {
+    let want_crc = request_crc64(req.headers())?;
+    let (oid, size, dg) = stream_to_object(ctx, req.into_body()).await?;
+    if let Err(e) = check_digests(want_md5.as_deref(), want_crc, &dg) {
         remove_objects(ctx, vec![oid.to_vec()]);
-        return Err(BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server."));
+        return Err(e);
     }
+    let md5 = dg.md5.clone();
     let rec = BlockRec {
         account: ctx.account.id.key(),
         container: container.to_string(),
@@ -92,6 +94,7 @@ pub async fn put_block(
         }
     }
     let mut r = empty(StatusCode::CREATED);
+    crc64_header(&mut r, want_crc, &dg);
     if let Ok(v) = HeaderValue::from_str(&B64.encode(&md5)) {
         r.headers_mut().insert("content-md5", v);
     }

@@ -15,8 +15,8 @@
 //! will need a dedicated engine (an extent tree in its own table and compaction of objects).
 
 use super::blob_ops::{
-    blob_type, check_conditions, drain, h, load, load_at, parse_oid, remove_objects, request_md5,
-    stream_to_object, Piece, READ, WRITE,
+    blob_type, check_conditions, check_digests, drain, h, load, load_at, parse_oid, remove_objects,
+    request_crc64, request_md5, stream_to_object, Piece, READ, WRITE,
 };
 use super::container;
 use super::error::{BlobError, BlobResult};
@@ -366,10 +366,16 @@ pub async fn put_page(
         check_conditions(&headers, Some(&b), false)?;
         super::lease::check_blob_write(&headers, Some(&b))?;
         check_sequence(&headers, b.sequence_number)?;
-        Ok((b, start, end, request_md5(&headers)?))
+        Ok((
+            b,
+            start,
+            end,
+            request_md5(&headers)?,
+            request_crc64(&headers)?,
+        ))
     }
     .await;
-    let (b, start, end, want_md5) = match early {
+    let (b, start, end, want_md5, want_crc) = match early {
         Ok(v) => v,
         Err(e) => {
             drain(req.into_body(), MAX_PAGE_WRITE).await;
@@ -379,16 +385,19 @@ pub async fn put_page(
     let written = if clearing {
         None
     } else {
-        let (oid, size, md5) = stream_to_object(ctx, req.into_body()).await?;
-        if size != end - start || want_md5.as_ref().map(|w| *w != md5).unwrap_or(false) {
+        let (oid, size, dg) = stream_to_object(ctx, req.into_body()).await?;
+        let checked = if size != end - start {
+            Err(invalid_header(
+                "The body length differs from the page range.",
+            ))
+        } else {
+            check_digests(want_md5.as_deref(), want_crc, &dg)
+        };
+        if let Err(e) = checked {
             remove_objects(ctx, vec![oid.to_vec()]);
-            return Err(if size != end - start {
-                invalid_header("The body length differs from the page range.")
-            } else {
-                BlobError::bad("Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server.")
-            });
+            return Err(e);
         }
-        Some((oid, md5))
+        Some((oid, dg))
     };
     // Compare-and-swap against concurrent writers; the new object stays valid across retries.
     let mut b = b;
@@ -446,8 +455,11 @@ pub async fn put_page(
                     ("x-ms-blob-sequence-number", nb.sequence_number.to_string()),
                     ("x-ms-request-server-encrypted", "true".into()),
                 ];
-                if let Some((_, md5)) = &written {
-                    pairs.push(("content-md5", B64.encode(md5)));
+                if let Some((_, dg)) = &written {
+                    pairs.push(("content-md5", B64.encode(&dg.md5)));
+                    if want_crc.is_some() {
+                        pairs.push(("x-ms-content-crc64", B64.encode(dg.crc64.to_le_bytes())));
+                    }
                 }
                 for (k, v) in pairs {
                     if let Ok(v) = HeaderValue::from_str(&v) {
