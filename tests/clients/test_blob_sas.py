@@ -487,3 +487,57 @@ def test_sas_use_and_refusals_are_audited_without_the_signature(ciel, account):
     denied = [r for r in rows if r[3] == "denied" and "SAS: AuthenticationFailed" in r[4]]
     assert denied, rows[-5:]
     assert sig not in everything and sig.replace("+", "%2B") not in everything
+
+
+def test_copies_across_accounts_need_a_sas_on_the_source(ciel, group, account, tmp_path: Path):
+    src = _container(ciel, account, "xsrc")
+    data = os.urandom(6 * 1024 * 1024 + 3)
+    src.upload_blob("dir/big.bin", data)
+    src.upload_blob("small.txt", b"small")
+    other = _make_account(ciel, group)
+    dst = _container(ciel, other, "xdst")
+    plain = f"{account['url']}/{src.container_name}/dir/big.bin"
+    # Without a SAS the other account's blob is not readable: nothing is copied.
+    with pytest.raises(HttpResponseError) as e:
+        dst.get_blob_client("nosas.bin").start_copy_from_url(plain, requires_sync=True)
+    assert e.value.error_code == "CannotVerifyCopySource"
+    sas = generate_container_sas(account["name"], src.container_name, account_key=account["key"], permission="rl",
+                                 expiry=_now() + timedelta(hours=1))
+    props = dst.get_blob_client("copy.bin").start_copy_from_url(f"{plain}?{sas}", requires_sync=True)
+    assert props["copy_status"] == "success"
+    assert dst.download_blob("copy.bin").readall() == data
+    dst.get_blob_client("fromurl.bin").upload_blob_from_url(f"{plain}?{sas}")
+    assert dst.download_blob("fromurl.bin").readall() == data
+    bc = dst.get_blob_client("blocks.bin")
+    bc.stage_block_from_url("QUFB", f"{plain}?{sas}", source_offset=0, source_length=4 * 1024 * 1024)
+    bc.stage_block_from_url("QkJC", f"{plain}?{sas}", source_offset=4 * 1024 * 1024,
+                            source_length=len(data) - 4 * 1024 * 1024)
+    bc.commit_block_list(["QUFB", "QkJC"])
+    assert bc.download_blob().readall() == data
+    # A tampered or write-only source SAS is refused.
+    with pytest.raises(HttpResponseError) as e:
+        dst.get_blob_client("tampered.bin").start_copy_from_url(f"{plain}?{sas.replace('sp=rl', 'sp=rwl')}", requires_sync=True)
+    assert e.value.error_code == "CannotVerifyCopySource"
+    wo = generate_container_sas(account["name"], src.container_name, account_key=account["key"], permission="w",
+                                expiry=_now() + timedelta(hours=1))
+    with pytest.raises(HttpResponseError) as e:
+        dst.get_blob_client("writeonly.bin").start_copy_from_url(f"{plain}?{wo}", requires_sync=True)
+    assert e.value.error_code == "CannotVerifyCopySource"
+    assert sorted(b.name for b in dst.list_blobs()) == ["blocks.bin", "copy.bin", "fromurl.bin"]
+
+    # azcopy, service to service: a container to another account, SAS on both sides.
+    exe = _azcopy()
+    if exe is None:
+        pytest.fail("azcopy is missing: scripts/test installs it from npm (@azure-tools/azcopy-linux); set CIEL_AZCOPY")
+    dsas = generate_container_sas(other["name"], dst.container_name, account_key=other["key"], permission="rwlc",
+                                  expiry=_now() + timedelta(hours=1))
+    base_src = f"https://127.0.0.1:{ciel.port}/{account['name']}/{src.container_name}"
+    base_dst = f"https://127.0.0.1:{ciel.port}/{other['name']}/{dst.container_name}/s2s"
+    env = {**os.environ, "SSL_CERT_FILE": ciel.ca, "AZCOPY_LOG_LOCATION": str(tmp_path / "logs"),
+           "AZCOPY_JOB_PLAN_LOCATION": str(tmp_path / "plans")}
+    run = subprocess.run([exe, "copy", f"{base_src}/*?{sas}", f"{base_dst}?{dsas}", "--recursive",
+                          "--skip-version-check", "--from-to", "BlobBlob"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert dst.download_blob("s2s/dir/big.bin").readall() == data
+    assert dst.download_blob("s2s/small.txt").readall() == b"small"

@@ -6,8 +6,14 @@
 //! the answer (`x-ms-copy-status: success`) and shares the source's encrypted objects, so no
 //! byte is copied (the store marks both records as sharing, in the same transaction). The
 //! caller's authorization on this account covers the source; token callers also need read on
-//! the source container. Sources elsewhere (another account, outside Ciel) need SAS validation
-//! and outbound reads: answered `FeatureNotSupported` until then.
+//! the source container.
+//!
+//! A source in another account of this Ciel must prove read access itself, as in Azure: a SAS in
+//! its URL (verified with that account's keys, and for a user delegation SAS the signer's RBAC
+//! rights), or a public container of an account that allows public access. Its bytes are
+//! decrypted with the source account's key and written into a new object under the
+//! destination's key: accounts never share objects. Sources outside Ciel would need an outbound
+//! connection, which Ciel never opens: `FeatureNotSupported`.
 
 use super::blob_ops::{
     blob_type, check_conditions, h, load, load_at, pieces, remove_objects, Piece, READ, WRITE,
@@ -20,14 +26,16 @@ use axum::body::Body;
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ciel_store::{BlobRecord, BlockRec, ShareSource, StoreError};
+use ciel_store::{BlobRecord, BlockRec, Found, ShareSource, StoreError};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use md5::{Digest, Md5};
 use quick_xml::escape::escape;
 use serde_json::json;
 
-/// A copy source in this account.
+/// A copy source: a blob of this account, or of `account` when another one.
 struct Source {
+    account: Option<String>,
+    query: Vec<(String, String)>,
     container: String,
     name: String,
     snapshot: Option<String>,
@@ -63,11 +71,7 @@ fn source(ctx: &Ctx<'_>, headers: &HeaderMap) -> BlobResult<Source> {
             "Copying from a source outside this Ciel deployment",
         ));
     };
-    if account != ctx.account.name.to_ascii_lowercase() {
-        return Err(BlobError::not_supported(
-            "Copying from another storage account (it needs SAS validation)",
-        ));
-    }
+    let other = (account != ctx.account.name.to_ascii_lowercase()).then_some(account);
     let decoded = percent_encoding::percent_decode_str(&rest)
         .decode_utf8()
         .map_err(|_| BlobError::bad("InvalidHeaderValue", "x-ms-copy-source is not UTF-8."))?;
@@ -77,12 +81,17 @@ fn source(ctx: &Ctx<'_>, headers: &HeaderMap) -> BlobResult<Source> {
             "x-ms-copy-source does not name a blob.",
         )
     })?;
-    let snapshot = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k.eq_ignore_ascii_case("snapshot"))
-            .map(|(_, v)| v.into_owned())
-    });
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let snapshot = query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("snapshot"))
+        .map(|(_, v)| v.clone());
     Ok(Source {
+        account: other,
+        query,
         container: c.to_string(),
         name: n.to_string(),
         snapshot,
@@ -90,20 +99,41 @@ fn source(ctx: &Ctx<'_>, headers: &HeaderMap) -> BlobResult<Source> {
     })
 }
 
-/// Loads the source (read permission on its container for token callers) and checks the
-/// `x-ms-source-if-*` conditions.
-async fn load_source(ctx: &Ctx<'_>, headers: &HeaderMap) -> BlobResult<(Source, BlobRecord)> {
+/// Where a source's bytes are read from: its account's directory and data key.
+struct Origin {
+    dir: std::path::PathBuf,
+    key: [u8; 32],
+    /// In another account: its objects cannot be shared, the bytes are copied.
+    foreign: bool,
+}
+
+/// Loads the source (read permission on its container for token callers; a SAS or public
+/// access for another account's blob) and checks the `x-ms-source-if-*` conditions.
+async fn load_source(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+) -> BlobResult<(Source, BlobRecord, Origin)> {
     let src = source(ctx, headers)?;
-    ctx.authorize(&ctx.container_scope(&src.container), READ, true)
-        .await?;
-    let b = load_at(ctx, &src.container, &src.name, src.snapshot.as_deref())
-        .await?
-        .ok_or_else(|| {
-            cannot_verify(
-                StatusCode::NOT_FOUND,
-                "The specified copy source blob does not exist.",
-            )
-        })?;
+    let (b, origin) = match &src.account {
+        None => {
+            ctx.authorize(&ctx.container_scope(&src.container), READ, true)
+                .await?;
+            let b = load_at(ctx, &src.container, &src.name, src.snapshot.as_deref()).await?;
+            let origin = Origin {
+                dir: ctx.account.dir.clone(),
+                key: ctx.account.data_key,
+                foreign: false,
+            };
+            (b, origin)
+        }
+        Some(name) => foreign_source(ctx, name, &src).await?,
+    };
+    let b = b.ok_or_else(|| {
+        cannot_verify(
+            StatusCode::NOT_FOUND,
+            "The specified copy source blob does not exist.",
+        )
+    })?;
     let mut cond = HeaderMap::new();
     for (k, v) in headers {
         if let Some(rest) = k.as_str().strip_prefix("x-ms-source-") {
@@ -121,7 +151,112 @@ async fn load_source(ctx: &Ctx<'_>, headers: &HeaderMap) -> BlobResult<(Source, 
             "The source condition specified using HTTP conditional header(s) is not met.",
         )
     })?;
-    Ok((src, b))
+    Ok((src, b, origin))
+}
+
+/// A source in another account: authorized by the SAS in its URL or by public access.
+async fn foreign_source(
+    ctx: &Ctx<'_>,
+    name: &str,
+    src: &Source,
+) -> BlobResult<(Option<BlobRecord>, Origin)> {
+    let denied = |msg: &str| cannot_verify(StatusCode::FORBIDDEN, msg);
+    let acct = ctx.svc.resolve(name).await?.ok_or_else(|| {
+        cannot_verify(
+            StatusCode::NOT_FOUND,
+            "The copy source storage account does not exist.",
+        )
+    })?;
+    let (a, c) = (acct.id.key(), src.container.clone());
+    let container =
+        ciel_store::run(&ctx.svc.store, move |s| s.get_container(&a, &c).found()).await?;
+    if super::sas::is_sas(&src.query) {
+        let ud = src.query.iter().any(|(k, _)| k == "skoid");
+        if !ud && !acct.allow_shared_key {
+            return Err(denied(
+                "Key based authentication is not permitted on the source account.",
+            ));
+        }
+        let policy = match super::sas::Params::new(&src.query).policy() {
+            Some(id) => {
+                super::acl::policy(&ctx.svc.store, &acct.id.key(), &src.container, id).await?
+            }
+            None => None,
+        };
+        let need = super::sas::need(&http::Method::GET, super::sas::Level::Blob, None, None)
+            .ok_or_else(BlobError::internal)?;
+        let (data_key, epoch) = (acct.data_key, acct.udk_epoch);
+        let udk = move |f: &super::sas::UdkFields| {
+            super::service::user_delegation_key(&data_key, epoch, f)
+        };
+        let empty = HeaderMap::new();
+        let grant = super::sas::verify(
+            &src.query,
+            &super::sas::Request {
+                account: &acct.name,
+                container: &src.container,
+                blob: Some(&src.name),
+                snapshot: src.snapshot.as_deref(),
+                need,
+                client_ip: ctx.client_ip.as_deref(),
+                headers: &empty,
+                now: chrono::Utc::now().timestamp(),
+            },
+            &super::sas::Keys {
+                account_keys: [&acct.key1, &acct.key2],
+                udk: &udk,
+            },
+            policy.as_ref(),
+        )
+        .map_err(|e| denied(&format!("The copy source SAS is not valid ({}).", e.code)))?;
+        if let super::sas::SasKind::UserDelegation { oid, tid } = grant.kind {
+            let mut scope = acct.id.clone();
+            scope
+                .segments
+                .push(("blobServices".into(), "default".into()));
+            scope
+                .segments
+                .push(("containers".into(), src.container.clone()));
+            let (assignments, custom) = ciel_store::run(&ctx.svc.store, move |s| {
+                ciel_identity::rbac::grants(s, &oid, &tid)
+            })
+            .await?;
+            if !ciel_identity::rbac::is_data_allowed(&assignments, &custom, &scope, READ) {
+                return Err(denied("The signer of the copy source SAS may not read it."));
+            }
+        }
+    } else {
+        let public = container
+            .as_ref()
+            .and_then(|c| c.public_access.as_deref())
+            .is_some();
+        if !(public && acct.allow_public) {
+            return Err(denied(
+                "A copy source in another account must carry a SAS or be publicly readable.",
+            ));
+        }
+    }
+    if container.is_none() {
+        return Ok((None, origin_of(&acct)));
+    }
+    let snap = match &src.snapshot {
+        Some(s) => super::snapshot::canonical(s)?,
+        None => String::new(),
+    };
+    let (a, c, n) = (acct.id.key(), src.container.clone(), src.name.clone());
+    let b = ciel_store::run(&ctx.svc.store, move |s| {
+        s.get_blob_at(&a, &c, &n, &snap).found()
+    })
+    .await?;
+    Ok((b, origin_of(&acct)))
+}
+
+fn origin_of(acct: &super::Account) -> Origin {
+    Origin {
+        dir: acct.dir.clone(),
+        key: acct.data_key,
+        foreign: true,
+    }
 }
 
 fn share_of(src: &Source, b: &BlobRecord) -> ShareSource {
@@ -175,13 +310,19 @@ pub async fn copy_blob(
     }
     let metadata = metadata_from(headers)?;
     let tags = super::tags::from_header(headers)?;
-    let (src, sb) = load_source(ctx, headers).await?;
+    let (src, sb, origin) = load_source(ctx, headers).await?;
+    if origin.foreign && blob_type(&sb) == "PageBlob" {
+        return Err(BlobError::not_supported(
+            "Copying a page blob from another account",
+        ));
+    }
     container::load(ctx, container).await?;
     let existing = load(ctx, container, name).await?;
     check_conditions(headers, existing.as_ref(), false)?;
     super::lease::check_blob_write(headers, existing.as_ref())?;
     let now = now_micros();
     let mut rec = sb.clone();
+    rec.account = ctx.account.id.key();
     rec.container = container.to_string();
     rec.name = name.to_string();
     rec.snapshot = String::new();
@@ -260,15 +401,38 @@ pub async fn copy_blob(
         "success",
         json!({"copySource": format!("{}/{}", src.container, src.name), "snapshot": src.snapshot, "fromUrl": put_blob_from_url}),
     );
-    let (r2, share) = (rec.clone(), share_of(&src, &sb));
-    let freed = ciel_store::run(&ctx.svc.store, move |s| {
-        s.put_blob_from(&r2, &share, &draft)
-    })
-    .await
-    .map_err(|e| match e {
-        StoreError::Conflict(_) => copy_conflict(),
-        other => other.into(),
-    })?;
+    let freed = if origin.foreign {
+        // Another account's bytes: decrypted with its key, written anew under this one's.
+        let (oid, n, _) = copy_range(ctx, &origin, &sb, 0, sb.size as u64).await?;
+        rec.object_id = oid.to_vec();
+        rec.shared = false;
+        rec.blocks = if rec.blob_type == "AppendBlob" {
+            json!([{"id": B64.encode("00000000"), "object": blobstore::object_id_hex(&oid), "size": n}])
+        } else {
+            json!([])
+        };
+        let r2 = rec.clone();
+        match ciel_store::run(&ctx.svc.store, move |s| s.put_blob(&r2, &draft)).await {
+            Ok(freed) => freed,
+            Err(e) => {
+                remove_objects(ctx, vec![oid.to_vec()]);
+                return Err(match e {
+                    StoreError::Conflict(_) => BlobError::container_not_found(),
+                    other => other.into(),
+                });
+            }
+        }
+    } else {
+        let (r2, share) = (rec.clone(), share_of(&src, &sb));
+        ciel_store::run(&ctx.svc.store, move |s| {
+            s.put_blob_from(&r2, &share, &draft)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => copy_conflict(),
+            other => other.into(),
+        })?
+    };
     remove_objects(ctx, freed);
     let mut r = empty(if put_blob_from_url {
         StatusCode::CREATED
@@ -330,6 +494,7 @@ fn source_range(headers: &HeaderMap, size: u64) -> BlobResult<(u64, u64)> {
 /// at a time), for a block cut from part of a source.
 async fn copy_range(
     ctx: &Ctx<'_>,
+    origin: &Origin,
     b: &BlobRecord,
     start: u64,
     end: u64,
@@ -337,6 +502,7 @@ async fn copy_range(
     let segs = pieces(b)?;
     let oid = blobstore::new_object_id()?;
     let (dir, key) = (ctx.account.dir.clone(), ctx.account.data_key);
+    let (src_dir, src_key) = (origin.dir.clone(), origin.key);
     let out =
         tokio::task::spawn_blocking(move || -> Result<(u64, Vec<u8>), blobstore::ObjectError> {
             let mut w = ObjectWriter::create(&dir, &key, oid, DEFAULT_CHUNK)?;
@@ -351,7 +517,7 @@ async fn copy_range(
                 if s < e {
                     match p {
                         Piece::Object { oid: src, at, .. } => {
-                            let mut r = ObjectReader::open(&dir, &key, src)?;
+                            let mut r = ObjectReader::open(&src_dir, &src_key, src)?;
                             r.read_range(at + s - base, at + e - base, |piece| {
                                 md5.update(piece);
                                 w.write(piece)
@@ -396,7 +562,7 @@ pub async fn put_block_from_url(
             "x-ms-copy-source-authorization (sources in other accounts)",
         ));
     }
-    let (src, sb) = load_source(ctx, &headers).await?;
+    let (src, sb, origin) = load_source(ctx, &headers).await?;
     container::load(ctx, container).await?;
     let existing = load(ctx, container, name).await?;
     if let Some(e) = &existing {
@@ -425,7 +591,7 @@ pub async fn put_block_from_url(
             whole: true,
             len,
             ..
-        }] if start == 0 && end == *len => Some(*oid),
+        }] if start == 0 && end == *len && !origin.foreign => Some(*oid),
         _ => None,
     };
     let mut rec = BlockRec {
@@ -454,7 +620,7 @@ pub async fn put_block_from_url(
             sb.content_md5.clone()
         }
         None => {
-            let (oid, _, md5) = copy_range(ctx, &sb, start, end).await?;
+            let (oid, _, md5) = copy_range(ctx, &origin, &sb, start, end).await?;
             rec.object_id = oid.to_vec();
             let r2 = rec.clone();
             match ciel_store::run(&ctx.svc.store, move |s| s.put_block(&r2)).await {

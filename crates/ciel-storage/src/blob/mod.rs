@@ -231,7 +231,7 @@ pub fn now_micros() -> i64 {
 }
 
 impl BlobService {
-    async fn resolve(&self, name: &str) -> BlobResult<Option<Account>> {
+    pub(crate) async fn resolve(&self, name: &str) -> BlobResult<Option<Account>> {
         let n = name.to_string();
         let found =
             ciel_store::run(&self.store, move |s| s.find_resources_by_name(TYPE, &n)).await?;
