@@ -1008,19 +1008,7 @@ pub async fn list_blobs(
     let prefix = get("prefix").unwrap_or_default();
     let delimiter = get("delimiter").filter(|d| !d.is_empty());
     let marker = get("marker").filter(|m| !m.is_empty());
-    let max = match get("maxresults") {
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=5000).contains(n))
-            .ok_or_else(|| {
-                BlobError::bad(
-                    "OutOfRangeQueryParameterValue",
-                    "maxresults must be between 1 and 5000.",
-                )
-            })?,
-        None => 5000,
-    };
+    let max = super::max_results(get("maxresults").as_deref())?;
     let include: Vec<String> = get("include")
         .map(|i| {
             i.split(',')

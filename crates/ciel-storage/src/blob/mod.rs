@@ -202,6 +202,23 @@ pub const RESERVED_PATH_NAMES: &[&str] = &[
     "metrics",
 ];
 
+/// `maxresults` of a listing: 1 to 5000, 5000 when absent.
+pub fn max_results(value: Option<&str>) -> BlobResult<usize> {
+    match value {
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=5000).contains(n))
+            .ok_or_else(|| {
+                BlobError::bad(
+                    "OutOfRangeQueryParameterValue",
+                    "maxresults must be between 1 and 5000.",
+                )
+            }),
+        None => Ok(5000),
+    }
+}
+
 pub fn http_date(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()

@@ -84,59 +84,34 @@ pub fn xml(tags: &Value) -> String {
 }
 
 fn parse_xml(body: &[u8]) -> BlobResult<Vec<(String, String)>> {
-    let bad = || {
-        BlobError::bad(
-            "InvalidXmlDocument",
-            "XML specified is not syntactically valid.",
-        )
-    };
-    let mut reader = quick_xml::Reader::from_reader(body);
-    reader.config_mut().trim_text(true);
-    let mut buf = Vec::new();
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let (mut key, mut value): (Option<String>, Option<String>) = (None, None);
+    use super::xml::invalid;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(vec![]);
+    }
+    let doc = super::xml::parse(body)?;
+    if doc.name != "Tags" {
+        return Err(invalid());
+    }
     let mut out = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).map_err(|_| bad())? {
-            quick_xml::events::Event::Start(e) => {
-                let n = e.name().as_ref().to_vec();
-                let ok = matches!(
-                    (path.len(), n.as_slice()),
-                    (0, b"Tags") | (1, b"TagSet") | (2, b"Tag") | (3, b"Key") | (3, b"Value")
-                );
-                if !ok {
-                    return Err(bad());
-                }
-                if n == b"Tag" {
-                    key = None;
-                    value = None;
-                }
-                path.push(n);
-            }
-            quick_xml::events::Event::Empty(e) => match (path.len(), e.name().as_ref()) {
-                (3, b"Value") => value = Some(String::new()),
-                (1, b"TagSet") | (0, b"Tags") => {}
-                _ => return Err(bad()),
-            },
-            quick_xml::events::Event::Text(t) => {
-                let text = t.unescape().map_err(|_| bad())?.into_owned();
-                match path.last().map(|v| v.as_slice()) {
-                    Some(b"Key") => key = Some(text),
-                    Some(b"Value") => value = Some(text),
-                    _ => return Err(bad()),
-                }
-            }
-            quick_xml::events::Event::End(_) => {
-                if path.pop().as_deref() == Some(b"Tag".as_slice()) {
-                    let k = key.take().ok_or_else(bad)?;
-                    out.push((k, value.take().unwrap_or_default()));
-                }
-            }
-            quick_xml::events::Event::Eof => break,
-            quick_xml::events::Event::Decl(_) | quick_xml::events::Event::Comment(_) => {}
-            _ => return Err(bad()),
+    for set in &doc.children {
+        if set.name != "TagSet" {
+            return Err(invalid());
         }
-        buf.clear();
+        for tag in &set.children {
+            if tag.name != "Tag"
+                || tag
+                    .children
+                    .iter()
+                    .any(|c| c.name != "Key" && c.name != "Value")
+            {
+                return Err(invalid());
+            }
+            let key = tag.text_of("Key").ok_or_else(invalid)?;
+            out.push((
+                key.to_string(),
+                tag.text_of("Value").unwrap_or("").to_string(),
+            ));
+        }
     }
     Ok(out)
 }
@@ -425,19 +400,7 @@ pub async fn find_blobs_by_tags(
         )
     })?;
     let clauses = parse_where(&expr)?;
-    let max = match get("maxresults") {
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=5000).contains(n))
-            .ok_or_else(|| {
-                BlobError::bad(
-                    "OutOfRangeQueryParameterValue",
-                    "maxresults must be between 1 and 5000.",
-                )
-            })?,
-        None => 5000,
-    };
+    let max = super::max_results(get("maxresults").as_deref())?;
     // The marker is `container/name` of the last blob answered (container names have no '/').
     let marker = get("marker").filter(|m| !m.is_empty());
     let (mut after_c, mut after_n) = match marker.as_deref().and_then(|m| m.split_once('/')) {
