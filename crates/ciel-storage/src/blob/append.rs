@@ -119,7 +119,7 @@ pub async fn append_block(
             return Err(e);
         }
     };
-    let (oid, len, dg) = stream_to_object(ctx, req.into_body()).await?;
+    let (oid, len, dg) = stream_to_object(ctx, req.into_body(), want_crc.is_some()).await?;
     let md5 = dg.md5.clone();
     let discard = |e: BlobError| {
         remove_objects(ctx, vec![oid.to_vec()]);

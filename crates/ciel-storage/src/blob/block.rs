@@ -70,7 +70,7 @@ pub async fn put_block(
     super::lease::check_blob_write(req.headers(), existing.as_ref())?;
     let want_md5 = request_md5(req.headers())?;
     let want_crc = request_crc64(req.headers())?;
-    let (oid, size, dg) = stream_to_object(ctx, req.into_body()).await?;
+    let (oid, size, dg) = stream_to_object(ctx, req.into_body(), want_crc.is_some()).await?;
     if let Err(e) = check_digests(want_md5.as_deref(), want_crc, &dg) {
         remove_objects(ctx, vec![oid.to_vec()]);
         return Err(e);

@@ -385,7 +385,7 @@ pub async fn put_page(
     let written = if clearing {
         None
     } else {
-        let (oid, size, dg) = stream_to_object(ctx, req.into_body()).await?;
+        let (oid, size, dg) = stream_to_object(ctx, req.into_body(), want_crc.is_some()).await?;
         let checked = if size != end - start {
             Err(invalid_header(
                 "The body length differs from the page range.",
