@@ -541,3 +541,22 @@ def test_copies_across_accounts_need_a_sas_on_the_source(ciel, group, account, t
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert dst.download_blob("s2s/dir/big.bin").readall() == data
     assert dst.download_blob("s2s/small.txt").readall() == b"small"
+
+
+def test_az_cli_upload_and_download_batch(az, ciel, account, tmp_path: Path):
+    base = ["--account-name", account["name"], "--account-key", account["key"]]
+    cname = f"batch-{uuid.uuid4().hex[:6]}"
+    az("storage", "container", "create", "-n", cname, *base)
+    src = tmp_path / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    files = {"top.txt": b"top", "a/one.bin": os.urandom(70_000), "a/b/deux été.txt": "unicode\n".encode()}
+    for rel, data in files.items():
+        (src / rel).write_bytes(data)
+    az("storage", "blob", "upload-batch", "-d", cname, "-s", str(src), *base)
+    listed = az("storage", "blob", "list", "-c", cname, *base)
+    assert sorted(b["name"] for b in listed) == sorted(files)
+    back = tmp_path / "back"
+    back.mkdir()
+    az("storage", "blob", "download-batch", "-d", str(back), "-s", cname, *base)
+    for rel, data in files.items():
+        assert (back / rel).read_bytes() == data, rel
