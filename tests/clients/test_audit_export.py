@@ -47,3 +47,28 @@ def test_export_proves_the_tenants_entries_and_hides_the_others(ciel, tenant_b, 
     dropped.write_text("\n".join(r.stdout.splitlines()[:2] + r.stdout.splitlines()[3:]) + "\n")
     bad = _run("audit", "verify-export", str(dropped), "--public-key", str(pub), check=False)
     assert bad.returncode == 1, bad.stdout
+
+
+def test_tenants_export_their_own_audit_through_the_api(ciel, tmp_path):
+    import requests
+
+    url = f"{ciel.arm}providers/Ciel.Audit/export"
+    r = ciel.arm_call("GET", "/providers/Ciel.Audit/export", params={"api-version": "2026-11-01"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson", r.text[:500]
+    out = tmp_path / "api.jsonl"
+    out.write_text(r.text)
+    first = json.loads(r.text.splitlines()[0])
+    assert first["type"] == "header" and first["tenant"] == ciel.tenant
+    v = _run("audit", "verify-export", str(out), "--public-key", str(ciel.data_dir / "keys" / "audit-signing.pub"))
+    assert json.loads(v.stdout)["entries"] > 0
+    # The export itself is audited, and a later export shows it.
+    again = ciel.arm_call("GET", "/providers/Ciel.Audit/export", params={"api-version": "2026-11-01"}).text
+    assert "Ciel.Audit/export/action" in again
+    # Without a token, without a role, or with a bad parameter: refused.
+    assert requests.get(url, params={"api-version": "2026-11-01"}, verify=ciel.ca, timeout=30).status_code == 401
+    sp = ciel.create_sp(f"noexport-{uuid.uuid4().hex[:6]}")
+    tok = ciel.client_token(sp["appId"], sp["password"])
+    r = ciel.request("GET", f"{url}?api-version=2026-11-01", token=tok)
+    assert r.status_code == 403, r.text
+    r = ciel.arm_call("GET", "/providers/Ciel.Audit/export", params={"api-version": "2026-11-01", "from": "0"})
+    assert r.status_code == 400, r.text

@@ -295,6 +295,20 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
     {
         return sovereignty_statement(app, &req);
     }
+    if req
+        .uri()
+        .path()
+        .eq_ignore_ascii_case("/providers/Ciel.Audit/export")
+    {
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let uri = req.uri().clone();
+        drop(req);
+        return audit_export(app, auth, uri, rid, peer).await;
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(body, app.max_body).await {
         Ok(b) => b,
@@ -318,6 +332,125 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
     };
     resp.headers_mut().extend(r.headers);
     resp
+}
+
+/// `GET /providers/Ciel.Audit/export?api-version=2026-11-01[&from=N]`: the caller's tenant's audit
+/// entries with their chain proofs (`ciel-audit-export/1`, JSON lines, streamed). The export
+/// spans the whole tenant, so the caller must be allowed to read the activity log of every
+/// subscription of the tenant. Each export is itself audited.
+async fn audit_export(
+    app: &App,
+    auth: Option<String>,
+    uri: http::Uri,
+    rid: &str,
+    peer: Option<String>,
+) -> Response {
+    use ciel_identity::rbac;
+    const READ: &str = "Microsoft.Insights/eventtypes/values/read";
+    let token = auth.as_deref().and_then(|v| v.strip_prefix("Bearer "));
+    let Some(caller) = token
+        .map(|t| {
+            app.tokens
+                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
+        })
+        .and_then(Result::ok)
+    else {
+        return arm_error(&ApiError::unauthorized(
+            "AuthenticationFailed",
+            "A valid bearer token for Resource Manager is required.",
+        ));
+    };
+    let q = query_pairs(&uri);
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    if get("api-version").as_deref() != Some(crate::sovereignty::API_VERSION) {
+        return arm_error(&ApiError::bad_request(
+            "InvalidApiVersionParameter",
+            format!(
+                "The supported api-version is '{}'.",
+                crate::sovereignty::API_VERSION
+            ),
+        ));
+    }
+    let from = match get("from").map(|f| f.parse::<i64>()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => {
+            return arm_error(&ApiError::bad_request(
+                "InvalidParameter",
+                "from must be a sequence number of at least 1.",
+            ))
+        }
+    };
+    let (oid, tid) = (caller.object_id.clone(), caller.tenant_id.clone());
+    let allowed = ciel_store::run(&app.store, move |s| {
+        let (assignments, custom) = rbac::grants(s, &oid, &tid)?;
+        let subs = s.list_subscriptions(&tid)?;
+        Ok(!subs.is_empty()
+            && subs.iter().all(|sub| {
+                ciel_core::ResourceId::parse(&format!("/subscriptions/{}", sub.id))
+                    .map(|id| rbac::is_allowed(&assignments, &custom, &id, READ))
+                    .unwrap_or(false)
+            }))
+    })
+    .await;
+    let draft = |outcome: &str| ciel_core::audit::AuditDraft {
+        tenant_id: Some(caller.tenant_id.clone()),
+        actor: caller.display(),
+        action: "Ciel.Audit/export/action".into(),
+        target: format!("/tenants/{}", caller.tenant_id),
+        outcome: outcome.into(),
+        details: serde_json::json!({"from": from}),
+        request_id: Some(rid.to_string()),
+        client_ip: peer.clone(),
+    };
+    let ok = matches!(allowed, Ok(true));
+    let d = draft(if ok { "success" } else { "denied" });
+    if let Err(e) = ciel_store::run(&app.store, move |s| {
+        s.append_audit(std::slice::from_ref(&d))
+    })
+    .await
+    {
+        tracing::error!(error = %e, "could not audit an audit export");
+        return arm_error(&ApiError::internal());
+    }
+    if !ok {
+        return arm_error(&ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "Exporting the tenant's audit log needs Microsoft.Insights/eventtypes/values/read on every subscription of the tenant.",
+        ));
+    }
+    let public_key = match ciel_store::run(&app.store, |s| s.get_setting("audit.public_key")).await
+    {
+        Ok(Some(k)) => k,
+        _ => return arm_error(&ApiError::internal()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let (store, tenant) = (app.store.clone(), caller.tenant_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let res = ciel_audit::export::export(store.as_ref(), &tenant, from, &public_key, |line| {
+            let mut v = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+            v.push(b'\n');
+            tx.blocking_send(Ok(bytes::Bytes::from(v)))
+                .map_err(|_| std::io::Error::other("client went away"))
+        });
+        if let Err(e) = res {
+            tracing::error!(error = %e, "audit export failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other("audit export failed")));
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut r = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
 }
 
 /// `GET /providers/Ciel.Sovereignty/statement?api-version=2026-11-01`: any authenticated caller
