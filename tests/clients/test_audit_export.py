@@ -72,3 +72,5 @@ def test_tenants_export_their_own_audit_through_the_api(ciel, tmp_path):
     assert r.status_code == 403, r.text
     r = ciel.arm_call("GET", "/providers/Ciel.Audit/export", params={"api-version": "2026-11-01", "from": "0"})
     assert r.status_code == 400, r.text
+    r = ciel.arm_call("POST", "/providers/Ciel.Audit/export", params={"api-version": "2026-11-01"}, json_body={})
+    assert r.status_code == 405, r.text

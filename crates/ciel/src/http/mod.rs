@@ -288,26 +288,11 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 }
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
-    if req
-        .uri()
-        .path()
-        .eq_ignore_ascii_case("/providers/Ciel.Sovereignty/statement")
-    {
-        return sovereignty_statement(app, &req);
-    }
-    if req
-        .uri()
-        .path()
-        .eq_ignore_ascii_case("/providers/Ciel.Audit/export")
-    {
-        let auth = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let uri = req.uri().clone();
-        drop(req);
-        return audit_export(app, auth, uri, rid, peer).await;
+    let path = req.uri().path();
+    for own in [OwnApi::SovereigntyStatement, OwnApi::AuditExport] {
+        if path.eq_ignore_ascii_case(own.path()) {
+            return own_api(app, own, req, rid, peer).await;
+        }
     }
     let (parts, body) = req.into_parts();
     let body = match read_body(body, app.max_body).await {
@@ -334,47 +319,95 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
     resp
 }
 
+/// Ciel's own APIs on the Resource Manager host (docs/openapi/ciel.json).
+#[derive(Clone, Copy)]
+enum OwnApi {
+    SovereigntyStatement,
+    AuditExport,
+}
+
+impl OwnApi {
+    fn path(self) -> &'static str {
+        match self {
+            OwnApi::SovereigntyStatement => "/providers/Ciel.Sovereignty/statement",
+            OwnApi::AuditExport => "/providers/Ciel.Audit/export",
+        }
+    }
+}
+
+/// The checks every one of Ciel's own APIs shares: an ARM bearer token, GET, the api-version.
+async fn own_api(
+    app: &App,
+    api: OwnApi,
+    req: Request<Body>,
+    rid: &str,
+    peer: Option<String>,
+) -> Response {
+    let caller = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| {
+            app.tokens
+                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
+                .ok()
+        });
+    let Some(caller) = caller else {
+        return arm_error(&ApiError::unauthorized(
+            "AuthenticationFailed",
+            "A valid bearer token for Resource Manager is required.",
+        ));
+    };
+    if req.method() != http::Method::GET {
+        return arm_error(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{} is read with GET.", api.path()),
+        ));
+    }
+    let q = query_pairs(req.uri());
+    // The body is not needed: dropping the request keeps the future Send.
+    drop(req);
+    let version = q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
+        .map(|(_, v)| v.clone());
+    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
+        return arm_error(&ApiError::bad_request(
+            "InvalidApiVersionParameter",
+            format!(
+                "The api-version '{}' is invalid. The supported version is '{}'.",
+                version.unwrap_or_default(),
+                crate::sovereignty::API_VERSION
+            ),
+        ));
+    }
+    match api {
+        // Any authenticated caller may read where its data and keys are.
+        OwnApi::SovereigntyStatement => json_response(StatusCode::OK, &app.sovereignty),
+        OwnApi::AuditExport => audit_export(app, caller, &q, rid, peer).await,
+    }
+}
+
 /// `GET /providers/Ciel.Audit/export?api-version=2026-11-01[&from=N]`: the caller's tenant's audit
 /// entries with their chain proofs (`ciel-audit-export/1`, JSON lines, streamed). The export
 /// spans the whole tenant, so the caller must be allowed to read the activity log of every
 /// subscription of the tenant. Each export is itself audited.
 async fn audit_export(
     app: &App,
-    auth: Option<String>,
-    uri: http::Uri,
+    caller: ciel_core::Caller,
+    q: &[(String, String)],
     rid: &str,
     peer: Option<String>,
 ) -> Response {
     use ciel_identity::rbac;
     const READ: &str = "Microsoft.Insights/eventtypes/values/read";
-    let token = auth.as_deref().and_then(|v| v.strip_prefix("Bearer "));
-    let Some(caller) = token
-        .map(|t| {
-            app.tokens
-                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
-        })
-        .and_then(Result::ok)
-    else {
-        return arm_error(&ApiError::unauthorized(
-            "AuthenticationFailed",
-            "A valid bearer token for Resource Manager is required.",
-        ));
-    };
-    let q = query_pairs(&uri);
     let get = |k: &str| {
         q.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.clone())
     };
-    if get("api-version").as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return arm_error(&ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The supported api-version is '{}'.",
-                crate::sovereignty::API_VERSION
-            ),
-        ));
-    }
     let from = match get("from").map(|f| f.parse::<i64>()) {
         None => 1,
         Some(Ok(n)) if n >= 1 => n,
@@ -451,51 +484,6 @@ async fn audit_export(
         http::HeaderValue::from_static("application/x-ndjson"),
     );
     r
-}
-
-/// `GET /providers/Ciel.Sovereignty/statement?api-version=2026-11-01`: any authenticated caller
-/// of this cloud may read where its data and keys are (docs/openapi/ciel.json).
-fn sovereignty_statement(app: &App, req: &Request<Body>) -> Response {
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if token
-        .map(|t| {
-            app.tokens
-                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
-        })
-        .and_then(Result::ok)
-        .is_none()
-    {
-        return arm_error(&ApiError::unauthorized(
-            "AuthenticationFailed",
-            "A valid bearer token for Resource Manager is required.",
-        ));
-    }
-    if req.method() != http::Method::GET {
-        return arm_error(&ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "The sovereignty statement is read with GET.",
-        ));
-    }
-    let version = query_pairs(req.uri())
-        .into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
-        .map(|(_, v)| v);
-    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return arm_error(&ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{}' is invalid. The supported version is '{}'.",
-                version.unwrap_or_default(),
-                crate::sovereignty::API_VERSION
-            ),
-        ));
-    }
-    json_response(StatusCode::OK, &app.sovereignty)
 }
 
 #[cfg(test)]
