@@ -560,3 +560,14 @@ def test_az_cli_upload_and_download_batch(az, ciel, account, tmp_path: Path):
     az("storage", "blob", "download-batch", "-d", str(back), "-s", cname, *base)
     for rel, data in files.items():
         assert (back / rel).read_bytes() == data, rel
+
+
+def test_az_cli_cors(az, ciel, group):
+    acct = _make_account(ciel, group)
+    base = ["--account-name", acct["name"], "--account-key", acct["key"]]
+    az("storage", "cors", "add", "--services", "b", "--methods", "GET", "PUT", "--origins", "https://portail.example.fr",
+       "--allowed-headers", "x-ms-meta-*", "--max-age", "300", *base)
+    rules = az("storage", "cors", "list", "--services", "b", *base)
+    assert len(rules) == 1 and rules[0]["AllowedOrigins"] == "https://portail.example.fr", rules
+    az("storage", "cors", "clear", "--services", "b", *base)
+    assert az("storage", "cors", "list", "--services", "b", *base) == []
