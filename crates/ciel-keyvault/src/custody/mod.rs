@@ -5,6 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
+mod config;
+mod material;
+pub mod pkcs11;
+mod public;
+pub mod software;
+
+pub use config::{open, CustodyBackend, CustodyConfig};
+pub use pkcs11::{PinSource, Pkcs11Config, Pkcs11Custody};
+pub use software::SoftwareCustody;
+
 /// Key Vault's key types (`kty`). The `-HSM` forms exist only on an HSM-backed vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyType {
@@ -183,22 +193,138 @@ pub trait Custody: Send + Sync + 'static {
     /// Remove the key from the backend for good (purge): software has nothing to do beyond the
     /// record; an HSM destroys the object.
     fn destroy(&self, m: &KeyMaterial) -> CustodyResult<()>;
+
+    // --- Added with the backends: label binding. ---
+    //
+    // `sign`/`decrypt` cannot tell whether the material handed to them is the material that was
+    // made for the key the caller names: a metadata record whose blob was swapped with another
+    // key's of the same vault would sign with the other key. Every blob therefore carries the
+    // label it was made for, authenticated under the vault key; these forms check it. The data
+    // plane should call them with the same `vault/key/version` label it gave `generate`/`import`.
+
+    /// Fails with `Material` unless `m` was made for `label` under this `vault_key`.
+    fn check_label(&self, vault_key: &[u8], label: &str, m: &KeyMaterial) -> CustodyResult<()> {
+        let _ = (vault_key, label, m);
+        Err(CustodyError::Unsupported(
+            "this backend does not bind material to labels".into(),
+        ))
+    }
+
+    /// `sign`, after checking that `m` was made for `label`.
+    fn sign_labelled(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+        alg: SignAlg,
+        digest: &[u8],
+    ) -> CustodyResult<Vec<u8>> {
+        self.check_label(vault_key, label, m)?;
+        self.sign(vault_key, m, alg, digest)
+    }
+
+    /// `decrypt`, after checking that `m` was made for `label`.
+    fn decrypt_labelled(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+        alg: EncAlg,
+        ciphertext: &[u8],
+    ) -> CustodyResult<Vec<u8>> {
+        self.check_label(vault_key, label, m)?;
+        self.decrypt(vault_key, m, alg, ciphertext)
+    }
+}
+
+impl SignAlg {
+    /// The digest length the algorithm signs (SHA-256/384/512).
+    pub fn digest_len(self) -> usize {
+        match self {
+            SignAlg::RS256 | SignAlg::PS256 | SignAlg::ES256 => 32,
+            SignAlg::RS384 | SignAlg::PS384 | SignAlg::ES384 => 48,
+            SignAlg::RS512 | SignAlg::PS512 | SignAlg::ES512 => 64,
+        }
+    }
+    /// The JOSE name (`RS256`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            SignAlg::RS256 => "RS256",
+            SignAlg::RS384 => "RS384",
+            SignAlg::RS512 => "RS512",
+            SignAlg::PS256 => "PS256",
+            SignAlg::PS384 => "PS384",
+            SignAlg::PS512 => "PS512",
+            SignAlg::ES256 => "ES256",
+            SignAlg::ES384 => "ES384",
+            SignAlg::ES512 => "ES512",
+        }
+    }
+    /// The curve an ES algorithm needs; `None` for the RSA algorithms.
+    pub fn curve(self) -> Option<Curve> {
+        match self {
+            SignAlg::ES256 => Some(Curve::P256),
+            SignAlg::ES384 => Some(Curve::P384),
+            SignAlg::ES512 => Some(Curve::P521),
+            _ => None,
+        }
+    }
+    /// Every algorithm, for tests and capability lists.
+    pub const ALL: [SignAlg; 9] = [
+        SignAlg::RS256,
+        SignAlg::RS384,
+        SignAlg::RS512,
+        SignAlg::PS256,
+        SignAlg::PS384,
+        SignAlg::PS512,
+        SignAlg::ES256,
+        SignAlg::ES384,
+        SignAlg::ES512,
+    ];
+}
+
+impl EncAlg {
+    /// The JOSE name (`RSA-OAEP`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EncAlg::RsaOaep => "RSA-OAEP",
+            EncAlg::RsaOaep256 => "RSA-OAEP-256",
+            EncAlg::Rsa15 => "RSA1_5",
+        }
+    }
+    pub const ALL: [EncAlg; 3] = [EncAlg::RsaOaep, EncAlg::RsaOaep256, EncAlg::Rsa15];
+}
+
+impl Curve {
+    /// The size in bytes of a coordinate or scalar (32, 48, 66).
+    pub fn field_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
 }
 
 /// Public-key operations need no custody: they run here, for every backend.
+///
+/// `Ok(false)` is a well-formed signature that does not verify; `Err(Invalid)` a digest of the
+/// wrong length for `alg` or a signature of the wrong length for the key;
+/// `Err(AlgorithmMismatch)` an algorithm that does not fit the key.
 pub fn verify(
     key: &PublicKey,
     alg: SignAlg,
     digest: &[u8],
     signature: &[u8],
 ) -> CustodyResult<bool> {
-    let _ = (key, alg, digest, signature);
-    Err(CustodyError::Unsupported("verify: not built yet".into()))
+    public::verify(key, alg, digest, signature)
 }
 
+/// Encrypts with the public key (Key Vault's `encrypt` and `wrapKey` for RSA keys). A plaintext
+/// beyond the padding's limit (k-11 for RSA1_5, k-42 for RSA-OAEP, k-66 for RSA-OAEP-256, k the
+/// modulus length in bytes) is `Invalid`.
 pub fn encrypt(key: &PublicKey, alg: EncAlg, plaintext: &[u8]) -> CustodyResult<Vec<u8>> {
-    let _ = (key, alg, plaintext);
-    Err(CustodyError::Unsupported("encrypt: not built yet".into()))
+    public::encrypt(key, alg, plaintext)
 }
 
 mod b64 {
