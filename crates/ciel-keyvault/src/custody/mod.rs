@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 mod config;
 mod material;
+mod oaep;
 pub mod pkcs11;
 mod public;
 pub mod software;

@@ -17,13 +17,14 @@
 //!   keeps every other session logged in.
 
 use super::material;
+use super::oaep;
 use super::public::{check_digest, ec_jwk, is_rsa, rsa_public, RSA_BITS};
 use super::software;
 use super::{
     Curve, Custody, CustodyError, CustodyResult, EncAlg, KeyMaterial, KeySpec, PrivateKey,
     PublicKey, SignAlg,
 };
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
@@ -36,6 +37,7 @@ use hmac::{Hmac, Mac};
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 pub const BACKEND: &str = "pkcs11";
@@ -100,6 +102,9 @@ pub struct Pkcs11Custody {
     pool: Mutex<Vec<Session>>,
     /// Serialises the first-use creation of the wrapping key within this process.
     wrap_lock: Mutex<()>,
+    /// Set once the HSM has refused OAEP with SHA-1 (`[0]`) or SHA-256 (`[1]`) parameters:
+    /// those decryptions then run as raw RSA in the HSM plus `oaep::decode` here.
+    oaep_raw: [AtomicBool; 2],
 }
 
 fn ck(what: &str) -> impl Fn(CkError) -> CustodyError + '_ {
@@ -323,6 +328,7 @@ impl Pkcs11Custody {
             _anchor: Mutex::new(anchor),
             pool: Mutex::new(Vec::new()),
             wrap_lock: Mutex::new(()),
+            oaep_raw: [AtomicBool::new(false), AtomicBool::new(false)],
         })
     }
 
@@ -726,32 +732,66 @@ impl Pkcs11Custody {
         if h.kind != KIND_RSA {
             return Err(CustodyError::AlgorithmMismatch(alg.name().into()));
         }
-        if ciphertext.len() != h.bits as usize / 8 {
+        let k = h.bits as usize / 8;
+        if ciphertext.len() != k {
             return Err(CustodyError::Decrypt);
         }
         let oaep = |hash, mgf| {
             Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
         };
-        let mech = match alg {
-            EncAlg::RsaOaep => oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-            EncAlg::RsaOaep256 => oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-            EncAlg::Rsa15 => Mechanism::RsaPkcs,
+        let (mech, raw_flag) = match alg {
+            EncAlg::RsaOaep => (
+                oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+                Some(&self.oaep_raw[0]),
+            ),
+            EncAlg::RsaOaep256 => (
+                oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                Some(&self.oaep_raw[1]),
+            ),
+            EncAlg::Rsa15 => (Mechanism::RsaPkcs, None),
         };
         self.with_session(|s| {
             let key = self.find_private(s, h)?;
-            match s.decrypt(&mech, key, ciphertext) {
-                Ok(pt) => Ok(pt),
-                // Failures that depend on the ciphertext are all the same `Decrypt`; the others
-                // (session lost, mechanism refused) are the backend's and do not depend on it.
-                Err(CkError::Pkcs11(
-                    RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::DataInvalid
-                    | RvError::DataLenRange,
-                    _,
-                )) => Err(CustodyError::Decrypt),
-                Err(e) => Err(ck("C_Decrypt")(e)),
+            let raw = raw_flag.is_some_and(|f| f.load(Ordering::Relaxed));
+            if !raw {
+                match s.decrypt(&mech, key, ciphertext) {
+                    Ok(pt) => return Ok(pt),
+                    // Whatever C_Decrypt itself answers depends on the ciphertext (SoftHSM
+                    // answers CKR_GENERAL_ERROR for bad OAEP padding): one `Decrypt` for all.
+                    Err(CkError::Pkcs11(_, Function::Decrypt)) => {
+                        return Err(CustodyError::Decrypt)
+                    }
+                    // The HSM refuses the OAEP parameters (SoftHSM 2.6: SHA-1 only): decided at
+                    // C_DecryptInit, before the ciphertext is seen. Fall back to a raw RSA
+                    // decryption in the HSM and the OAEP decoding here, from now on.
+                    Err(CkError::Pkcs11(
+                        RvError::ArgumentsBad
+                        | RvError::MechanismInvalid
+                        | RvError::MechanismParamInvalid,
+                        Function::DecryptInit,
+                    )) if raw_flag.is_some() => {
+                        if let Some(f) = raw_flag {
+                            f.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => return Err(ck("C_Decrypt")(e)),
+                }
             }
+            let em = match s.decrypt(&Mechanism::RsaX509, key, ciphertext) {
+                Ok(em) => zeroize::Zeroizing::new(em),
+                Err(CkError::Pkcs11(_, Function::Decrypt)) => return Err(CustodyError::Decrypt),
+                Err(e) => return Err(ck("C_Decrypt (raw RSA)")(e)),
+            };
+            if em.len() > k {
+                return Err(CustodyError::Decrypt);
+            }
+            let mut padded = zeroize::Zeroizing::new(vec![0u8; k - em.len()]);
+            padded.extend_from_slice(&em);
+            let pt = match alg {
+                EncAlg::RsaOaep => oaep::decode::<sha1::Sha1>(&padded, k),
+                _ => oaep::decode::<sha2::Sha256>(&padded, k),
+            };
+            pt.ok_or(CustodyError::Decrypt)
         })
     }
 }
