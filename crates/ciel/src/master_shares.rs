@@ -256,7 +256,12 @@ pub fn split_master_cli(
     platform::check_master_key(&key, store.as_ref())?;
     let shares = split(&key, n, k)?;
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if !out.exists() {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        // Only the operator reads the directory the shares are written to.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+    }
     let paths: Vec<PathBuf> = shares
         .iter()
         .map(|s| out.join(format!("master-share-{}-of-{}.txt", s.index, s.shares)))
