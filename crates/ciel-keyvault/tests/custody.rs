@@ -16,8 +16,15 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Debian's path, or `CIEL_SOFTHSM_MODULE` where the distribution puts it elsewhere.
+fn softhsm_module() -> String {
+    std::env::var("CIEL_SOFTHSM_MODULE").unwrap_or_else(|_| SOFTHSM_MODULE.to_string())
+}
 const TOKEN_LABEL: &str = "ciel-test";
 const USER_PIN: &str = "1234-user";
+const RELOGIN_TOKEN: &str = "ciel-relogin";
+const RELOGIN_PIN: &str = "9999-user";
 
 fn master() -> Arc<MasterKey> {
     Arc::new(MasterKey::from_bytes(&MasterKey::generate_bytes().unwrap()).unwrap())
@@ -36,10 +43,12 @@ fn hsm() -> Option<Arc<dyn Custody>> {
             eprintln!("CIEL_SKIP_HSM_TESTS=1: PKCS#11 tests skipped");
             return None;
         }
+        let module = softhsm_module();
         assert!(
-            Path::new(SOFTHSM_MODULE).exists(),
-            "SoftHSM2 is not installed ({SOFTHSM_MODULE} is missing): `apt-get install softhsm2` \
-             (scripts/test does), or set CIEL_SKIP_HSM_TESTS=1 to skip the PKCS#11 tests"
+            Path::new(&module).exists(),
+            "SoftHSM2 is not installed ({module} is missing): `apt-get install softhsm2` \
+             (scripts/test does; CIEL_SOFTHSM_MODULE names another path), or set \
+             CIEL_SKIP_HSM_TESTS=1 to skip the PKCS#11 tests"
         );
         // Kept for the whole run (the token's files must outlive every test).
         let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
@@ -57,27 +66,31 @@ fn hsm() -> Option<Arc<dyn Custody>> {
         // Set before the module is loaded and before any test thread could read it: this runs
         // once, under the OnceLock.
         std::env::set_var("SOFTHSM2_CONF", &conf);
-        let out = std::process::Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN_LABEL,
-                "--pin",
-                USER_PIN,
-                "--so-pin",
-                "5678-so",
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("running softhsm2-util");
-        assert!(
-            out.status.success(),
-            "softhsm2-util --init-token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Two tokens: the suite's, and one that `pkcs11_login_is_recovered` logs out of. Both
+        // before the module is loaded: SoftHSM lists its slots once, at C_Initialize.
+        for (label, pin) in [(TOKEN_LABEL, USER_PIN), (RELOGIN_TOKEN, RELOGIN_PIN)] {
+            let out = std::process::Command::new("softhsm2-util")
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--pin",
+                    pin,
+                    "--so-pin",
+                    "5678-so",
+                ])
+                .env("SOFTHSM2_CONF", &conf)
+                .output()
+                .expect("running softhsm2-util");
+            assert!(
+                out.status.success(),
+                "softhsm2-util --init-token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Some(Arc::new(
-            Pkcs11Custody::new(Path::new(SOFTHSM_MODULE), TOKEN_LABEL, USER_PIN)
+            Pkcs11Custody::new(Path::new(&module), TOKEN_LABEL, USER_PIN)
                 .expect("opening the SoftHSM2 token"),
         ))
     })
@@ -710,4 +723,32 @@ fn config_opens_software() {
     let c = custody::open(&custody::CustodyConfig::default(), master()).unwrap();
     assert_eq!(c.backend(), "software");
     assert!(!c.is_hsm());
+}
+
+/// A lost login (an HSM restart logs every application out) is noticed by the call that meets
+/// it, which logs in again and retries. Uses a token of its own so as not to disturb the other HSM tests
+/// running in the same process.
+#[test]
+fn pkcs11_login_is_recovered() {
+    let Some(_) = hsm() else { return };
+    let c = Pkcs11Custody::new(Path::new(&softhsm_module()), RELOGIN_TOKEN, RELOGIN_PIN).unwrap();
+    let vk = vault_key();
+    let (m, public) = c
+        .generate(
+            &vk,
+            &unique("vault1/relogin"),
+            KeySpec::Ec { curve: Curve::P256 },
+        )
+        .unwrap();
+    let d = hash(SignAlg::ES256, b"x");
+    for _ in 0..2 {
+        c.logout_for_tests().unwrap();
+        // The call that finds the login gone logs in again and retries.
+        let sig = c.sign(&vk, &m, SignAlg::ES256, &d).unwrap();
+        assert!(custody::verify(&public, SignAlg::ES256, &d, &sig).unwrap());
+    }
+    c.logout_for_tests().unwrap();
+    let sealed = c.seal_vault_key("v", &vk).unwrap();
+    assert_eq!(c.open_vault_key("v", &sealed).unwrap(), vk);
+    c.destroy(&m).unwrap();
 }

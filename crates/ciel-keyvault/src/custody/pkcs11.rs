@@ -30,7 +30,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use hmac::{Hmac, Mac};
@@ -97,8 +97,10 @@ impl PinSource {
 pub struct Pkcs11Custody {
     ctx: Pkcs11,
     slot: Slot,
-    /// Logged in, never closed: the login lasts as long as one session of ours is open.
-    _anchor: Mutex<Session>,
+    /// Logged in, kept open: the login lasts as long as one session of ours is open. Replaced
+    /// (and the login redone) when the HSM has forgotten it.
+    anchor: Mutex<Session>,
+    pin: AuthPin,
     pool: Mutex<Vec<Session>>,
     /// Serialises the first-use creation of the wrapping key within this process.
     wrap_lock: Mutex<()>,
@@ -109,6 +111,14 @@ pub struct Pkcs11Custody {
 
 fn ck(what: &str) -> impl Fn(CkError) -> CustodyError + '_ {
     move |e| CustodyError::Backend(format!("PKCS#11 {what}: {e}"))
+}
+
+fn login(s: &Session, pin: &AuthPin) -> CustodyResult<()> {
+    match s.login(UserType::User, Some(pin)) {
+        Ok(()) => Ok(()),
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(ck("C_Login")(e)),
+    }
 }
 
 fn rand_bytes<const N: usize>() -> CustodyResult<[u8; N]> {
@@ -317,15 +327,12 @@ impl Pkcs11Custody {
         })?;
         let anchor = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         let pin = AuthPin::from(user_pin.to_string());
-        match anchor.login(UserType::User, Some(&pin)) {
-            Ok(()) => {}
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(ck("C_Login")(e)),
-        }
+        login(&anchor, &pin)?;
         Ok(Self {
             ctx,
             slot,
-            _anchor: Mutex::new(anchor),
+            anchor: Mutex::new(anchor),
+            pin,
             pool: Mutex::new(Vec::new()),
             wrap_lock: Mutex::new(()),
             oaep_raw: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -333,8 +340,20 @@ impl Pkcs11Custody {
     }
 
     /// Runs `f` on a pooled session. A session whose call failed is closed rather than
-    /// returned, in case the failure left it unusable (an operation half-initialised).
-    fn with_session<T>(&self, f: impl FnOnce(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
+    /// returned, in case the failure left it unusable (an operation half-initialised). When the
+    /// failure is the HSM having lost our login (an HSM restart: private objects vanish from
+    /// searches, operations fail), the login is redone and `f` runs once more.
+    fn with_session<T>(&self, mut f: impl FnMut(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
+        let r = self.run_once(&mut f);
+        match r {
+            Err(CustodyError::Backend(_) | CustodyError::Material) if self.recover_login() => {
+                self.run_once(&mut f)
+            }
+            r => r,
+        }
+    }
+
+    fn run_once<T>(&self, f: &mut impl FnMut(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
         let taken = self
             .pool
             .lock()
@@ -356,6 +375,57 @@ impl Pkcs11Custody {
             }
         }
         r
+    }
+
+    /// Re-establishes the login if the HSM no longer has it (sessions closed, token
+    /// re-inserted, HSM restarted). Pooled sessions of the lost login are dropped. True when it
+    /// logged in again.
+    fn recover_login(&self) -> bool {
+        let Ok(mut anchor) = self.anchor.lock() else {
+            return false;
+        };
+        let logged_in = anchor
+            .get_session_info()
+            .map(|i| {
+                matches!(
+                    i.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                )
+            })
+            .unwrap_or(false);
+        if logged_in {
+            return false;
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+        match self.ctx.open_rw_session(self.slot) {
+            Ok(s) => match login(&s, &self.pin) {
+                Ok(()) => {
+                    tracing::warn!("PKCS#11: the HSM had lost Ciel's login; logged in again");
+                    *anchor = s;
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "PKCS#11: logging in again failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "PKCS#11: reopening a session failed");
+                false
+            }
+        }
+    }
+
+    /// Logs the application out of the token, as an HSM restart would (tests of the recovery).
+    #[doc(hidden)]
+    pub fn logout_for_tests(&self) -> CustodyResult<()> {
+        let anchor = self
+            .anchor
+            .lock()
+            .map_err(|_| CustodyError::Backend("anchor session poisoned".into()))?;
+        anchor.logout().map_err(ck("C_Logout"))
     }
 
     fn find_private(&self, s: &Session, h: &Handle) -> CustodyResult<ObjectHandle> {
