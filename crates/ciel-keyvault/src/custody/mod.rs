@@ -307,6 +307,16 @@ impl Curve {
     }
 }
 
+/// A fresh per-vault key (32 random bytes) for `seal_vault_key`, zeroized on drop.
+pub fn new_vault_key() -> CustodyResult<zeroize::Zeroizing<Vec<u8>>> {
+    use ring::rand::SecureRandom;
+    let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .map_err(|_| CustodyError::Backend("the system random generator failed".into()))?;
+    Ok(k)
+}
+
 /// Public-key operations need no custody: they run here, for every backend.
 ///
 /// `Ok(false)` is a well-formed signature that does not verify; `Err(Invalid)` a digest of the
