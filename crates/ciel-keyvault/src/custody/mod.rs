@@ -2,6 +2,10 @@
 //! two backends — `software` (key material sealed under the vault's key, itself sealed under the
 //! platform master key) and `pkcs11` (keys generated and used inside an HSM, never exported in
 //! clear). The data plane only ever holds a `KeyMaterial` handle and public JWK parts.
+//!
+//! Open a backend from configuration with [`open`] ([`CustodyConfig`]). Every `KeyMaterial` is
+//! bound to the vault key and to the label it was made for: prefer `sign_labelled` and
+//! `decrypt_labelled` (or `check_label`), which refuse material moved to another key's record.
 
 use serde::{Deserialize, Serialize};
 
@@ -169,7 +173,9 @@ pub trait Custody: Send + Sync + 'static {
         label: &str,
         spec: KeySpec,
     ) -> CustodyResult<(KeyMaterial, PublicKey)>;
-    /// Import a private key (software: sealed; PKCS#11: unwrapped into the HSM as non-extractable).
+    /// Import a private key (software: sealed; PKCS#11: created in the HSM with C_CreateObject as a
+    /// sensitive, non-extractable object). The key is validated first (consistent components,
+    /// supported size, `d` matching `x`/`y`); the public key returned is the imported one.
     fn import(
         &self,
         vault_key: &[u8],
