@@ -50,8 +50,11 @@ fn hsm() -> Option<Arc<dyn Custody>> {
              (scripts/test does; CIEL_SOFTHSM_MODULE names another path), or set \
              CIEL_SKIP_HSM_TESTS=1 to skip the PKCS#11 tests"
         );
-        // Kept for the whole run (the token's files must outlive every test).
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        // Kept for the whole run (the token's files must outlive every test), so never removed:
+        // under cargo's scratch directory for integration tests (target/tmp), not /tmp.
+        let dir = Box::leak(Box::new(
+            tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
+        ));
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.path().join("softhsm2.conf");
