@@ -2,11 +2,16 @@
 //! two backends — `software` (key material sealed under the vault's key, itself sealed under the
 //! platform master key) and `pkcs11` (keys generated and used inside an HSM, never exported in
 //! clear). The data plane only ever holds a `KeyMaterial` handle and public JWK parts.
+//!
+//! Open a backend from configuration with [`open`] ([`CustodyConfig`]). Every `KeyMaterial` is
+//! bound to the vault key and to the label it was made for: prefer `sign_labelled` and
+//! `decrypt_labelled` (or `check_label`), which refuse material moved to another key's record.
 
 use serde::{Deserialize, Serialize};
 
 mod config;
 mod material;
+mod oaep;
 pub mod pkcs11;
 mod public;
 pub mod software;
@@ -168,7 +173,9 @@ pub trait Custody: Send + Sync + 'static {
         label: &str,
         spec: KeySpec,
     ) -> CustodyResult<(KeyMaterial, PublicKey)>;
-    /// Import a private key (software: sealed; PKCS#11: unwrapped into the HSM as non-extractable).
+    /// Import a private key (software: sealed; PKCS#11: created in the HSM with C_CreateObject as a
+    /// sensitive, non-extractable object). The key is validated first (consistent components,
+    /// supported size, `d` matching `x`/`y`); the public key returned is the imported one.
     fn import(
         &self,
         vault_key: &[u8],
@@ -304,6 +311,16 @@ impl Curve {
             Curve::P521 => 66,
         }
     }
+}
+
+/// A fresh per-vault key (32 random bytes) for `seal_vault_key`, zeroized on drop.
+pub fn new_vault_key() -> CustodyResult<zeroize::Zeroizing<Vec<u8>>> {
+    use ring::rand::SecureRandom;
+    let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .map_err(|_| CustodyError::Backend("the system random generator failed".into()))?;
+    Ok(k)
 }
 
 /// Public-key operations need no custody: they run here, for every backend.

@@ -17,25 +17,27 @@
 //!   keeps every other session logged in.
 
 use super::material;
+use super::oaep;
 use super::public::{check_digest, ec_jwk, is_rsa, rsa_public, RSA_BITS};
 use super::software;
 use super::{
     Curve, Custody, CustodyError, CustodyResult, EncAlg, KeyMaterial, KeySpec, PrivateKey,
     PublicKey, SignAlg,
 };
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use hmac::{Hmac, Mac};
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 pub const BACKEND: &str = "pkcs11";
@@ -95,15 +97,28 @@ impl PinSource {
 pub struct Pkcs11Custody {
     ctx: Pkcs11,
     slot: Slot,
-    /// Logged in, never closed: the login lasts as long as one session of ours is open.
-    _anchor: Mutex<Session>,
+    /// Logged in, kept open: the login lasts as long as one session of ours is open. Replaced
+    /// (and the login redone) when the HSM has forgotten it.
+    anchor: Mutex<Session>,
+    pin: AuthPin,
     pool: Mutex<Vec<Session>>,
     /// Serialises the first-use creation of the wrapping key within this process.
     wrap_lock: Mutex<()>,
+    /// Set once the HSM has refused OAEP with SHA-1 (`[0]`) or SHA-256 (`[1]`) parameters:
+    /// those decryptions then run as raw RSA in the HSM plus `oaep::decode` here.
+    oaep_raw: [AtomicBool; 2],
 }
 
 fn ck(what: &str) -> impl Fn(CkError) -> CustodyError + '_ {
     move |e| CustodyError::Backend(format!("PKCS#11 {what}: {e}"))
+}
+
+fn login(s: &Session, pin: &AuthPin) -> CustodyResult<()> {
+    match s.login(UserType::User, Some(pin)) {
+        Ok(()) => Ok(()),
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(ck("C_Login")(e)),
+    }
 }
 
 fn rand_bytes<const N: usize>() -> CustodyResult<[u8; N]> {
@@ -312,23 +327,33 @@ impl Pkcs11Custody {
         })?;
         let anchor = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         let pin = AuthPin::from(user_pin.to_string());
-        match anchor.login(UserType::User, Some(&pin)) {
-            Ok(()) => {}
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(ck("C_Login")(e)),
-        }
+        login(&anchor, &pin)?;
         Ok(Self {
             ctx,
             slot,
-            _anchor: Mutex::new(anchor),
+            anchor: Mutex::new(anchor),
+            pin,
             pool: Mutex::new(Vec::new()),
             wrap_lock: Mutex::new(()),
+            oaep_raw: [AtomicBool::new(false), AtomicBool::new(false)],
         })
     }
 
     /// Runs `f` on a pooled session. A session whose call failed is closed rather than
-    /// returned, in case the failure left it unusable (an operation half-initialised).
-    fn with_session<T>(&self, f: impl FnOnce(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
+    /// returned, in case the failure left it unusable (an operation half-initialised). When the
+    /// failure is the HSM having lost our login (an HSM restart: private objects vanish from
+    /// searches, operations fail), the login is redone and `f` runs once more.
+    fn with_session<T>(&self, mut f: impl FnMut(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
+        let r = self.run_once(&mut f);
+        match r {
+            Err(CustodyError::Backend(_) | CustodyError::Material) if self.recover_login() => {
+                self.run_once(&mut f)
+            }
+            r => r,
+        }
+    }
+
+    fn run_once<T>(&self, f: &mut impl FnMut(&Session) -> CustodyResult<T>) -> CustodyResult<T> {
         let taken = self
             .pool
             .lock()
@@ -350,6 +375,57 @@ impl Pkcs11Custody {
             }
         }
         r
+    }
+
+    /// Re-establishes the login if the HSM no longer has it (sessions closed, token
+    /// re-inserted, HSM restarted). Pooled sessions of the lost login are dropped. True when it
+    /// logged in again.
+    fn recover_login(&self) -> bool {
+        let Ok(mut anchor) = self.anchor.lock() else {
+            return false;
+        };
+        let logged_in = anchor
+            .get_session_info()
+            .map(|i| {
+                matches!(
+                    i.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                )
+            })
+            .unwrap_or(false);
+        if logged_in {
+            return false;
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+        match self.ctx.open_rw_session(self.slot) {
+            Ok(s) => match login(&s, &self.pin) {
+                Ok(()) => {
+                    tracing::warn!("PKCS#11: the HSM had lost Ciel's login; logged in again");
+                    *anchor = s;
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "PKCS#11: logging in again failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "PKCS#11: reopening a session failed");
+                false
+            }
+        }
+    }
+
+    /// Logs the application out of the token, as an HSM restart would (tests of the recovery).
+    #[doc(hidden)]
+    pub fn logout_for_tests(&self) -> CustodyResult<()> {
+        let anchor = self
+            .anchor
+            .lock()
+            .map_err(|_| CustodyError::Backend("anchor session poisoned".into()))?;
+        anchor.logout().map_err(ck("C_Logout"))
     }
 
     fn find_private(&self, s: &Session, h: &Handle) -> CustodyResult<ObjectHandle> {
@@ -726,32 +802,66 @@ impl Pkcs11Custody {
         if h.kind != KIND_RSA {
             return Err(CustodyError::AlgorithmMismatch(alg.name().into()));
         }
-        if ciphertext.len() != h.bits as usize / 8 {
+        let k = h.bits as usize / 8;
+        if ciphertext.len() != k {
             return Err(CustodyError::Decrypt);
         }
         let oaep = |hash, mgf| {
             Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
         };
-        let mech = match alg {
-            EncAlg::RsaOaep => oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-            EncAlg::RsaOaep256 => oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-            EncAlg::Rsa15 => Mechanism::RsaPkcs,
+        let (mech, raw_flag) = match alg {
+            EncAlg::RsaOaep => (
+                oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+                Some(&self.oaep_raw[0]),
+            ),
+            EncAlg::RsaOaep256 => (
+                oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                Some(&self.oaep_raw[1]),
+            ),
+            EncAlg::Rsa15 => (Mechanism::RsaPkcs, None),
         };
         self.with_session(|s| {
             let key = self.find_private(s, h)?;
-            match s.decrypt(&mech, key, ciphertext) {
-                Ok(pt) => Ok(pt),
-                // Failures that depend on the ciphertext are all the same `Decrypt`; the others
-                // (session lost, mechanism refused) are the backend's and do not depend on it.
-                Err(CkError::Pkcs11(
-                    RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::DataInvalid
-                    | RvError::DataLenRange,
-                    _,
-                )) => Err(CustodyError::Decrypt),
-                Err(e) => Err(ck("C_Decrypt")(e)),
+            let raw = raw_flag.is_some_and(|f| f.load(Ordering::Relaxed));
+            if !raw {
+                match s.decrypt(&mech, key, ciphertext) {
+                    Ok(pt) => return Ok(pt),
+                    // Whatever C_Decrypt itself answers depends on the ciphertext (SoftHSM
+                    // answers CKR_GENERAL_ERROR for bad OAEP padding): one `Decrypt` for all.
+                    Err(CkError::Pkcs11(_, Function::Decrypt)) => {
+                        return Err(CustodyError::Decrypt)
+                    }
+                    // The HSM refuses the OAEP parameters (SoftHSM 2.6: SHA-1 only): decided at
+                    // C_DecryptInit, before the ciphertext is seen. Fall back to a raw RSA
+                    // decryption in the HSM and the OAEP decoding here, from now on.
+                    Err(CkError::Pkcs11(
+                        RvError::ArgumentsBad
+                        | RvError::MechanismInvalid
+                        | RvError::MechanismParamInvalid,
+                        Function::DecryptInit,
+                    )) if raw_flag.is_some() => {
+                        if let Some(f) = raw_flag {
+                            f.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => return Err(ck("C_Decrypt")(e)),
+                }
             }
+            let em = match s.decrypt(&Mechanism::RsaX509, key, ciphertext) {
+                Ok(em) => zeroize::Zeroizing::new(em),
+                Err(CkError::Pkcs11(_, Function::Decrypt)) => return Err(CustodyError::Decrypt),
+                Err(e) => return Err(ck("C_Decrypt (raw RSA)")(e)),
+            };
+            if em.len() > k {
+                return Err(CustodyError::Decrypt);
+            }
+            let mut padded = zeroize::Zeroizing::new(vec![0u8; k - em.len()]);
+            padded.extend_from_slice(&em);
+            let pt = match alg {
+                EncAlg::RsaOaep => oaep::decode::<sha1::Sha1>(&padded, k),
+                _ => oaep::decode::<sha2::Sha256>(&padded, k),
+            };
+            pt.ok_or(CustodyError::Decrypt)
         })
     }
 }

@@ -197,3 +197,61 @@ pub fn encrypt(key: &PublicKey, alg: EncAlg, plaintext: &[u8]) -> CustodyResult<
     };
     r.map_err(|e| CustodyError::Backend(format!("RSA encryption: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_public_keys_are_invalid() {
+        let d = [0u8; 32];
+        let sig = [1u8; 64];
+        let empty = PublicKey::Rsa {
+            n: vec![],
+            e: vec![1, 0, 1],
+        };
+        assert!(matches!(
+            verify(&empty, SignAlg::RS256, &d, &sig),
+            Err(CustodyError::Invalid(_))
+        ));
+        assert!(matches!(
+            encrypt(&empty, EncAlg::RsaOaep, b"x"),
+            Err(CustodyError::Invalid(_))
+        ));
+        let off_curve = PublicKey::Ec {
+            curve: Curve::P256,
+            x: vec![1; 32],
+            y: vec![2; 32],
+        };
+        assert!(matches!(
+            verify(&off_curve, SignAlg::ES256, &d, &sig),
+            Err(CustodyError::Invalid(_))
+        ));
+        let long = PublicKey::Ec {
+            curve: Curve::P256,
+            x: vec![1; 33],
+            y: vec![2; 32],
+        };
+        assert!(matches!(
+            verify(&long, SignAlg::ES256, &d, &sig),
+            Err(CustodyError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn short_jwk_coordinates_are_padded() {
+        // A JWK whose x lost its leading zero byte still names the same point.
+        let p = sec1_point(Curve::P256, &[5; 31], &[6; 32]).unwrap();
+        assert_eq!(p.len(), 65);
+        assert_eq!(&p[1..3], &[0, 5]);
+        let p = sec1_point(Curve::P521, &[0, 0, 1], &[1; 66]).unwrap();
+        assert_eq!(p.len(), 133);
+    }
+
+    #[test]
+    fn plaintext_limits() {
+        assert_eq!(max_plaintext(EncAlg::Rsa15, 256), 245);
+        assert_eq!(max_plaintext(EncAlg::RsaOaep, 256), 214);
+        assert_eq!(max_plaintext(EncAlg::RsaOaep256, 256), 190);
+    }
+}

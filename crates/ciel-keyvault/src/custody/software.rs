@@ -53,7 +53,7 @@ impl SoftwareCustody {
 
 /// An opened private key; dropped (and zeroized by the RustCrypto types) after each operation.
 enum Private {
-    Rsa(RsaPrivateKey),
+    Rsa(Box<RsaPrivateKey>),
     P256(p256::SecretKey),
     P384(p384::SecretKey),
     P521(p521::SecretKey),
@@ -69,7 +69,7 @@ impl Private {
                 }
                 let k = RsaPrivateKey::new(&mut OsRng, bits)
                     .map_err(|e| CustodyError::Backend(format!("RSA generation: {e}")))?;
-                Ok(Private::Rsa(k))
+                Ok(Private::Rsa(Box::new(k)))
             }
             KeySpec::Ec { curve: Curve::P256 } => {
                 Ok(Private::P256(p256::SecretKey::random(&mut OsRng)))
@@ -112,7 +112,7 @@ impl Private {
                         "RSA private key: dp, dq or qi do not match p and q".into(),
                     ));
                 }
-                Ok(Private::Rsa(k))
+                Ok(Private::Rsa(Box::new(k)))
             }
             PrivateKey::Ec { curve, x, y, d } => {
                 let point = sec1_point(*curve, x, y)?;
@@ -178,7 +178,7 @@ impl Private {
         let (kind, der) = match self {
             Private::Rsa(k) => (
                 KIND_RSA,
-                rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(k)
+                rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(&**k)
                     .map_err(|e| CustodyError::Backend(format!("PKCS#8 encoding: {e}")))?,
             ),
             Private::P256(k) => (KIND_P256, k.to_pkcs8_der().map_err(fail)?),
@@ -194,10 +194,10 @@ impl Private {
     fn decode(pt: &[u8]) -> CustodyResult<Self> {
         let (kind, der) = pt.split_first().ok_or(CustodyError::Material)?;
         let k = match *kind {
-            KIND_RSA => Private::Rsa(
+            KIND_RSA => Private::Rsa(Box::new(
                 rsa::pkcs8::DecodePrivateKey::from_pkcs8_der(der)
                     .map_err(|_| CustodyError::Material)?,
-            ),
+            )),
             KIND_P256 => Private::P256(
                 p256::SecretKey::from_pkcs8_der(der).map_err(|_| CustodyError::Material)?,
             ),
