@@ -129,6 +129,10 @@ impl ResourceProvider for KeyVaultProvider {
             t("deletedVaults", false),
             t("locations/deletedVaults", false),
             t("checkNameAvailability", false),
+            // Managed HSM pools are not offered: their lists are empty (truthfully), and
+            // creating one answers FeatureNotSupported.
+            t("managedHSMs", true),
+            t("deletedManagedHSMs", false),
         ]
     }
 
@@ -147,6 +151,14 @@ impl ResourceProvider for KeyVaultProvider {
             ([], Some(c), None, &Method::GET) if is(c, "vaults") => vault::list(self, &req).await,
             ([], Some(c), None, &Method::GET) if is(c, "deletedVaults") => {
                 vault::deleted::list(self, &req).await
+            }
+            ([], Some(c), None, &Method::GET)
+                if is(c, "managedHSMs") || is(c, "deletedManagedHSMs") =>
+            {
+                Ok(ProviderResponse::Done {
+                    status: http::StatusCode::OK,
+                    body: Some(serde_json::json!({"value": []})),
+                })
             }
             ([t], None, None, m) if is(t, "vaults") => match *m {
                 Method::PUT => vault::create::create(self, &req).await,

@@ -22,6 +22,14 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// What the operator declares in the sovereignty statement.
     pub sovereignty: crate::sovereignty::Declaration,
+    /// Key Vault: where keys are held (`[keyvault.custody]`, software or PKCS#11).
+    pub keyvault: KeyVaultConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyVaultConfig {
+    pub custody: ciel_keyvault::custody::CustodyConfig,
 }
 
 impl Default for Config {
@@ -34,6 +42,7 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             audit_checkpoint_secs: 10,
             sovereignty: Default::default(),
+            keyvault: Default::default(),
         }
     }
 }

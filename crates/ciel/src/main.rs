@@ -630,13 +630,30 @@ fn up(
             })
         };
         let tokens = TokenService::new(store.clone(), ring, endpoints.clone());
+        // Opening an HSM loads its module and logs in: a failure stops the start, clearly.
+        let custody = {
+            let (c, m) = (cfg.keyvault.custody.clone(), master.clone());
+            tokio::task::spawn_blocking(move || ciel_keyvault::custody::open(&c, m))
+                .await?
+                .map_err(|e| anyhow::anyhow!("opening the key custody backend: {e}"))?
+        };
         let arm = Arc::new(ciel_arm::Arm {
             store: store.clone(),
             tokens: tokens.clone(),
             auditor: auditor.clone(),
             endpoints: endpoints.clone(),
-            providers: vec![ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs())],
+            providers: vec![
+                ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs()),
+                ciel_keyvault::KeyVaultProvider::new(store.clone(), custody.clone(), endpoints.clone()),
+            ],
         });
+        let vault = Arc::new(ciel_keyvault::data::KeyVaultService {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            custody: custody.clone(),
+            endpoints: endpoints.clone(),
+        });
+        let purger = ciel_keyvault::spawn_purger(store.clone(), custody.clone());
         let blob = Arc::new(ciel_storage::blob::BlobService {
             store: store.clone(),
             master: master.clone(),
@@ -647,6 +664,7 @@ fn up(
         let app = Arc::new(http::App {
             arm,
             blob,
+            vault,
             tokens,
             store: store.clone(),
             endpoints: endpoints.clone(),
@@ -696,6 +714,7 @@ fn up(
             let _ = s.await;
         }
         checkpointer.abort();
+        purger.abort();
         reloader.abort();
         auditor
             .record(ciel_core::audit::AuditDraft {

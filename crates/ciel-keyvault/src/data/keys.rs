@@ -861,17 +861,20 @@ pub async fn operation(
                 .map_err(|_| KvError::Internal("unreadable key material".into()))?;
             let vault_key = ctx.vault_key().await?;
             let c = ctx.svc.custody.clone();
+            // The material must be the one made for this key version: a swapped record would
+            // otherwise sign with another key.
+            let l = label(ctx, &v.name, &v.version);
             let res = if op_name == "sign" {
                 let alg_s = sign_alg(&alg)?;
                 blocking(move || {
-                    c.sign(&vault_key, &material, alg_s, &value)
+                    c.sign_labelled(&vault_key, &l, &material, alg_s, &value)
                         .map_err(KvError::from)
                 })
                 .await
             } else {
                 let alg_e = enc_alg(&alg)?;
                 blocking(move || {
-                    c.decrypt(&vault_key, &material, alg_e, &value)
+                    c.decrypt_labelled(&vault_key, &l, &material, alg_e, &value)
                         .map_err(KvError::from)
                 })
                 .await
