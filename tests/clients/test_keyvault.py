@@ -40,6 +40,9 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
 
+from azure.mgmt.storage.models import (Encryption, Identity, KeyVaultProperties, Sku,  # noqa: E402
+                                       StorageAccountCreateParameters, StorageAccountUpdateParameters)
+
 from cieltest import DOMAIN, b64url, b64url_decode, claims_of, describe, missing_prerequisite  # noqa: E402
 
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
@@ -706,3 +709,143 @@ def test_az_keyvault_commands(ciel, az):
     az("keyvault", "delete", "-n", name2)
     assert name2 in [x["name"] for x in az("keyvault", "list-deleted")]
     az("keyvault", "purge", "-n", name2)
+
+
+# --------------------------------------------------------------------------------------------
+# Customer-managed keys for Storage
+# --------------------------------------------------------------------------------------------
+
+CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+
+
+def _wait_for(pred, timeout: float = 15.0, what: str = ""):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            out = pred()
+            if out:
+                return out
+        except Exception as e:  # noqa: BLE001 - the condition decides
+            last = e
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def test_customer_managed_keys_for_storage(kv):
+    from azure.core.exceptions import HttpResponseError as HRE
+    from azure.mgmt.storage import StorageManagementClient
+    from azure.storage.blob import BlobServiceClient
+
+    s = kv["server"]
+    kc: KeyClient = kv["keys"]
+    key = kc.create_rsa_key(f"cmk-{uuid.uuid4().hex[:6]}", size=2048)
+    sm = StorageManagementClient(_cred(s), s.sub, base_url=s.arm, credential_scopes=[s.arm_scope],
+                                 connection_verify=s.ca)
+    rg = kv["rg"]
+    name = f"cmk{uuid.uuid4().hex[:12]}"
+    acct = sm.storage_accounts.begin_create(rg, name, {
+        "location": "francecentral", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2",
+        "identity": {"type": "SystemAssigned"}}).result()
+    principal = acct.identity.principal_id
+    assert acct.identity.type == "SystemAssigned" and principal and acct.identity.tenant_id == s.tenant
+    assert acct.encryption.key_source == "Microsoft.Storage"
+    cmk = StorageAccountUpdateParameters(encryption=Encryption(
+        key_source="Microsoft.Keyvault",
+        key_vault_properties=KeyVaultProperties(key_name=key.name, key_vault_uri=kv["vault"]["uri"])))
+    # Without access to the key, the change is refused and nothing changes.
+    with pytest.raises(HRE) as e:
+        sm.storage_accounts.update(rg, name, cmk)
+    assert e.value.status_code == 400 and e.value.error.code == "KeyVaultAccessDenied", e.value
+    assert sm.storage_accounts.get_properties(rg, name).encryption.key_source == "Microsoft.Storage"
+    grant = s.assign_role(kv["vault"]["id"], _role(s, CRYPTO_SERVICE_ENCRYPTION_USER), principal)
+    # Data written before the switch stays readable after it: the data key is the same, wrapped.
+    keys = sm.storage_accounts.list_keys(rg, name)["keys"]
+    url = s.host_url(f"{name}.blob.core")
+    bsc = BlobServiceClient(url, credential={"account_name": name, "account_key": keys[0]["value"]},
+                            connection_verify=s.ca)
+    cont = bsc.create_container("data")
+    cont.upload_blob("before.txt", b"written under the platform key")
+    acct = sm.storage_accounts.update(rg, name, cmk)
+    kvp = acct.encryption.key_vault_properties
+    assert acct.encryption.key_source == "Microsoft.Keyvault"
+    assert kvp.current_versioned_key_identifier == key.id, (kvp.current_versioned_key_identifier, key.id)
+    cont.upload_blob("after.txt", b"written under the customer key" * 1000)
+    assert cont.download_blob("before.txt").readall() == b"written under the platform key"
+    etag = cont.get_blob_client("after.txt").get_blob_properties().etag
+
+    def reads_fail_with(code):
+        def check():
+            try:
+                cont.download_blob("after.txt").readall()
+                return False
+            except HRE as err:
+                return err.status_code == 403 and err.error_code == code
+        return check
+
+    # Disabled key: reads and writes fail within the check period; enabled again: they work.
+    kc.update_key_properties(key.name, enabled=False)
+    _wait_for(reads_fail_with("KeyVaultEncryptionKeyDisabled"), what="reads to fail on a disabled key")
+    with pytest.raises(HRE):
+        cont.upload_blob("while-disabled.txt", b"x")
+    kc.update_key_properties(key.name, enabled=True)
+    assert cont.download_blob("after.txt").readall() == b"written under the customer key" * 1000
+    # Access withdrawn: refused; given back: readable.
+    r = s.arm_call("DELETE", f"{kv['vault']['id']}/providers/Microsoft.Authorization/roleAssignments/{grant}",
+                   params={"api-version": "2022-04-01"})
+    assert r.status_code == 200, describe(r)
+    _wait_for(reads_fail_with("KeyVaultAccessDenied"), what="reads to fail without access to the key")
+    s.assign_role(kv["vault"]["id"], _role(s, CRYPTO_SERVICE_ENCRYPTION_USER), principal)
+    assert cont.download_blob("before.txt").readall() == b"written under the platform key"
+    # Rotation: the data key is re-wrapped under the new version; no blob is rewritten.
+    new = kc.rotate_key(key.name)
+    time.sleep(2.5)
+    assert cont.download_blob("after.txt").readall() == b"written under the customer key" * 1000
+
+    def rewrapped():
+        p = sm.storage_accounts.get_properties(rg, name).encryption.key_vault_properties
+        return p.current_versioned_key_identifier == new.id
+    _wait_for(rewrapped, what="the data key to be re-wrapped under the rotated key")
+    assert cont.get_blob_client("after.txt").get_blob_properties().etag == etag
+    # The old version disabled: the account no longer needs it.
+    kc.update_key_properties(key.name, version=key.properties.version, enabled=False)
+    time.sleep(2.5)
+    assert cont.download_blob("before.txt").readall() == b"written under the platform key"
+    # Deleted key: not found; recovered: readable.
+    kc.begin_delete_key(key.name).result()
+    _wait_for(reads_fail_with("KeyVaultEncryptionKeyNotFound"), what="reads to fail on a deleted key")
+    kc.begin_recover_deleted_key(key.name).result()
+    _wait_for(lambda: cont.download_blob("after.txt").readall() == b"written under the customer key" * 1000,
+              what="reads after recovery")
+    # Back to the platform key: readable even when the customer key is then disabled.
+    acct = sm.storage_accounts.update(rg, name, StorageAccountUpdateParameters(
+        encryption=Encryption(key_source="Microsoft.Storage")))
+    assert acct.encryption.key_source == "Microsoft.Storage"
+    kc.update_key_properties(key.name, enabled=False)
+    time.sleep(2.5)
+    assert cont.download_blob("after.txt").readall() == b"written under the customer key" * 1000
+    # Unwraps are audited, naming the account.
+    rows = _audit(s, "Microsoft.KeyVault/vaults/keys/unwrap/action", key.name)
+    assert rows and any(name in (r[2] or "") for r in rows)
+
+
+def test_customer_managed_key_needs_an_identity(kv):
+    from azure.core.exceptions import HttpResponseError as HRE
+    from azure.mgmt.storage import StorageManagementClient
+    s = kv["server"]
+    sm = StorageManagementClient(_cred(s), s.sub, base_url=s.arm, credential_scopes=[s.arm_scope],
+                                 connection_verify=s.ca)
+    name = f"cmkn{uuid.uuid4().hex[:10]}"
+    key = kv["keys"].create_rsa_key(f"cmkn-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(HRE) as e:
+        sm.storage_accounts.begin_create(kv["rg"], name, StorageAccountCreateParameters(
+            location="francecentral", sku=Sku(name="Standard_LRS"), kind="StorageV2",
+            encryption=Encryption(key_source="Microsoft.Keyvault", key_vault_properties=KeyVaultProperties(
+                key_name=key.name, key_vault_uri=kv["vault"]["uri"])))).result()
+    assert e.value.status_code == 400
+    with pytest.raises(HRE) as e:
+        sm.storage_accounts.begin_create(kv["rg"], name, StorageAccountCreateParameters(
+            location="francecentral", sku=Sku(name="Standard_LRS"), kind="StorageV2",
+            identity=Identity(type="UserAssigned"))).result()
+    assert e.value.status_code == 400 and e.value.error.code == "FeatureNotSupported"
+    assert name not in [a.name for a in sm.storage_accounts.list_by_resource_group(kv["rg"])]

@@ -2,6 +2,7 @@
 //! plane at `https://{vault}.vault.{domain}` (`data`), and key custody behind one interface
 //! (`custody`) with a software backend and a PKCS#11 HSM backend.
 
+pub mod cmk;
 pub mod custody;
 pub mod data;
 pub mod vault;

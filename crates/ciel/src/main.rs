@@ -637,21 +637,23 @@ fn up(
                 .await?
                 .map_err(|e| anyhow::anyhow!("opening the key custody backend: {e}"))?
         };
+        let vault = Arc::new(ciel_keyvault::data::KeyVaultService {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            custody: custody.clone(),
+            endpoints: endpoints.clone(),
+        });
+        // Storage uses customer-managed keys through Key Vault, in process.
+        let cmk: Arc<dyn ciel_arm::cmk::CustomerKeys> = Arc::new(ciel_keyvault::cmk::KeyVaultCmk { svc: vault.clone() });
         let arm = Arc::new(ciel_arm::Arm {
             store: store.clone(),
             tokens: tokens.clone(),
             auditor: auditor.clone(),
             endpoints: endpoints.clone(),
             providers: vec![
-                ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs()),
+                ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs(), Some(cmk.clone())),
                 ciel_keyvault::KeyVaultProvider::new(store.clone(), custody.clone(), endpoints.clone()),
             ],
-        });
-        let vault = Arc::new(ciel_keyvault::data::KeyVaultService {
-            store: store.clone(),
-            tokens: tokens.clone(),
-            custody: custody.clone(),
-            endpoints: endpoints.clone(),
         });
         let purger = ciel_keyvault::spawn_purger(store.clone(), custody.clone());
         let blob = Arc::new(ciel_storage::blob::BlobService {
@@ -660,6 +662,9 @@ fn up(
             tokens: tokens.clone(),
             endpoints: endpoints.clone(),
             root: d.blobs(),
+            cmk: Some(cmk),
+            cmk_check: std::time::Duration::from_secs(cfg.cmk_check_secs),
+            cmk_cache: Default::default(),
         });
         let app = Arc::new(http::App {
             arm,
