@@ -849,3 +849,57 @@ def test_customer_managed_key_needs_an_identity(kv):
             identity=Identity(type="UserAssigned"))).result()
     assert e.value.status_code == 400 and e.value.error.code == "FeatureNotSupported"
     assert name not in [a.name for a in sm.storage_accounts.list_by_resource_group(kv["rg"])]
+
+
+# --------------------------------------------------------------------------------------------
+# Every data-plane route, called by strangers
+# --------------------------------------------------------------------------------------------
+
+DATA_ROUTES = [
+    ("GET", "/secrets", None), ("PUT", "/secrets/{s}", {"value": "pwned"}), ("GET", "/secrets/{s}", None),
+    ("GET", "/secrets/{s}/{sv}", None), ("PATCH", "/secrets/{s}/{sv}", {"attributes": {"enabled": False}}),
+    ("DELETE", "/secrets/{s}", None), ("GET", "/secrets/{s}/versions", None), ("POST", "/secrets/{s}/backup", None),
+    ("POST", "/secrets/restore", {"value": "AAAA"}), ("GET", "/deletedsecrets", None),
+    ("GET", "/deletedsecrets/{s}", None), ("DELETE", "/deletedsecrets/{s}", None),
+    ("POST", "/deletedsecrets/{s}/recover", None),
+    ("GET", "/keys", None), ("POST", "/keys/{k}/create", {"kty": "RSA"}), ("PUT", "/keys/{k}", {"key": {"kty": "RSA"}}),
+    ("GET", "/keys/{k}", None), ("GET", "/keys/{k}/{kv}", None), ("PATCH", "/keys/{k}/{kv}", {"attributes": {"enabled": False}}),
+    ("DELETE", "/keys/{k}", None), ("GET", "/keys/{k}/versions", None), ("POST", "/keys/{k}/backup", None),
+    ("POST", "/keys/restore", {"value": "AAAA"}), ("POST", "/keys/{k}/rotate", None),
+    ("GET", "/keys/{k}/rotationpolicy", None), ("PUT", "/keys/{k}/rotationpolicy", {"lifetimeActions": []}),
+    ("POST", "/keys/{k}/{kv}/sign", {"alg": "RS256", "value": b64url(b"\0" * 32)}),
+    ("POST", "/keys/{k}/{kv}/verify", {"alg": "RS256", "digest": b64url(b"\0" * 32), "value": b64url(b"\0" * 256)}),
+    ("POST", "/keys/{k}/{kv}/encrypt", {"alg": "RSA-OAEP", "value": b64url(b"x")}),
+    ("POST", "/keys/{k}/{kv}/decrypt", {"alg": "RSA-OAEP", "value": b64url(b"\0" * 256)}),
+    ("POST", "/keys/{k}/{kv}/wrapkey", {"alg": "RSA-OAEP", "value": b64url(b"x")}),
+    ("POST", "/keys/{k}/{kv}/unwrapkey", {"alg": "RSA-OAEP", "value": b64url(b"\0" * 256)}),
+    ("GET", "/deletedkeys", None), ("GET", "/deletedkeys/{k}", None), ("DELETE", "/deletedkeys/{k}", None),
+    ("POST", "/deletedkeys/{k}/recover", None), ("POST", "/rng", {"count": 8}),
+]
+
+
+def test_every_data_route_refuses_strangers(kv):
+    s = kv["server"]
+    sec = kv["secrets"].set_secret(f"guarded-{uuid.uuid4().hex[:6]}", "guarded-value")
+    key = kv["keys"].create_rsa_key(f"guarded-{uuid.uuid4().hex[:6]}")
+    facts = {"s": sec.name, "sv": sec.properties.version, "k": key.name, "kv": key.properties.version}
+    stranger = s.create_sp()  # same tenant, no role on the vault
+    tok = _token(s, sp=stranger)
+    for method, path, body in DATA_ROUTES:
+        p = path.format(**facts)
+        anon = _rest(kv, method, p, body=body, token=None)
+        assert anon.status_code == 401 and "WWW-Authenticate" in anon.headers, (method, p, describe(anon))
+        r = _rest(kv, method, p, body=body, token=tok)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "Forbidden", (method, p, describe(r))
+        assert "guarded-value" not in r.text and key.key.n.hex() not in r.text
+    # Nothing changed, and the refusals are on the record.
+    assert kv["secrets"].get_secret(sec.name).value == "guarded-value"
+    assert kv["secrets"].get_secret(sec.name).properties.enabled is True
+    assert kv["keys"].get_key(key.name).properties.version == key.properties.version
+    db = sqlite3.connect(f"file:{s.data_dir}/ciel.db?mode=ro", uri=True, timeout=10)
+    try:
+        n = db.execute("SELECT count(*) FROM audit_log WHERE outcome = 'denied' AND actor = ? AND action LIKE "
+                       "'Microsoft.KeyVault/vaults/%'", (f"sp:{stranger['appId']}",)).fetchone()[0]
+    finally:
+        db.close()
+    assert n == len(DATA_ROUTES), (n, len(DATA_ROUTES))

@@ -24,6 +24,7 @@ from cieltest import (assert_request_ids, b64url, claims_of, describe, expect_ar
 RG_API = "2021-04-01"
 SUB_API = "2022-12-01"
 AUTHZ_API = "2022-04-01"
+KV_API = "2026-02-01"
 MARKER = "tenant-a-secret-marker-7f3c"
 
 # (id, method, path, body, kind). kind: "read" / "write" for subscription-scoped routes;
@@ -79,6 +80,25 @@ ROUTES = [
      f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/roleDefinitions/{{reader_guid}}"
      f"?api-version={AUTHZ_API}", None, "read"),
     ("get-operation-status", "GET", "{operation_url}", None, "operation"),
+    # Key Vault's control plane (a provider behind the same router).
+    ("get-vault", "GET", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
+     f"?api-version={KV_API}", None, "read"),
+    ("list-vaults-rg", "GET", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults"
+     f"?api-version={KV_API}", None, "read"),
+    ("list-vaults-sub", "GET", f"/subscriptions/{{sub}}/providers/Microsoft.KeyVault/vaults?api-version={KV_API}",
+     None, "read"),
+    ("list-deleted-vaults", "GET", f"/subscriptions/{{sub}}/providers/Microsoft.KeyVault/deletedVaults"
+     f"?api-version={KV_API}", None, "read"),
+    ("create-vault", "PUT", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{new_vault}}"
+     f"?api-version={KV_API}", {"location": "francecentral", "properties": {"tenantId": "{tenant}",
+                                 "sku": {"family": "A", "name": "standard"}}}, "write"),
+    ("patch-vault", "PATCH", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
+     f"?api-version={KV_API}", {"tags": {"pwned": "yes"}}, "write"),
+    ("vault-access-policy", "PUT", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
+     f"/accessPolicies/add?api-version={KV_API}", {"properties": {"accessPolicies": [
+         {"tenantId": "{tenant}", "objectId": "{attacker_oid}", "permissions": {"secrets": ["all"]}}]}}, "write"),
+    ("delete-vault", "DELETE", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
+     f"?api-version={KV_API}", None, "write"),
 ]
 ROUTE_IDS = [r[0] for r in ROUTES]
 WRITE_IDS = [r[0] for r in ROUTES if r[4] == "write"]
@@ -133,7 +153,15 @@ def world(ciel, tenant_b, role_ids):
                        f"{ciel.arm}subscriptions/{ciel.sub}/operationresults/{uuid.uuid4()}?api-version={RG_API}")
     wait_until(lambda: ciel.get_group(tmp).status_code == 404, 30, what="the delete to finish")
 
+    # A vault of tenant A.
+    w.vault = f"sec{uuid.uuid4().hex[:12]}"
+    r = ciel.arm_call("PUT", f"/subscriptions/{ciel.sub}/resourceGroups/{w.rg}/providers/Microsoft.KeyVault/vaults/{w.vault}",
+                      params={"api-version": KV_API}, json_body={"location": "francecentral", "tags": {"marker": MARKER},
+                      "properties": {"tenantId": ciel.tenant, "sku": {"family": "A", "name": "standard"}}})
+    assert r.status_code in (200, 201), describe(r)
+
     w.facts = {
+        "vault": w.vault, "new_vault": f"sec{uuid.uuid4().hex[:12]}", "tenant": ciel.tenant,
         "sub": ciel.sub, "rg": w.rg, "new_rg": w.new_rg, "ra": w.reader_ra, "new_ra": str(uuid.uuid4()),
         "owner_id": role_ids["Owner"], "reader_guid": role_ids["Reader"].rsplit("/", 1)[-1],
         "operation_url": w.operation_url, "admin_app": ciel.client_id, "admin_oid": w.admin_oid,
@@ -288,6 +316,13 @@ def test_denied_calls_changed_nothing(ciel, world, role_ids):
                     if a["properties"]["principalId"] == world.reader["objectId"]}
     assert reader_roles == {role_ids["Reader"].lower()}, reader_roles
     assert world.reader_ra in [a["name"] for a in assignments]
+    v = ciel.arm_call("GET", f"/subscriptions/{ciel.sub}/resourceGroups/{world.rg}/providers/Microsoft.KeyVault/vaults/"
+                      f"{world.vault}", params={"api-version": KV_API})
+    assert v.status_code == 200, describe(v)
+    assert v.json()["tags"] == {"marker": MARKER} and v.json()["properties"]["accessPolicies"] == [], v.json()
+    n = ciel.arm_call("GET", f"/subscriptions/{ciel.sub}/resourceGroups/{world.rg}/providers/Microsoft.KeyVault/vaults/"
+                      f"{world.facts['new_vault']}", params={"api-version": KV_API})
+    assert n.status_code == 404, describe(n)
 
 
 # ---------------------------------------------------------------------------------------------
