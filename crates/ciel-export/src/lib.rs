@@ -11,8 +11,10 @@
 //! docs/export-format.md for the planned layout and recipient encryption; the hook points are
 //! marked `KEYVAULT:` in this crate.
 
+pub mod erase;
 pub mod export;
 pub mod import;
 pub mod manifest;
 pub mod names;
 pub mod progress;
+pub mod push;
