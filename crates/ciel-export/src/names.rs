@@ -13,8 +13,6 @@
 //! `conflicts/{SHA-256 of the name}` instead; the sidecar (`blobs.jsonl`) names every blob's file,
 //! so nothing depends on guessing the rule.
 
-use sha2::{Digest, Sha256};
-
 fn keep(c: char) -> bool {
     c.is_ascii_alphanumeric() || " -._~!$&'()+,;=@".contains(c) || !c.is_ascii()
 }
@@ -73,7 +71,7 @@ pub fn encode_name(name: &str) -> Option<String> {
 }
 
 pub fn conflict_path(key: &str) -> String {
-    format!("conflicts/{}", hex::encode(Sha256::digest(key.as_bytes())))
+    format!("conflicts/{}", crate::manifest::sha256_hex(key.as_bytes()))
 }
 
 /// A snapshot's file name component: its time with `:` encoded (Windows forbids it).
