@@ -55,15 +55,16 @@ class Clients:
         self.authz = AuthorizationManagementClient(self.cred, server.sub, **kw)
 
     def blob(self, account: str, rg: str) -> BlobServiceClient:
-        key = self.st.storage_accounts.list_keys(rg, account).keys[0].value
+        # The SDK's models are mappings, whose keys() method hides the `keys` field: index it.
+        key = self.st.storage_accounts.list_keys(rg, account)["keys"][0]["value"]
         return BlobServiceClient(f"https://{account}.blob.core.{DOMAIN}:{self.s.port}", credential=key,
                                  connection_verify=self.s.ca)
 
 
 def _account(c: Clients, rg: str, name: str, public: bool = False):
     return c.st.storage_accounts.begin_create(rg, name, {
-        "location": "francecentral", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2",
-        "allow_blob_public_access": public, "tags": {"app": "export"}}).result()
+        "location": "francecentral", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2", "tags": {"app": "export"},
+        "properties": {"allowBlobPublicAccess": public}}).result()
 
 
 def _populate(c: Clients) -> dict:
@@ -117,9 +118,9 @@ def _populate(c: Clients) -> dict:
     pb.upload_page(b"\x07" * 512, offset=1024, length=512)
     sp = c.s.create_sp(f"export-reader-{tag}")
     scope = f"/subscriptions/{c.s.sub}/resourceGroups/{rg1}"
-    c.authz.role_assignments.create(scope, str(uuid.uuid4()), {
-        "role_definition_id": f"/subscriptions/{c.s.sub}/providers/Microsoft.Authorization/roleDefinitions/{READER}",
-        "principal_id": sp["objectId"], "principal_type": "ServicePrincipal"})
+    c.authz.role_assignments.create(scope, str(uuid.uuid4()), {"properties": {
+        "roleDefinitionId": f"/subscriptions/{c.s.sub}/providers/Microsoft.Authorization/roleDefinitions/{READER}",
+        "principalId": sp["objectId"], "principalType": "ServicePrincipal"}})
     return {"rg1": rg1, "rg2": rg2, "a1": a1, "a2": a2, "sp_name": f"export-reader-{tag}",
             "count": 1000 + len(odd)}
 
@@ -132,7 +133,7 @@ def _snapshot_of(c: Clients, info: dict) -> dict:
         out["groups"][rg] = (g.location, g.tags or {})
     for rg, a in ((info["rg1"], info["a1"]), (info["rg2"], info["a2"])):
         acc = c.st.storage_accounts.get_properties(rg, a)
-        out["accounts"][a] = (acc.location, acc.sku.name, acc.kind, acc.allow_blob_public_access, acc.tags)
+        out["accounts"][a] = (acc.location, acc.sku.name, acc.kind, acc.properties.allow_blob_public_access, acc.tags)
         svc = c.blob(a, rg)
         for ct in svc.list_containers(include_metadata=True):
             cc = svc.get_container_client(ct.name)
@@ -234,12 +235,12 @@ def test_export_verify_tamper_import_compare(server_factory, tmp_path):
     for k, v in before["blobs"].items():
         assert after["blobs"][k] == v, k
     # New keys: the source's keys do not open the imported account.
-    assert d.st.storage_accounts.list_keys(info["rg1"], info["a1"]).keys[0].value != \
-        c.st.storage_accounts.list_keys(info["rg1"], info["a1"]).keys[0].value
+    assert d.st.storage_accounts.list_keys(info["rg1"], info["a1"])["keys"][0]["value"] != \
+        c.st.storage_accounts.list_keys(info["rg1"], info["a1"])["keys"][0]["value"]
     ras = [ra for ra in d.authz.role_assignments.list_for_scope(f"/subscriptions/{dst.sub}/resourceGroups/{info['rg1']}")
-           if ra.role_definition_id.endswith(READER)]
+           if ra.properties.role_definition_id.endswith(READER)]
     sps = {sp["objectId"] for sp in dst.cli("sp", "list", "--tenant", dst.tenant) if sp["displayName"] == info["sp_name"]}
-    assert len(ras) == 1 and ras[0].principal_id in sps, ras
+    assert len(ras) == 1 and ras[0].properties.principal_id in sps, ras
 
     # Names are unique in a cloud: a second import (another tenant) collides before writing anything,
     # and --rename imports it under new names.

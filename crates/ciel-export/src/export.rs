@@ -102,6 +102,15 @@ pub fn for_each_blob(
             page.truncate(keep);
         }
         after = page.last().map(|b| b.name.clone());
+        // Each blob before its snapshots (oldest first): an importer creates the blob, then
+        // the snapshots that refer to it. The store lists snapshots first.
+        page.sort_by(|a, b| {
+            a.name
+                .as_bytes()
+                .cmp(b.name.as_bytes())
+                .then((!a.snapshot.is_empty()).cmp(&!b.snapshot.is_empty()))
+                .then(a.snapshot.cmp(&b.snapshot))
+        });
         for b in page {
             f(b)?;
         }
