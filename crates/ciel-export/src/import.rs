@@ -184,13 +184,14 @@ fn read_exported(dir: &Path) -> Result<Exported> {
 }
 
 impl ImportState {
-    fn path(journal_dir: &Path, sha: &str) -> PathBuf {
-        journal_dir.join(format!("{sha}.json"))
+    /// One journal per export and target tenant: the same export may go to several tenants.
+    fn path(journal_dir: &Path, sha: &str, tenant: &str) -> PathBuf {
+        journal_dir.join(format!("{sha}.{tenant}.json"))
     }
     fn save(&self, journal_dir: &Path) -> Result<()> {
         std::fs::create_dir_all(journal_dir)?;
         manifest::write_atomic(
-            &Self::path(journal_dir, &self.manifest_sha256),
+            &Self::path(journal_dir, &self.manifest_sha256, &self.tenant),
             &serde_json::to_vec_pretty(self)?,
         )
     }
@@ -259,10 +260,10 @@ fn uuid_from(seed: &str) -> String {
 }
 
 /// Removes what an interrupted import created (newest first) and its journal.
-pub fn rollback(t: &Target<'_>, from: &Path) -> Result<Vec<String>> {
-    let (_, bytes) = Manifest::read(from)?;
+pub fn rollback(t: &Target<'_>, from: &Path, tenant: Option<&str>) -> Result<Vec<String>> {
+    let (m, bytes) = Manifest::read(from)?;
     let sha = manifest::sha256_hex(&bytes);
-    let p = ImportState::path(&t.journal_dir, &sha);
+    let p = ImportState::path(&t.journal_dir, &sha, tenant.unwrap_or(&m.tenant.id));
     let st: ImportState = serde_json::from_slice(
         &std::fs::read(&p)
             .with_context(|| format!("no import journal of this export ({})", p.display()))?,
@@ -336,7 +337,8 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
         bail!("this is an incremental export (--since): import its base first... incremental imports are not supported yet; import a full export");
     }
     let sha = manifest::sha256_hex(&mbytes);
-    let state_path = ImportState::path(&t.journal_dir, &sha);
+    let tenant_id = opts.tenant.clone().unwrap_or_else(|| m.tenant.id.clone());
+    let state_path = ImportState::path(&t.journal_dir, &sha, &tenant_id);
     let previous: Option<ImportState> = match std::fs::read(&state_path) {
         Ok(b) => Some(serde_json::from_slice(&b)?),
         Err(_) => None,
@@ -359,11 +361,6 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
     st.manifest_sha256 = sha.clone();
     st.from = from.display().to_string();
     st.status = "in-progress".into();
-    let tenant_id = opts
-        .tenant
-        .clone()
-        .or_else(|| (!st.tenant.is_empty()).then(|| st.tenant.clone()))
-        .unwrap_or_else(|| m.tenant.id.clone());
     let tenant_exists = store.get_tenant(&tenant_id).found()?.is_some();
     if !tenant_exists && opts.tenant.is_some() && !st.tenant_created {
         bail!("tenant {tenant_id} does not exist in the target (create it with `ciel tenant create`, or leave out --tenant to recreate the exported one)");

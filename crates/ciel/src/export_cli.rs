@@ -278,7 +278,7 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
         journal_dir: d.root.join("imports"),
     };
     if a.rollback {
-        let removed = import::rollback(&t, &a.from)?;
+        let removed = import::rollback(&t, &a.from, a.tenant.as_deref())?;
         println!("rolled back: {} items removed", removed.len());
         for r in removed {
             println!("  {r}");
