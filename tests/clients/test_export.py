@@ -1,8 +1,9 @@
 """Reversibility (issue 6): `ciel export` writes everything a tenant has as an open, verifiable
 directory (docs/export-format.md), `ciel export verify` names the first bad file, `ciel import`
-recreates it all in another Ciel, an interrupted export resumes, `--since` exports only what
-changed, `--to-blob-endpoint` pushes the blobs into Azurite, and `ciel tenant erase` destroys a
-tenant after its notice. Populated and compared through the real SDKs."""
+recreates it all in another Ciel (conflicts refused, or --rename; an interrupted import rolls back
+or resumes), an interrupted export resumes, `--since` exports only what changed,
+`--to-blob-endpoint` pushes the blobs into Azurite, and `ciel tenant erase` destroys a tenant
+after its notice. Populated and compared through the real SDKs."""
 
 from __future__ import annotations
 
@@ -304,6 +305,38 @@ def test_export_killed_midway_resumes_and_increments(server_factory, tmp_path):
     assert data == ["new.bin", "part-03.bin"], data
     side = [json.loads(l) for l in (inc / f"blobs/{a}/big/blobs.jsonl").read_text().splitlines()]
     assert sum(1 for e in side if e.get("inBase")) == 11 and len(side) == 13
+
+    # An import killed midway never stays half-done silently: --rollback removes what it created
+    # (a second run then finds no leftover name), and a run after another kill resumes.
+    dst = server_factory("export-import-kill")
+    dst.stop()
+    imports = dst.data_dir / "imports"
+
+    def killed_import():
+        p = subprocess.Popen([ciel_bin(), "import", "--data-dir", str(dst.data_dir), "--from", str(out), "--tenant", dst.tenant,
+                              "--subscription", f"{src.sub}={dst.sub}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: any("account:" in f.read_text() for f in imports.glob("*.json")), 120, interval=0.002,
+                       what="the import's account in its journal")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        assert '"status": "in-progress"' in next(imports.glob("*.json")).read_text()
+
+    killed_import()
+    r = _run("import", "--data-dir", dst.data_dir, "--from", out, "--tenant", dst.tenant, "--rollback")
+    assert "account:" in r.stdout and not list(imports.glob("*.json")), r.stdout
+    killed_import()
+    r = _run("import", "--data-dir", dst.data_dir, "--from", out, "--tenant", dst.tenant,
+             "--subscription", f"{src.sub}={dst.sub}")
+    assert "resumed" in r.stdout, r.stdout
+    dst.start()
+    there = Clients(dst).blob(a, rg).get_container_client("big")
+    assert sorted(b.name for b in there.list_blobs()) == [f"part-{i:02d}.bin" for i in range(12)]
+    for i in (0, 7, 11):
+        want = next(f["sha256"] for f in m["files"] if f["path"].endswith(f"/data/part-{i:02d}.bin"))
+        assert hashlib.sha256(there.download_blob(f"part-{i:02d}.bin").readall()).hexdigest() == want
 
     # Erasure: refused without notice, then before the period, done with --now (drills).
     p = _run("tenant", "erase", src.tenant, "--data-dir", src.data_dir, check=False)
