@@ -284,13 +284,11 @@ pub fn rollback(t: &Target<'_>, from: &Path, tenant: Option<&str>) -> Result<Vec
                     offline::destroy_account_files(&t.blob_root, &id);
                 }
             }
-            "roleAssignment" => {
-                if t.store.get_role_assignment(what).found()?.is_some() {
-                    t.store.delete_role_assignment(
-                        what,
-                        &d("Microsoft.Authorization/roleAssignments/delete"),
-                    )?;
-                }
+            "roleAssignment" if t.store.get_role_assignment(what).found()?.is_some() => {
+                t.store.delete_role_assignment(
+                    what,
+                    &d("Microsoft.Authorization/roleAssignments/delete"),
+                )?;
             }
             "roleDefinition" => {
                 let _ = t.store.delete_role_definition(
