@@ -28,7 +28,7 @@ pub const STORAGE_TYPE: &str = "Microsoft.Storage/storageAccounts";
 const PAGE: usize = 5000;
 
 /// What the export reads: one data directory.
-pub struct Source_<'a> {
+pub struct DataSource<'a> {
     pub store: &'a dyn MetadataStore,
     pub master: &'a MasterKey,
     /// The byte store's root (`DIR/blobs`).
@@ -223,7 +223,7 @@ pub fn template(resources: &[Value], containers: &HashMap<String, Vec<Value>>) -
 }
 
 struct Exporter<'a> {
-    src: &'a Source_<'a>,
+    src: &'a DataSource<'a>,
     out: PathBuf,
     journal: Journal,
     base: Option<PathBuf>,
@@ -469,7 +469,7 @@ fn clean_for_resume(out: &Path, journal: &Journal) -> Result<()> {
     Ok(())
 }
 
-pub fn export(src: &Source_<'_>, opts: &ExportOptions) -> Result<ExportReport> {
+pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport> {
     let store = src.store;
     let tenant = store
         .get_tenant(&opts.tenant)

@@ -209,7 +209,7 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
     }
     let out = r.out.ok_or_else(|| anyhow!("--out is required"))?;
     let key = platform::audit_public_key(&d, store.as_ref())?;
-    let src = export::Source_ {
+    let src = export::DataSource {
         store: store.as_ref(),
         master: &master,
         blob_root: d.blobs(),
