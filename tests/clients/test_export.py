@@ -377,6 +377,14 @@ def test_export_to_azurite_blob_endpoint(server_factory, tmp_path):
     for n, d in blobs.items():
         cc.upload_blob(n, d, metadata={"k": n.replace("/", "_").replace(".", "_").encode("ascii", "ignore").decode() or "x"},
                        content_settings=ContentSettings(content_type="application/x-ciel"))
+    # Snapshots: recreated at the destination (new times), oldest first, before the current content.
+    sb = cc.get_blob_client("small.txt")
+    sb.upload_blob(b"first", overwrite=True, metadata={"k": "v1"}, content_settings=ContentSettings(content_type="application/x-ciel"))
+    sb.create_snapshot()
+    sb.upload_blob(b"second", overwrite=True, metadata={"k": "v2"}, content_settings=ContentSettings(content_type="application/x-ciel"))
+    sb.create_snapshot()
+    sb.upload_blob(blobs["small.txt"], overwrite=True, metadata={"k": "small_txt"},
+                   content_settings=ContentSettings(content_type="application/x-ciel"))
     port = free_port()
     loc = tmp_path / "azurite"
     loc.mkdir()
@@ -393,11 +401,15 @@ def test_export_to_azurite_blob_endpoint(server_factory, tmp_path):
                                    AccountSasPermissions(read=True, write=True, list=True, create=True),
                                    expiry=datetime.now(timezone.utc) + timedelta(hours=1))
         r = _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--to-blob-endpoint", endpoint, "--sas", sas)
-        assert f"pushed {len(blobs)} blobs" in r.stdout, r.stdout
+        assert f"pushed {len(blobs)} blobs and 2 snapshots" in r.stdout, r.stdout
         there = BlobServiceClient(endpoint, credential={"account_name": "devstoreaccount1", "account_key": AZURITE_KEY})
         dc = there.get_container_client("outbound")
         assert dc.get_container_properties().metadata == {"dest": "azurite"}
-        got = {b.name: b for b in dc.list_blobs(include=["metadata"])}
+        listed = list(dc.list_blobs(include=["metadata", "snapshots"]))
+        snaps = [b for b in listed if b.snapshot]
+        assert [(b.name, dc.get_blob_client(b.name, snapshot=b.snapshot).download_blob().readall(), b.metadata) for b in snaps] == \
+            [("small.txt", b"first", {"k": "v1"}), ("small.txt", b"second", {"k": "v2"})], snaps
+        got = {b.name: b for b in listed if not b.snapshot}
         assert set(got) == set(blobs)
         for n, d in blobs.items():
             assert dc.download_blob(n).readall() == d, n

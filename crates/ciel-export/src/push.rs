@@ -5,6 +5,9 @@
 //! above. Bytes are decrypted chunk by chunk and sent block by block: memory stays at one block
 //! whatever the blob's size.
 //!
+//! Snapshots are recreated before their blob: each snapshot's content is uploaded, then
+//! Snapshot Blob, oldest first, then the blob's current content (new snapshot times).
+//!
 //! Containers keep their names, so two accounts of the tenant with a container of the same name
 //! cannot go to one endpoint together: `--account` pushes one account at a time.
 
@@ -38,7 +41,8 @@ pub struct PushReport {
     pub containers: u64,
     pub blobs: u64,
     pub bytes: u64,
-    pub snapshots_skipped: u64,
+    /// Snapshots recreated (with new snapshot times).
+    pub snapshots: u64,
     pub seconds: f64,
 }
 
@@ -136,6 +140,91 @@ fn with_headers(
     req
 }
 
+/// Uploads one record's content (a blob or a snapshot's) with its headers and metadata: Put Blob
+/// up to `BLOCK` bytes, else Put Block of `BLOCK` bytes as they are decrypted, then Put Block List.
+fn upload(
+    c: &Client,
+    dir: &Path,
+    key: &[u8; 32],
+    cname: &str,
+    source_container: &str,
+    b: &BlobRecord,
+    progress: &mut Progress,
+) -> Result<()> {
+    let ct_name = source_container;
+    let path = format!("{cname}/{}", encode_path(&b.name));
+    let what = format!("blob {}/{}", ct_name, b.name);
+    if (b.size as usize) <= BLOCK {
+        let mut body = Vec::with_capacity(b.size as usize);
+        offline::read_blob(dir, key, b, |x| {
+            body.extend_from_slice(x);
+            Ok(())
+        })
+        .map_err(|e| anyhow!("reading {what}: {e}"))?;
+        let n = body.len() as u64;
+        let req = with_headers(c.http.put(c.url(&path, "")), b)
+            .header("x-ms-blob-type", "BlockBlob")
+            .body(body);
+        let r = c.send(req, &what)?;
+        c.ok(r, &what)?;
+        progress.add(n);
+    } else {
+        // Blocks of BLOCK bytes, each sent when full: one block in memory.
+        let mut ids: Vec<String> = vec![];
+        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+        let mut failure: Option<anyhow::Error> = None;
+        let mut send_block = |buf: &mut Vec<u8>, ids: &mut Vec<String>| -> Result<()> {
+            let bid = B64.encode(format!("{:08}", ids.len()));
+            let q = format!(
+                "comp=block&blockid={}",
+                encode_path(&bid).replace('/', "%2F")
+            );
+            let n = buf.len() as u64;
+            let r = c.send(
+                c.http.put(c.url(&path, &q)).body(std::mem::take(buf)),
+                &what,
+            )?;
+            c.ok(r, &what)?;
+            ids.push(bid);
+            progress.add(n);
+            Ok(())
+        };
+        let res = offline::read_blob(dir, key, b, |mut x| {
+            while !x.is_empty() {
+                let take = (BLOCK - buf.len()).min(x.len());
+                buf.extend_from_slice(&x[..take]);
+                x = &x[take..];
+                if buf.len() == BLOCK {
+                    if let Err(e) = send_block(&mut buf, &mut ids) {
+                        failure = Some(e);
+                        return Err(ciel_storage::blobstore::ObjectError::Corrupt(
+                            "push failed".into(),
+                        ));
+                    }
+                    buf.reserve(BLOCK);
+                }
+            }
+            Ok(())
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        res.map_err(|e| anyhow!("reading {what}: {e}"))?;
+        if !buf.is_empty() {
+            send_block(&mut buf, &mut ids)?;
+        }
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for id in &ids {
+            xml.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        xml.push_str("</BlockList>");
+        let req = with_headers(c.http.put(c.url(&path, "comp=blocklist")), b).body(xml);
+        let r = c.send(req, &what)?;
+        c.ok(r, &what)?;
+    }
+    Ok(())
+}
+
 pub fn push(
     store: &dyn MetadataStore,
     master: &MasterKey,
@@ -173,9 +262,7 @@ pub fn push(
                 bail!("accounts {other} and {} both have a container {}; push one account at a time with --account", a.name, ct.name);
             }
             for_each_blob(store, &k, &ct.name, |b| {
-                if b.snapshot.is_empty() {
-                    total += b.size as u64;
-                }
+                total += b.size as u64;
                 Ok(())
             })?;
         }
@@ -210,87 +297,46 @@ pub fn push(
                 c.ok(r, &format!("create container {cname}"))?;
             }
             rep.containers += 1;
+            // A blob's snapshots are recreated before it (Snapshot Blob cannot be given content):
+            // each snapshot's content is uploaded then snapshotted, oldest first, and the blob's
+            // current content goes last. `for_each_blob` gives a blob then its snapshots; they are
+            // held as records (not bytes) until the next name.
+            let push_group = |group: Vec<BlobRecord>,
+                              rep: &mut PushReport,
+                              progress: &mut Progress|
+             -> Result<()> {
+                let (snaps, base): (Vec<_>, Vec<_>) =
+                    group.into_iter().partition(|b| !b.snapshot.is_empty());
+                for sn in &snaps {
+                    upload(&c, &dir, &key, &cname, &ct.name, sn, progress)?;
+                    let path = format!("{cname}/{}", encode_path(&sn.name));
+                    let what = format!("snapshot of {}/{}", ct.name, sn.name);
+                    let r = c.send(
+                        c.http.put(c.url(&path, "comp=snapshot")).body(Vec::new()),
+                        &what,
+                    )?;
+                    c.ok(r, &what)?;
+                    rep.snapshots += 1;
+                    rep.bytes += sn.size as u64;
+                }
+                for b in &base {
+                    upload(&c, &dir, &key, &cname, &ct.name, b, progress)?;
+                    rep.blobs += 1;
+                    rep.bytes += b.size as u64;
+                }
+                Ok(())
+            };
+            let mut group: Vec<BlobRecord> = vec![];
             for_each_blob(store, &k, &ct.name, |b| {
-                if !b.snapshot.is_empty() {
-                    rep.snapshots_skipped += 1;
-                    return Ok(());
+                if group.first().map(|g| g.name != b.name).unwrap_or(false) {
+                    push_group(std::mem::take(&mut group), &mut rep, &mut progress)?;
                 }
-                let path = format!("{cname}/{}", encode_path(&b.name));
-                let what = format!("blob {}/{}", ct.name, b.name);
-                if (b.size as usize) <= BLOCK {
-                    let mut body = Vec::with_capacity(b.size as usize);
-                    offline::read_blob(&dir, &key, &b, |x| {
-                        body.extend_from_slice(x);
-                        Ok(())
-                    })
-                    .map_err(|e| anyhow!("reading {what}: {e}"))?;
-                    let n = body.len() as u64;
-                    let req = with_headers(c.http.put(c.url(&path, "")), &b)
-                        .header("x-ms-blob-type", "BlockBlob")
-                        .body(body);
-                    let r = c.send(req, &what)?;
-                    c.ok(r, &what)?;
-                    progress.add(n);
-                } else {
-                    // Blocks of BLOCK bytes, each sent when full: one block in memory.
-                    let mut ids: Vec<String> = vec![];
-                    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-                    let mut failure: Option<anyhow::Error> = None;
-                    let mut send_block = |buf: &mut Vec<u8>, ids: &mut Vec<String>| -> Result<()> {
-                        let bid = B64.encode(format!("{:08}", ids.len()));
-                        let q = format!(
-                            "comp=block&blockid={}",
-                            encode_path(&bid).replace('/', "%2F")
-                        );
-                        let n = buf.len() as u64;
-                        let r = c.send(
-                            c.http.put(c.url(&path, &q)).body(std::mem::take(buf)),
-                            &what,
-                        )?;
-                        c.ok(r, &what)?;
-                        ids.push(bid);
-                        progress.add(n);
-                        Ok(())
-                    };
-                    let res = offline::read_blob(&dir, &key, &b, |mut x| {
-                        while !x.is_empty() {
-                            let take = (BLOCK - buf.len()).min(x.len());
-                            buf.extend_from_slice(&x[..take]);
-                            x = &x[take..];
-                            if buf.len() == BLOCK {
-                                if let Err(e) = send_block(&mut buf, &mut ids) {
-                                    failure = Some(e);
-                                    return Err(ciel_storage::blobstore::ObjectError::Corrupt(
-                                        "push failed".into(),
-                                    ));
-                                }
-                                buf.reserve(BLOCK);
-                            }
-                        }
-                        Ok(())
-                    });
-                    if let Some(e) = failure {
-                        return Err(e);
-                    }
-                    res.map_err(|e| anyhow!("reading {what}: {e}"))?;
-                    if !buf.is_empty() {
-                        send_block(&mut buf, &mut ids)?;
-                    }
-                    let mut xml =
-                        String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
-                    for id in &ids {
-                        xml.push_str(&format!("<Latest>{id}</Latest>"));
-                    }
-                    xml.push_str("</BlockList>");
-                    let req =
-                        with_headers(c.http.put(c.url(&path, "comp=blocklist")), &b).body(xml);
-                    let r = c.send(req, &what)?;
-                    c.ok(r, &what)?;
-                }
-                rep.blobs += 1;
-                rep.bytes += b.size as u64;
+                group.push(b);
                 Ok(())
             })?;
+            if !group.is_empty() {
+                push_group(group, &mut rep, &mut progress)?;
+            }
         }
     }
     let (_, secs) = progress.finish();

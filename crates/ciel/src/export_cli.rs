@@ -199,11 +199,11 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
             &tenant,
             "Ciel.Export/pushToBlobEndpoint/action",
             &format!("/tenants/{tenant}"),
-            serde_json::json!({"endpoint": rep.endpoint, "blobs": rep.blobs, "bytes": rep.bytes}),
+            serde_json::json!({"endpoint": rep.endpoint, "blobs": rep.blobs, "snapshots": rep.snapshots, "bytes": rep.bytes}),
         )?;
         println!(
-            "pushed {} blobs ({} bytes, {} containers) to {} in {:.1} s",
-            rep.blobs, rep.bytes, rep.containers, rep.endpoint, rep.seconds
+            "pushed {} blobs and {} snapshots ({} bytes, {} containers) to {} in {:.1} s",
+            rep.blobs, rep.snapshots, rep.bytes, rep.containers, rep.endpoint, rep.seconds
         );
         return Ok(());
     }
