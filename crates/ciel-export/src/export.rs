@@ -675,6 +675,11 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
     for a in &accounts {
         x.account(a)?;
     }
+    // KEYVAULT: vaults go here, as `keyvault/{vault}/…` (docs/export-format.md, "Key Vault"):
+    // ExportOptions gains the recipient (an age public key or an RSA JWK); every secret version's
+    // value and every exportable software key's private part is encrypted to it before it is
+    // written (never in clear on disk), HSM keys are listed with their public part only, and the
+    // manifest records the recipient. Vault ARM bodies are already in resources.json.
 
     // The audit log last, so that it includes as much as possible (the export's own entry is
     // written by the caller, after the manifest).
