@@ -7,6 +7,7 @@ pub mod account;
 pub mod blob;
 pub mod blobstore;
 pub mod error;
+pub mod offline;
 
 use ciel_arm::error::ArmResult;
 use ciel_arm::provider::{ProviderRequest, ProviderResponse, ResourceProvider, ResourceTypeInfo};

@@ -1,6 +1,7 @@
 //! `ciel`: run a sovereign, Azure-compatible cloud (`ciel up`) and administer it.
 
 mod config;
+mod export_cli;
 mod http;
 mod master_shares;
 mod platform;
@@ -83,6 +84,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// A tenant's export (docs/export-format.md): `ciel export --tenant T --out DIR`
+    /// [--resume] [--since PREV/manifest.json], `ciel export verify DIR`, or
+    /// `--to-blob-endpoint URL --sas TOKEN` to push its blobs elsewhere.
+    Export(export_cli::ExportArgs),
+    /// Import an export into this data directory (verified first; conflicts refused or --rename).
+    Import(export_cli::ImportArgs),
     /// Token signing keys.
     Keys {
         #[command(subcommand)]
@@ -120,6 +127,9 @@ enum TenantCmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Erase a tenant after its notice period (`--notice` records the notice; 21 days by default):
+    /// its storage accounts' keys are destroyed (crypto-erasure), then its data.
+    Erase(export_cli::EraseArgs),
 }
 
 #[derive(Subcommand)]
@@ -277,7 +287,10 @@ fn main() -> Result<()> {
             config,
             log_json,
         } => up(dir, domain, listen, config, log_json),
+        Cmd::Export(a) => export_cli::export_cmd(a),
+        Cmd::Import(a) => export_cli::import_cmd(a),
         Cmd::Tenant { cmd } => match cmd {
+            TenantCmd::Erase(a) => export_cli::erase_cmd(a),
             TenantCmd::Create {
                 dir,
                 name,

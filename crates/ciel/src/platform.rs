@@ -54,7 +54,8 @@ impl DataDir {
     /// process ends (the kernel releases the lock however it ends, `kill -9` included). The
     /// startup garbage collection takes every object no record refers to for garbage, which holds
     /// only when no other process is uploading into the same byte store. Operator commands do not
-    /// take it: they never write blob objects.
+    /// take it (they never write blob objects), except `ciel import`, which writes objects before
+    /// their records and so takes it for its whole run.
     pub fn lock_for_serving(&self) -> Result<std::fs::File> {
         let path = self.lock_file();
         let f = std::fs::OpenOptions::new()

@@ -719,7 +719,7 @@ pub(crate) struct Digests {
 }
 
 /// Feeds the bytes `start..end` of a blob's pieces to `sink`, one decrypted chunk at a time.
-fn read_pieces(
+pub(crate) fn read_pieces(
     dir: &std::path::Path,
     key: &[u8; 32],
     segs: Vec<Piece>,

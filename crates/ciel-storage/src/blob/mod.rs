@@ -226,7 +226,7 @@ pub(crate) fn customer_key_error(e: ciel_arm::cmk::CmkError) -> BlobError {
     }
 }
 
-fn account_dir(root: &std::path::Path, id: &ResourceId) -> PathBuf {
+pub(crate) fn account_dir(root: &std::path::Path, id: &ResourceId) -> PathBuf {
     let h = ring::digest::digest(&ring::digest::SHA256, id.key().as_bytes());
     root.join(ciel_core::audit::hex_lower(&h.as_ref()[..16]))
 }
