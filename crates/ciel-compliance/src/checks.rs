@@ -511,9 +511,17 @@ fn encryption_at_rest(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
     Ok(if !problems.is_empty() {
         (CheckStatus::Fail, problems.join("; "), evidence)
     } else {
+        let accounts = if accounts.is_empty() {
+            "no storage account yet (each account gets its own data key when created)".to_string()
+        } else {
+            format!(
+                "{} storage account(s), each encrypted with its own data key",
+                accounts.len()
+            )
+        };
         (
             CheckStatus::Pass,
-            format!("{} storage account(s), each encrypted with its own data key; {sampled} object file(s) sampled, all encrypted", accounts.len()),
+            format!("{accounts}; {sampled} object file(s) sampled, all in the encrypted format"),
             evidence,
         )
     })

@@ -309,7 +309,8 @@ pub fn scan(t: &TlsTarget) -> Scan {
             &[
                 "-tls1_2",
                 "-cipher",
-                "ALL:!AESGCM:!CHACHA20:!AESCCM:@SECLEVEL=0",
+                // ARIA-GCM is an AEAD too: excluded so that only CBC suites remain.
+                "ALL:!AESGCM:!CHACHA20:!AESCCM:!ARIAGCM:@SECLEVEL=0",
             ],
         ),
         (
