@@ -317,7 +317,11 @@ def test_attestations_count_until_they_expire(server_factory, tmp_path):
 
 
 def test_tls_min_version_13_is_what_the_listener_offers(server_factory, tmp_path):
-    s = server_factory("compliance-tls13", extra_env={"CIEL_TLS_MIN_VERSION": "1.3"})
+    s = server_factory("compliance-tls13", start=False)
+    # In ciel.toml, so that the server and the operator's CLI read the same configuration.
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    (s.data_dir / "ciel.toml").write_text('[tls]\nmin_version = "1.3"\n')
+    s.start()
     r = report(s)
     tls = check(r, "tls.protocols")
     assert tls["status"] == "pass", tls["summary"]
@@ -326,6 +330,10 @@ def test_tls_min_version_13_is_what_the_listener_offers(server_factory, tmp_path
     suites = check(r, "tls.cipher_suites")["evidence"]["accepted"][0]["accepted"]
     assert suites and all("TLSv1.3" in x for x in suites), suites
     assert by_id(r)["10.2.c"]["status"] == "pass"
+    # The server's own report scans itself with its own configuration.
+    api = s.arm_call("GET", "/providers/Ciel.Compliance/report", params={"api-version": API}, timeout=120)
+    assert api.status_code == 200, describe(api)
+    assert check(api.json(), "tls.protocols")["evidence"]["offered"][0]["offered"] == ["TLSv1.3"]
     # Older versions cannot be configured at all.
     p = subprocess.run([ciel_bin(), "sovereignty", "--data-dir", str(tmp_path / "none")], capture_output=True,
                        text=True, timeout=30, env={"CIEL_TLS_MIN_VERSION": "1.0", "PATH": "/usr/bin:/bin"})

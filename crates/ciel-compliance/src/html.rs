@@ -137,7 +137,7 @@ pub fn render(r: &Report) -> String {
     );
     // Summary.
     h.push_str(r#"<h2>Synthèse par chapitre <span class="en">/ Summary by chapter</span></h2>
-<table><tr><th>Ch.</th><th>Thème <span class="en">/ Topic</span></th><th>Total</th><th>conforme<br><span class="en">pass</span></th><th>non conforme<br><span class="en">fail</span></th><th>attesté<br><span class="en">attested</span></th><th>manquant<br><span class="en">missing</span></th><th>pas encore vérifiable<br><span class="en">not yet checkable</span></th></tr>
+<table><tr><th>Ch.</th><th style="width:62mm">Thème <span class="en">/ Topic</span></th><th>Total</th><th>conforme<br><span class="en">pass</span></th><th>non conforme<br><span class="en">fail</span></th><th>attesté<br><span class="en">attested</span></th><th>manquant<br><span class="en">missing</span></th><th>pas encore vérifiable<br><span class="en">not yet checkable</span></th></tr>
 "#);
     for c in &r.chapters {
         let k = &c.counts;

@@ -295,7 +295,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Records an operator's attestation (never replaced: a newer one for the same requirement
     /// supersedes it in reports, the old one stays as history).
     fn put_attestation(&self, a: &Attestation, audit: &AuditDraft) -> Result<()>;
-    /// Every attestation, oldest first.
+    /// Every attestation, in the order they were recorded.
     fn list_attestations(&self) -> Result<Vec<Attestation>>;
 
     // --- platform settings (small key/value facts: bootstrap ids, master-key check value)

@@ -1957,7 +1957,7 @@ impl MetadataStore for SqliteStore {
         self.read(|c| {
             let mut s = c.prepare(
                 "SELECT id, requirement, framework, attested_by, created, expires, evidence_name, evidence_sha256, evidence_copy, note
-                 FROM compliance_attestations ORDER BY created, id",
+                 FROM compliance_attestations ORDER BY created, rowid",
             )?;
             let rows = s.query_map([], |r| {
                 Ok(Attestation {

@@ -176,6 +176,8 @@ pub fn html_to_pdf(html: &str, out: &Path) -> Result<()> {
             // Running as root (servers, containers) needs it; the page is our own, script-free.
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a small /dev/shm.
+            "--disable-dev-shm-usage",
             "--no-pdf-header-footer",
             "--print-to-pdf-no-header",
         ])
