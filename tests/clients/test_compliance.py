@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,10 @@ class WeakTlsFrontEnd:
     def __init__(self, cert: Path, key: Path):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            with warnings.catch_warnings():
+                # Deprecated on purpose: this front end is the weak configuration under test.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
             ctx.set_ciphers("ALL:@SECLEVEL=0")
         except (ValueError, ssl.SSLError) as e:
             missing_prerequisite(f"this Python's OpenSSL cannot serve TLS 1.0 for the weak front end: {e}")

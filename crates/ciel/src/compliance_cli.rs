@@ -250,7 +250,8 @@ pub fn run(cmd: ComplianceCmd) -> Result<()> {
             };
             match out {
                 Some(p) => {
-                    std::fs::write(&p, bytes)?;
+                    std::fs::write(&p, bytes)
+                        .with_context(|| format!("writing {}", p.display()))?;
                     eprintln!("wrote {}", p.display());
                 }
                 None => {
