@@ -1205,6 +1205,85 @@ mod tests {
     }
 
     #[test]
+    fn store_checks_see_what_is_stored_and_nothing_passes_unseen() {
+        use ciel_store::{sqlite::SqliteStore, ResourceGroup, Subscription, Tenant};
+        let d = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&d.path().join("ciel.db")).unwrap();
+        let draft = ciel_core::audit::AuditDraft {
+            actor: "test".into(),
+            action: "a".into(),
+            target: "t".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        };
+        s.create_tenant(
+            &Tenant {
+                id: "t1".into(),
+                display_name: "T".into(),
+                default_domain: "t.fr".into(),
+                created: 1,
+            },
+            &draft,
+        )
+        .unwrap();
+        s.create_subscription(
+            &Subscription {
+                id: "s1".into(),
+                tenant_id: "t1".into(),
+                display_name: "S".into(),
+                state: "Enabled".into(),
+                created: 1,
+            },
+            &draft,
+        )
+        .unwrap();
+        let rg = |loc: &str| ResourceGroup {
+            subscription_id: "s1".into(),
+            name: "rg".into(),
+            location: loc.into(),
+            tags: json!({}),
+            managed_by: None,
+            created: 1,
+            changed: 1,
+        };
+        s.put_resource_group(&rg("eastus"), &draft).unwrap();
+        let ctx = Context {
+            store: &s,
+            master: None,
+            data_dir: d.path().to_path_buf(),
+            audit_public_key: None,
+            sovereignty: json!({"replication": {"targets": ["westeurope"]}}),
+            tls_targets: vec![],
+            tls_min_version: "1.2".into(),
+        };
+        let status = |id: &str| {
+            run_all(&ctx)
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| c.status)
+                .unwrap()
+        };
+        assert_eq!(status("residency.resources"), CheckStatus::Fail);
+        assert_eq!(status("residency.replication"), CheckStatus::Fail);
+        // Nothing to scan, no CA, no audit key, no capability: never a pass.
+        assert_eq!(status("tls.protocols"), CheckStatus::NotYetCheckable);
+        assert_eq!(status("tls.cipher_suites"), CheckStatus::NotYetCheckable);
+        assert_eq!(status("tls.certificates"), CheckStatus::Fail);
+        assert_eq!(status("audit.chain"), CheckStatus::Fail);
+        assert_eq!(status("identity.admin_mfa"), CheckStatus::Fail);
+        assert_eq!(
+            status("operator.access_grants"),
+            CheckStatus::NotYetCheckable
+        );
+        assert_eq!(
+            status("sovereignty.jurisdiction"),
+            CheckStatus::NotYetCheckable
+        );
+        s.put_resource_group(&rg("francecentral"), &draft).unwrap();
+        assert_eq!(status("residency.resources"), CheckStatus::Pass);
+    }
+
+    #[test]
     fn ids_are_unique() {
         let mut ids: Vec<_> = CHECKS.iter().map(|c| c.id).collect();
         ids.sort();

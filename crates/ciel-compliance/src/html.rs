@@ -175,10 +175,11 @@ pub fn render(r: &Report) -> String {
         for x in fails {
             let _ = write!(
                 h,
-                "<tr><td><b>{}</b></td><td>{}<div class=\"en\">{}</div><div class=\"small\">{}</div></td></tr>",
+                "<tr><td><b>{}</b></td><td>{}<div class=\"en\">{}</div><div class=\"small\">{}<br><span class=\"en\">{}</span></div></td></tr>",
                 esc(&x.id),
                 esc(&x.fr),
                 esc(&x.en),
+                esc(&x.reason_fr),
                 esc(&x.reason)
             );
         }
@@ -196,7 +197,11 @@ pub fn render(r: &Report) -> String {
             en = esc(&c.en)
         );
         for x in r.requirements.iter().filter(|x| x.chapter == c.number) {
-            let mut detail = format!("<div class=\"small\">{}</div>", esc(&x.reason));
+            let mut detail = format!(
+                "<div class=\"small\">{}<br><span class=\"en\">{}</span></div>",
+                esc(&x.reason_fr),
+                esc(&x.reason)
+            );
             if !x.checks.is_empty() {
                 let _ = write!(
                     detail,

@@ -80,8 +80,10 @@ pub struct RequirementResult {
     pub verified: bool,
     pub note: Option<String>,
     pub status: RequirementStatus,
-    /// Why this status, in one sentence.
+    /// Why this status, in one sentence (English; `reason_fr` in French).
     pub reason: String,
+    #[serde(default)]
+    pub reason_fr: String,
     pub checks: Vec<String>,
     pub attestation: Option<AttestationView>,
 }
@@ -168,14 +170,24 @@ pub fn assemble(
         let valid = att
             .as_ref()
             .is_some_and(|a| !a.expired && a.copy_intact == Some(true));
+        // Why an attestation does not count (English, French).
         let why_not_valid = att.as_ref().map(|a| {
             if a.expired {
-                format!(
-                    "the attestation by {} expired on {}",
-                    a.attested_by, a.expires
+                (
+                    format!(
+                        "the attestation by {} expired on {}",
+                        a.attested_by, a.expires
+                    ),
+                    format!(
+                        "l'attestation de {} a expiré le {}",
+                        a.attested_by, a.expires
+                    ),
                 )
             } else {
-                "the kept evidence copy no longer matches its SHA-256".to_string()
+                (
+                    "the kept evidence copy no longer matches its SHA-256".to_string(),
+                    "la copie conservée de la preuve ne correspond plus à son SHA-256".to_string(),
+                )
             }
         });
         let results: Vec<&CheckResult> = r
@@ -183,54 +195,66 @@ pub fn assemble(
             .iter()
             .filter_map(|k| checks.iter().find(|c| &c.id == k))
             .collect();
-        let failed: Vec<&str> = results
+        let failed = results
             .iter()
             .filter(|c| c.status == CheckStatus::Fail)
             .map(|c| c.id.as_str())
-            .collect();
-        let nyc: Vec<&str> = results
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nyc = results
             .iter()
             .filter(|c| c.status == CheckStatus::NotYetCheckable)
             .map(|c| c.id.as_str())
-            .collect();
-        let attested = |a: &Option<AttestationView>| {
-            let a = a.as_ref().map(|a| a.attested_by.as_str()).unwrap_or("");
-            format!("attested by {a}")
-        };
-        let (status, reason) = match r.kind {
+            .collect::<Vec<_>>()
+            .join(", ");
+        let all = r.checks.join(", ");
+        let by = att
+            .as_ref()
+            .map(|a| a.attested_by.clone())
+            .unwrap_or_default();
+        let (status, reason, reason_fr) = match r.kind {
             Kind::Organisational => {
                 if valid {
-                    (RequirementStatus::Attested, attested(&att))
-                } else {
                     (
-                        RequirementStatus::Missing,
-                        why_not_valid.unwrap_or_else(|| "no attestation recorded".into()),
+                        RequirementStatus::Attested,
+                        format!("attested by {by}"),
+                        format!("attesté par {by}"),
                     )
+                } else {
+                    let (en, fr) = why_not_valid.unwrap_or_else(|| {
+                        (
+                            "no attestation recorded".into(),
+                            "aucune attestation enregistrée".into(),
+                        )
+                    });
+                    (RequirementStatus::Missing, en, fr)
                 }
             }
             Kind::TechnicalAutomatic | Kind::TechnicalAssisted if !failed.is_empty() => (
                 RequirementStatus::Fail,
-                format!("failed check(s): {}", failed.join(", ")),
+                format!("failed check(s): {failed}"),
+                format!("contrôle(s) en échec : {failed}"),
             ),
             Kind::TechnicalAutomatic => {
                 if nyc.is_empty() {
                     (
                         RequirementStatus::Pass,
-                        format!("check(s) passed: {}", r.checks.join(", ")),
+                        format!("check(s) passed: {all}"),
+                        format!("contrôle(s) réussi(s) : {all}"),
                     )
                 } else if valid {
                     (
                         RequirementStatus::Attested,
+                        format!("attested by {by} (not yet checkable by the platform: {nyc})"),
                         format!(
-                            "{} (not yet checkable by the platform: {})",
-                            attested(&att),
-                            nyc.join(", ")
+                            "attesté par {by} (pas encore vérifiable par la plateforme : {nyc})"
                         ),
                     )
                 } else {
                     (
                         RequirementStatus::NotYetCheckable,
-                        format!("not yet checkable: {}", nyc.join(", ")),
+                        format!("not yet checkable: {nyc}"),
+                        format!("pas encore vérifiable : {nyc}"),
                     )
                 }
             }
@@ -238,25 +262,25 @@ pub fn assemble(
                 if valid {
                     (
                         RequirementStatus::Attested,
-                        format!("{}, with the platform's evidence", attested(&att)),
+                        format!("attested by {by}, with the platform's evidence"),
+                        format!("attesté par {by}, avec les preuves de la plateforme"),
                     )
                 } else if !nyc.is_empty() {
+                    let (en, fr) = why_not_valid
+                        .map(|(e, f)| (format!("; {e}"), format!(" ; {f}")))
+                        .unwrap_or_default();
                     (
                         RequirementStatus::NotYetCheckable,
-                        format!(
-                            "not yet checkable: {}{}",
-                            nyc.join(", "),
-                            why_not_valid.map(|w| format!("; {w}")).unwrap_or_default()
-                        ),
+                        format!("not yet checkable: {nyc}{en}"),
+                        format!("pas encore vérifiable : {nyc}{fr}"),
                     )
                 } else {
+                    let (en, fr) =
+                        why_not_valid.unwrap_or_else(|| ("missing".into(), "manquante".into()));
                     (
                         RequirementStatus::Missing,
-                        format!(
-                            "the platform's checks pass ({}); the operator's attestation is {}",
-                            r.checks.join(", "),
-                            why_not_valid.unwrap_or_else(|| "missing".into())
-                        ),
+                        format!("the platform's checks pass ({all}); the operator's attestation is {en}"),
+                        format!("les contrôles de la plateforme réussissent ({all}) ; l'attestation de l'opérateur est {fr}"),
                     )
                 }
             }
@@ -272,6 +296,7 @@ pub fn assemble(
             note: r.note.clone(),
             status,
             reason,
+            reason_fr,
             checks: r.checks.clone(),
             attestation: att,
         });
