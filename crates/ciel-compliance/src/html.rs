@@ -260,10 +260,9 @@ pub fn render(r: &Report) -> String {
             ev = esc(&evidence_text(&c.evidence)),
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        r#"</section><footer>Rapport produit par <span class="en">Report produced by</span> {} {} ({}) — {} — format {}</footer></body></html>
-"#,
+        r#"</section><footer>Rapport produit par <span class="en">Report produced by</span> {} {} ({}) — {} — format {}</footer></body></html>"#,
         esc(r.software["name"].as_str().unwrap_or("Ciel")),
         esc(r.software["version"].as_str().unwrap_or("")),
         esc(r.software["compiler"].as_str().unwrap_or("")),

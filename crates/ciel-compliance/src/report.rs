@@ -460,7 +460,7 @@ mod tests {
         // A failing check is never covered by an attestation.
         let r = assemble(
             all(CheckStatus::Fail),
-            &[nyc.clone()],
+            std::slice::from_ref(&nyc),
             d.path(),
             100,
             Value::Null,
@@ -469,7 +469,7 @@ mod tests {
         // Expired.
         let r = assemble(
             all(CheckStatus::Pass),
-            &[a.clone()],
+            std::slice::from_ref(&a),
             d.path(),
             300,
             Value::Null,
