@@ -32,12 +32,8 @@ pub enum Curve {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySpec {
     /// 2048, 3072 or 4096 bits; public exponent 65537.
-    Rsa {
-        bits: u32,
-    },
-    Ec {
-        curve: Curve,
-    },
+    Rsa { bits: u32 },
+    Ec { curve: Curve },
 }
 
 /// Encryption algorithms for encrypt/decrypt and wrapKey/unwrapKey.
@@ -69,15 +65,8 @@ pub enum SignAlg {
 /// leading zero bytes for `n`/`e`; EC coordinates padded to the curve's size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa {
-        n: Vec<u8>,
-        e: Vec<u8>,
-    },
-    Ec {
-        curve: Curve,
-        x: Vec<u8>,
-        y: Vec<u8>,
-    },
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
 }
 
 /// A private key given for import (JWK private members, raw big-endian bytes).
