@@ -37,6 +37,8 @@ table { border-collapse: collapse; width: 100%; margin: 2mm 0 4mm 0; }
 th, td { border: 0.5pt solid #999; padding: 1.2mm 1.6mm; vertical-align: top; text-align: left; }
 th { background: #e8edf6; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
+table.summary th:nth-child(n+3) { width: 16mm; font-size: 8.5pt; }
+table.summary th:first-child { width: 9mm; }
 tr { break-inside: avoid; page-break-inside: avoid; }
 .meta td:first-child { width: 45mm; font-weight: bold; }
 .badge { display: inline-block; padding: 0.3mm 1.5mm; border-radius: 1mm; font-weight: bold; font-size: 8.5pt; white-space: nowrap; border: 0.5pt solid #333; }
@@ -137,7 +139,7 @@ pub fn render(r: &Report) -> String {
     );
     // Summary.
     h.push_str(r#"<h2>Synthèse par chapitre <span class="en">/ Summary by chapter</span></h2>
-<table><tr><th>Ch.</th><th style="width:62mm">Thème <span class="en">/ Topic</span></th><th>Total</th><th>conforme<br><span class="en">pass</span></th><th>non conforme<br><span class="en">fail</span></th><th>attesté<br><span class="en">attested</span></th><th>manquant<br><span class="en">missing</span></th><th>pas encore vérifiable<br><span class="en">not yet checkable</span></th></tr>
+<table class="summary"><tr><th>Ch.</th><th>Thème <span class="en">/ Topic</span></th><th>Total</th><th>conforme<br><span class="en">pass</span></th><th>non conforme<br><span class="en">fail</span></th><th>attesté<br><span class="en">attested</span></th><th>manquant<br><span class="en">missing</span></th><th>pas encore vérifiable<br><span class="en">not yet checkable</span></th></tr>
 "#);
     for c in &r.chapters {
         let k = &c.counts;
