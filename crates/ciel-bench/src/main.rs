@@ -59,6 +59,14 @@ enum Cmd {
     BlobSetup(blob::SetupArgs),
     /// Renders the JSON lines of `blob` runs as Markdown tables (medians) and a summary line.
     BlobReport(report::ReportArgs),
+    /// Key Vault key custody: raw RSA-2048 RS256 signing and RSA-OAEP unwrapping with the
+    /// library the software backend uses, beside the same operations through
+    /// `SoftwareCustody` (unseal the key, then operate). Prints a table and one JSON line.
+    Custody {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 /// A one-thread runtime, as the rest of the benchmark uses: the client stays at one core.
@@ -119,6 +127,7 @@ fn main() -> Result<()> {
             }
             return Ok(());
         }
+        Some(Cmd::Custody { seconds }) => return crypto::custody_bench(seconds),
         Some(Cmd::BlobSetup(a)) => return runtime()?.block_on(blob::setup(a)),
         Some(Cmd::BlobReport(a)) => {
             if report::report(a)? > 0 {

@@ -622,6 +622,7 @@ fn key_custody(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
         ));
     }
     let audit_sealed = ctx.store.get_setting("audit.signing_key")?.is_some();
+    let hsm = ctx.sovereignty["keys"]["hsm"].clone();
     let evidence = json!({
         "container": "software: every key is sealed (AES-256-GCM) under the platform master key, bound to its purpose",
         "masterKey": master,
@@ -629,11 +630,17 @@ fn key_custody(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
         "auditSigningKey": {"sealed": audit_sealed},
         "storageAccountKeys": "sealed under the master key, bound to the account id (see storage.encryption_at_rest)",
         "tlsPrivateKeys": tls_keys,
-        "hsm": null,
-        "hsmNote": "no hardware security module (PKCS#11) is configured: custody is software only; the Key Vault work adds an HSM backend",
+        // As the sovereignty statement of the running configuration states it.
+        "hsm": hsm,
+        "statement": ctx.sovereignty["keys"],
     });
     Ok(if problems.is_empty() {
-        (CheckStatus::Pass, "keys are held in a software container (sealed under the master key, files readable by their owner only); no HSM configured".into(), evidence)
+        let hsm = if hsm.is_null() {
+            "no HSM configured".to_string()
+        } else {
+            format!("HSM: {hsm}")
+        };
+        (CheckStatus::Pass, format!("platform keys are held in a software container (sealed under the master key, files readable by their owner only); {hsm}"), evidence)
     } else {
         (CheckStatus::Fail, problems.join("; "), evidence)
     })

@@ -252,6 +252,68 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The accounts (id keys) that have blob data in the store: containers, blobs, blocks.
     fn blob_accounts(&self) -> Result<Vec<String>>;
 
+    // --- Key Vault (data of a vault is keyed by its lower-cased name)
+    /// Adds a version (creating the name); `Conflict("deleted")` while the name is soft-deleted.
+    fn kv_put_version(&self, v: &KvVersion, audit: &AuditDraft) -> Result<()>;
+    /// Updates a version's attributes, tags and content type.
+    fn kv_update_version(&self, v: &KvVersion, audit: &AuditDraft) -> Result<()>;
+    fn kv_get_name(&self, vault: &str, kind: &str, name: &str) -> Result<KvName>;
+    /// A version, or the latest (most recently created) when `version` is None.
+    fn kv_get_version(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KvVersion>;
+    /// Every version of a name, oldest first.
+    fn kv_list_versions(&self, vault: &str, kind: &str, name: &str) -> Result<Vec<KvVersion>>;
+    /// Each name of a kind (deleted or live) with its latest version, by name.
+    fn kv_list(&self, vault: &str, kind: &str, deleted: bool) -> Result<Vec<(KvName, KvVersion)>>;
+    /// Soft-deletes (`Some((deleted, purge_at))`) or recovers (`None`) a name.
+    fn kv_set_deleted(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        deleted: Option<(i64, i64)>,
+        audit: &AuditDraft,
+    ) -> Result<()>;
+    /// Removes a name and all its versions; returns them (an HSM destroys their objects).
+    fn kv_purge(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<KvVersion>>;
+    fn kv_set_policy(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        policy: &serde_json::Value,
+        audit: &AuditDraft,
+    ) -> Result<()>;
+    /// Recreates a name with its versions (restore from backup); `Conflict` if the name exists.
+    fn kv_restore(&self, versions: &[KvVersion], audit: &AuditDraft) -> Result<()>;
+    /// Deletes a vault: soft (`Some((deleted, purge_at))`: the record moves to the deleted
+    /// vaults, its data stays) or for good (its data goes too, returned for HSM clean-up).
+    fn delete_vault(
+        &self,
+        id_key: &str,
+        soft: Option<(i64, i64)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<KvVersion>>;
+    fn list_deleted_vaults(&self, subscription_id: &str) -> Result<Vec<DeletedVault>>;
+    fn get_deleted_vault(&self, name: &str) -> Result<DeletedVault>;
+    /// Moves a deleted vault back (recover); its data was kept.
+    fn recover_vault(&self, name: &str, audit: &AuditDraft) -> Result<Resource>;
+    /// Destroys a deleted vault and its data.
+    fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>>;
+    /// Deleted vaults and names whose purge date has passed: `(vault, None)` for a vault,
+    /// `(vault, Some((kind, name)))` for an object.
+    fn kv_purge_due(&self, now: i64) -> Result<Vec<(String, Option<(String, String)>)>>;
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;
     fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment>;

@@ -318,6 +318,48 @@ pub struct BlockRec {
     pub shared: bool,
 }
 
+/// One version of a Key Vault secret or key. `sealed` is the secret value sealed under the vault
+/// key, or a key's custody material (itself sealed or an HSM handle); `public` is a key's public
+/// JWK and operations (empty for a secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvVersion {
+    /// Lower-cased vault name.
+    pub vault: String,
+    /// `secret` or `key`.
+    pub kind: String,
+    /// The name as first written (lookups ignore case).
+    pub name: String,
+    pub version: String,
+    pub created: i64,
+    pub updated: i64,
+    /// `enabled`, `nbf`, `exp` (Unix seconds), and the kind's own fields.
+    pub attributes: serde_json::Value,
+    pub tags: serde_json::Value,
+    pub content_type: Option<String>,
+    pub public: serde_json::Value,
+    pub sealed: Vec<u8>,
+}
+
+/// The state of a secret's or key's name: deleted (soft) or not, and a key's rotation policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvName {
+    pub vault: String,
+    pub kind: String,
+    pub name: String,
+    /// Unix seconds of the soft delete, and when it will be purged.
+    pub deleted: Option<i64>,
+    pub purge_at: Option<i64>,
+    pub policy: Option<serde_json::Value>,
+}
+
+/// A soft-deleted vault: its ARM record (with the sealed vault key) kept until purge.
+#[derive(Debug, Clone)]
+pub struct DeletedVault {
+    pub resource: Resource,
+    pub deleted: i64,
+    pub purge_at: i64,
+}
+
 /// An operator's attestation that a compliance requirement is met (`ciel compliance attest`):
 /// who vouches for it, until when, and the evidence file's SHA-256 and kept copy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

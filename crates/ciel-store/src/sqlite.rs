@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
+mod keyvault;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -143,7 +145,28 @@ CREATE TABLE blob_container_policies (
   FOREIGN KEY (account, container) REFERENCES blob_containers(account, name) ON DELETE CASCADE);
 CREATE TABLE blob_services (account TEXT PRIMARY KEY, properties TEXT NOT NULL);
 "#,
-    // Compliance attestations (ciel-compliance). Rows are only ever added.
+    // 7: Key Vault. Vault names are global (DNS labels) and stay reserved while soft-deleted;
+    // the data of a vault is keyed by its lower-cased name. Names of secrets and keys are
+    // case-insensitive (`name` is lower-cased, `display` keeps the first spelling).
+    r#"
+CREATE TABLE kv_deleted_vaults (
+  name TEXT PRIMARY KEY, id TEXT NOT NULL, subscription_id TEXT NOT NULL, resource_group TEXT,
+  location TEXT NOT NULL, tenant_id TEXT NOT NULL, body TEXT NOT NULL, sealed BLOB,
+  created INTEGER NOT NULL, deleted INTEGER NOT NULL, purge_at INTEGER NOT NULL);
+CREATE INDEX kv_deleted_vaults_sub ON kv_deleted_vaults(subscription_id);
+CREATE TABLE kv_names (
+  vault TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, display TEXT NOT NULL,
+  deleted INTEGER, purge_at INTEGER, policy TEXT,
+  PRIMARY KEY (vault, kind, name));
+CREATE TABLE kv_versions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  vault TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+  created INTEGER NOT NULL, updated INTEGER NOT NULL, attributes TEXT NOT NULL, tags TEXT NOT NULL,
+  content_type TEXT, public TEXT NOT NULL, sealed BLOB NOT NULL,
+  UNIQUE (vault, kind, name, version),
+  FOREIGN KEY (vault, kind, name) REFERENCES kv_names(vault, kind, name) ON DELETE CASCADE);
+"#,
+    // 8: compliance attestations (ciel-compliance). Rows are only ever added.
     r#"
 CREATE TABLE compliance_attestations (
   id TEXT PRIMARY KEY, requirement TEXT NOT NULL, framework TEXT NOT NULL, attested_by TEXT NOT NULL,
@@ -1663,6 +1686,85 @@ impl MetadataStore for SqliteStore {
             tx.finish()?;
             Ok(out)
         })
+    }
+    fn kv_put_version(&self, v: &KvVersion, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| keyvault::put_version(tx, v, audit))
+    }
+    fn kv_update_version(&self, v: &KvVersion, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| keyvault::update_version(tx, v, audit))
+    }
+    fn kv_get_name(&self, vault: &str, kind: &str, name: &str) -> Result<KvName> {
+        self.read(|c| keyvault::get_name(c, vault, kind, name))
+    }
+    fn kv_get_version(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KvVersion> {
+        self.read(|c| keyvault::get_version(c, vault, kind, name, version))
+    }
+    fn kv_list_versions(&self, vault: &str, kind: &str, name: &str) -> Result<Vec<KvVersion>> {
+        self.read(|c| keyvault::list_versions(c, vault, kind, name))
+    }
+    fn kv_list(&self, vault: &str, kind: &str, deleted: bool) -> Result<Vec<(KvName, KvVersion)>> {
+        self.read(|c| keyvault::list(c, vault, kind, deleted))
+    }
+    fn kv_set_deleted(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        deleted: Option<(i64, i64)>,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| keyvault::set_deleted(tx, vault, kind, name, deleted, audit))
+    }
+    fn kv_purge(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        audit: &AuditDraft,
+    ) -> Result<Vec<KvVersion>> {
+        self.write(|tx| keyvault::purge(tx, vault, kind, name, audit))
+    }
+    fn kv_set_policy(
+        &self,
+        vault: &str,
+        kind: &str,
+        name: &str,
+        policy: &serde_json::Value,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| keyvault::set_policy(tx, vault, kind, name, policy, audit))
+    }
+    fn kv_restore(&self, versions: &[KvVersion], audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| keyvault::restore(tx, versions, audit))
+    }
+    fn delete_vault(
+        &self,
+        id_key: &str,
+        soft: Option<(i64, i64)>,
+        audit: &AuditDraft,
+    ) -> Result<Vec<KvVersion>> {
+        self.write(|tx| keyvault::delete_vault(tx, id_key, soft, audit))
+    }
+    fn list_deleted_vaults(&self, subscription_id: &str) -> Result<Vec<DeletedVault>> {
+        self.read(|c| keyvault::list_deleted_vaults(c, subscription_id))
+    }
+    fn get_deleted_vault(&self, name: &str) -> Result<DeletedVault> {
+        self.read(|c| keyvault::get_deleted_vault(c, name))
+    }
+    fn recover_vault(&self, name: &str, audit: &AuditDraft) -> Result<Resource> {
+        self.write(|tx| keyvault::recover_vault(tx, name, audit))
+    }
+    fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>> {
+        self.write(|tx| keyvault::purge_vault(tx, name, audit))
+    }
+    fn kv_purge_due(&self, now: i64) -> Result<Vec<(String, Option<(String, String)>)>> {
+        self.read(|c| keyvault::purge_due(c, now))
     }
     fn blob_accounts(&self) -> Result<Vec<String>> {
         self.read(|c| {

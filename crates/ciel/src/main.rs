@@ -3,6 +3,7 @@
 mod compliance_cli;
 mod config;
 mod http;
+mod master_shares;
 mod platform;
 mod sovereignty;
 mod tls;
@@ -235,6 +236,24 @@ enum KeysCmd {
     Rotate {
         #[command(flatten)]
         dir: DirArg,
+    },
+    /// Split the platform master key into N share files of which K rebuild it (Shamir); start
+    /// then with CIEL_MASTER_KEY_SHARES=file1,file2,... (K of them).
+    SplitMaster {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Number of shares to write (N, at most 255).
+        #[arg(long)]
+        shares: u8,
+        /// Number of shares that rebuild the key (K, 2..=N).
+        #[arg(long)]
+        threshold: u8,
+        /// Directory for the share files (master-share-I-of-N.txt, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Remove DIR/keys/master.key once the shares are written and checked.
+        #[arg(long)]
+        remove_key_file: bool,
     },
 }
 
@@ -511,6 +530,22 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Keys {
+            cmd:
+                KeysCmd::SplitMaster {
+                    dir,
+                    shares,
+                    threshold,
+                    out,
+                    remove_key_file,
+                },
+        } => master_shares::split_master_cli(
+            &DataDir::new(&dir.data_dir),
+            shares,
+            threshold,
+            &out,
+            remove_key_file,
+        ),
     }
 }
 

@@ -115,18 +115,43 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The platform master key: from `CIEL_MASTER_KEY` (64 hex characters) when the operator
-/// supplies it, else from `DIR/keys/master.key` (created on first start, mode 0600).
+/// The platform master key, from (in this order of precedence, one only):
+/// - `CIEL_MASTER_KEY_SHARES`: K share files of `ciel keys split-master`, comma-separated;
+/// - `CIEL_MASTER_KEY`: 64 hexadecimal characters, supplied by the operator;
+/// - `DIR/keys/master.key` (created on first start, mode 0600).
+///
+/// The key is checked against the data directory (a value sealed under it at first start).
 pub fn master_key(dir: &DataDir, store: &dyn MetadataStore) -> Result<MasterKey> {
-    let bytes = match std::env::var("CIEL_MASTER_KEY") {
-        Ok(h) => hex::decode(h.trim())
+    let bytes = master_key_bytes(dir, store, &|v| std::env::var(v).ok())?;
+    check_master_key(&bytes, store)
+}
+
+/// The key's bytes, from the source `env` names (see [`master_key`]); not yet checked.
+pub fn master_key_bytes(
+    dir: &DataDir,
+    store: &dyn MetadataStore,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let shares = env("CIEL_MASTER_KEY_SHARES").filter(|s| !s.trim().is_empty());
+    let hex_key = env("CIEL_MASTER_KEY");
+    if shares.is_some() && hex_key.is_some() {
+        bail!("set CIEL_MASTER_KEY or CIEL_MASTER_KEY_SHARES, not both");
+    }
+    if let Some(list) = shares {
+        return crate::master_shares::combine_files(&list);
+    }
+    let bytes = match hex_key {
+        Some(h) => hex::decode(h.trim())
             .map_err(|_| anyhow!("CIEL_MASTER_KEY must be 64 hexadecimal characters"))?,
-        Err(_) => {
+        None => {
             let p = dir.keys().join("master.key");
             if p.exists() {
                 hex::decode(std::fs::read_to_string(&p)?.trim())
                     .map_err(|_| anyhow!("{} is corrupt", p.display()))?
             } else {
+                if let Some(hint) = crate::master_shares::missing_key_hint(store) {
+                    bail!("{hint}");
+                }
                 if store.get_setting("master.check")?.is_some() {
                     bail!("the master key file {} is missing but this data directory was sealed with one", p.display());
                 }
@@ -136,7 +161,13 @@ pub fn master_key(dir: &DataDir, store: &dyn MetadataStore) -> Result<MasterKey>
             }
         }
     };
-    let key = MasterKey::from_bytes(&bytes).map_err(|e| anyhow!("master key: {e}"))?;
+    Ok(zeroize::Zeroizing::new(bytes))
+}
+
+/// Opens the key and checks it against the data directory; on a new directory, records the
+/// check value.
+pub fn check_master_key(bytes: &[u8], store: &dyn MetadataStore) -> Result<MasterKey> {
+    let key = MasterKey::from_bytes(bytes).map_err(|e| anyhow!("master key: {e}"))?;
     // A check value detects a wrong master key at start, with a clear message.
     match store.get_setting("master.check")? {
         Some(c) => {
@@ -344,5 +375,79 @@ mod tests {
         assert!(refused.contains("another `ciel up`"), "{refused}");
         drop(first);
         d.lock_for_serving().unwrap();
+    }
+
+    /// The start path end to end, without a server: a data directory sealed with a key file,
+    /// the key split, the file removed, then starts with all, enough, too few and wrong shares.
+    #[test]
+    fn master_key_from_shares_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path());
+        d.create().unwrap();
+        let store = SqliteStore::open(&d.db()).unwrap();
+        let none = |_: &str| None;
+        let first = master_key_bytes(&d, &store, &none).unwrap();
+        check_master_key(&first, &store).unwrap();
+
+        let shares = crate::master_shares::split(&first, 5, 3).unwrap();
+        let sdir = tmp.path().join("shares");
+        std::fs::create_dir(&sdir).unwrap();
+        let paths: Vec<String> = shares
+            .iter()
+            .map(|s| {
+                let p = sdir.join(format!("s{}", s.index));
+                write_private(&p, s.render().as_bytes()).unwrap();
+                p.display().to_string()
+            })
+            .collect();
+        store
+            .set_setting(
+                crate::master_shares::SETTING,
+                r#"{"set":"x","threshold":3,"shares":5,"check":"x"}"#,
+            )
+            .unwrap();
+        std::fs::remove_file(d.keys().join("master.key")).unwrap();
+
+        let with =
+            |list: String| move |v: &str| (v == "CIEL_MASTER_KEY_SHARES").then(|| list.clone());
+        let got = master_key_bytes(&d, &store, &with(paths[1..4].join(","))).unwrap();
+        assert_eq!(*got, *first);
+        check_master_key(&got, &store).unwrap();
+        let all = master_key_bytes(&d, &store, &with(paths.join(","))).unwrap();
+        assert_eq!(*all, *first);
+
+        let err = |r: Result<zeroize::Zeroizing<Vec<u8>>>| format!("{:#}", r.err().unwrap());
+        assert!(
+            err(master_key_bytes(&d, &store, &with(paths[..2].join(","))))
+                .contains("3 of the 5 are needed")
+        );
+        // No key at all: the hint names the variable.
+        assert!(err(master_key_bytes(&d, &store, &none)).contains("CIEL_MASTER_KEY_SHARES"));
+        // A share file damaged on disk names the file.
+        std::fs::write(&paths[0], "format: ciel-master-share/1\n").unwrap();
+        let e = err(master_key_bytes(&d, &store, &with(paths[..3].join(","))));
+        assert!(e.contains(&paths[0]), "{e}");
+        // A missing file.
+        assert!(err(master_key_bytes(
+            &d,
+            &store,
+            &with(format!("{},{},/nonexistent", paths[1], paths[2]))
+        ))
+        .contains("/nonexistent"));
+        // Shares of another key: rebuilt, but refused by the data directory's check.
+        let other = crate::master_shares::split(&[7u8; 32], 3, 2).unwrap();
+        let named: Vec<(String, crate::master_shares::ShareFile)> =
+            other.into_iter().map(|s| (String::new(), s)).collect();
+        let k = crate::master_shares::combine(&named[..2]).unwrap();
+        assert!(check_master_key(&k, &store).is_err());
+        // Both variables: refused.
+        let both = |v: &str| {
+            Some(if v == "CIEL_MASTER_KEY" {
+                "00".repeat(32)
+            } else {
+                paths[0].clone()
+            })
+        };
+        assert!(err(master_key_bytes(&d, &store, &both)).contains("not both"));
     }
 }

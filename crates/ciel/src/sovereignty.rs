@@ -51,7 +51,9 @@ pub fn statement(cfg: &Config, dir: &DataDir) -> Value {
             .to_string_lossy()
             .into_owned()
     };
-    let master = if std::env::var_os("CIEL_MASTER_KEY").is_some() {
+    let master = if std::env::var_os("CIEL_MASTER_KEY_SHARES").is_some() {
+        json!({"custody": "software", "source": "rebuilt at start from K of N Shamir shares held by the operator's key holders (CIEL_MASTER_KEY_SHARES); not stored by Ciel"})
+    } else if std::env::var_os("CIEL_MASTER_KEY").is_some() {
         json!({"custody": "software", "source": "supplied by the operator at start (CIEL_MASTER_KEY); not stored by Ciel"})
     } else {
         json!({"custody": "software", "source": "file", "path": abs(dir.keys().join("master.key")), "host": host})

@@ -2,8 +2,23 @@
 //! two backends — `software` (key material sealed under the vault's key, itself sealed under the
 //! platform master key) and `pkcs11` (keys generated and used inside an HSM, never exported in
 //! clear). The data plane only ever holds a `KeyMaterial` handle and public JWK parts.
+//!
+//! Open a backend from configuration with [`open`] ([`CustodyConfig`]). Every `KeyMaterial` is
+//! bound to the vault key and to the label it was made for: prefer `sign_labelled` and
+//! `decrypt_labelled` (or `check_label`), which refuse material moved to another key's record.
 
 use serde::{Deserialize, Serialize};
+
+mod config;
+mod material;
+mod oaep;
+pub mod pkcs11;
+mod public;
+pub mod software;
+
+pub use config::{open, CustodyBackend, CustodyConfig};
+pub use pkcs11::{PinSource, Pkcs11Config, Pkcs11Custody};
+pub use software::SoftwareCustody;
 
 /// Key Vault's key types (`kty`). The `-HSM` forms exist only on an HSM-backed vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +47,12 @@ pub enum Curve {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySpec {
     /// 2048, 3072 or 4096 bits; public exponent 65537.
-    Rsa { bits: u32 },
-    Ec { curve: Curve },
+    Rsa {
+        bits: u32,
+    },
+    Ec {
+        curve: Curve,
+    },
 }
 
 /// Encryption algorithms for encrypt/decrypt and wrapKey/unwrapKey.
@@ -65,8 +84,15 @@ pub enum SignAlg {
 /// leading zero bytes for `n`/`e`; EC coordinates padded to the curve's size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
 }
 
 /// A private key given for import (JWK private members, raw big-endian bytes).
@@ -147,7 +173,9 @@ pub trait Custody: Send + Sync + 'static {
         label: &str,
         spec: KeySpec,
     ) -> CustodyResult<(KeyMaterial, PublicKey)>;
-    /// Import a private key (software: sealed; PKCS#11: unwrapped into the HSM as non-extractable).
+    /// Import a private key (software: sealed; PKCS#11: created in the HSM with C_CreateObject as a
+    /// sensitive, non-extractable object). The key is validated first (consistent components,
+    /// supported size, `d` matching `x`/`y`); the public key returned is the imported one.
     fn import(
         &self,
         vault_key: &[u8],
@@ -172,22 +200,148 @@ pub trait Custody: Send + Sync + 'static {
     /// Remove the key from the backend for good (purge): software has nothing to do beyond the
     /// record; an HSM destroys the object.
     fn destroy(&self, m: &KeyMaterial) -> CustodyResult<()>;
+
+    // --- Added with the backends: label binding. ---
+    //
+    // `sign`/`decrypt` cannot tell whether the material handed to them is the material that was
+    // made for the key the caller names: a metadata record whose blob was swapped with another
+    // key's of the same vault would sign with the other key. Every blob therefore carries the
+    // label it was made for, authenticated under the vault key; these forms check it. The data
+    // plane should call them with the same `vault/key/version` label it gave `generate`/`import`.
+
+    /// Fails with `Material` unless `m` was made for `label` under this `vault_key`.
+    fn check_label(&self, vault_key: &[u8], label: &str, m: &KeyMaterial) -> CustodyResult<()> {
+        let _ = (vault_key, label, m);
+        Err(CustodyError::Unsupported(
+            "this backend does not bind material to labels".into(),
+        ))
+    }
+
+    /// `sign`, after checking that `m` was made for `label`.
+    fn sign_labelled(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+        alg: SignAlg,
+        digest: &[u8],
+    ) -> CustodyResult<Vec<u8>> {
+        self.check_label(vault_key, label, m)?;
+        self.sign(vault_key, m, alg, digest)
+    }
+
+    /// `decrypt`, after checking that `m` was made for `label`.
+    fn decrypt_labelled(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+        alg: EncAlg,
+        ciphertext: &[u8],
+    ) -> CustodyResult<Vec<u8>> {
+        self.check_label(vault_key, label, m)?;
+        self.decrypt(vault_key, m, alg, ciphertext)
+    }
+}
+
+impl SignAlg {
+    /// The digest length the algorithm signs (SHA-256/384/512).
+    pub fn digest_len(self) -> usize {
+        match self {
+            SignAlg::RS256 | SignAlg::PS256 | SignAlg::ES256 => 32,
+            SignAlg::RS384 | SignAlg::PS384 | SignAlg::ES384 => 48,
+            SignAlg::RS512 | SignAlg::PS512 | SignAlg::ES512 => 64,
+        }
+    }
+    /// The JOSE name (`RS256`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            SignAlg::RS256 => "RS256",
+            SignAlg::RS384 => "RS384",
+            SignAlg::RS512 => "RS512",
+            SignAlg::PS256 => "PS256",
+            SignAlg::PS384 => "PS384",
+            SignAlg::PS512 => "PS512",
+            SignAlg::ES256 => "ES256",
+            SignAlg::ES384 => "ES384",
+            SignAlg::ES512 => "ES512",
+        }
+    }
+    /// The curve an ES algorithm needs; `None` for the RSA algorithms.
+    pub fn curve(self) -> Option<Curve> {
+        match self {
+            SignAlg::ES256 => Some(Curve::P256),
+            SignAlg::ES384 => Some(Curve::P384),
+            SignAlg::ES512 => Some(Curve::P521),
+            _ => None,
+        }
+    }
+    /// Every algorithm, for tests and capability lists.
+    pub const ALL: [SignAlg; 9] = [
+        SignAlg::RS256,
+        SignAlg::RS384,
+        SignAlg::RS512,
+        SignAlg::PS256,
+        SignAlg::PS384,
+        SignAlg::PS512,
+        SignAlg::ES256,
+        SignAlg::ES384,
+        SignAlg::ES512,
+    ];
+}
+
+impl EncAlg {
+    /// The JOSE name (`RSA-OAEP`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EncAlg::RsaOaep => "RSA-OAEP",
+            EncAlg::RsaOaep256 => "RSA-OAEP-256",
+            EncAlg::Rsa15 => "RSA1_5",
+        }
+    }
+    pub const ALL: [EncAlg; 3] = [EncAlg::RsaOaep, EncAlg::RsaOaep256, EncAlg::Rsa15];
+}
+
+impl Curve {
+    /// The size in bytes of a coordinate or scalar (32, 48, 66).
+    pub fn field_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+}
+
+/// A fresh per-vault key (32 random bytes) for `seal_vault_key`, zeroized on drop.
+pub fn new_vault_key() -> CustodyResult<zeroize::Zeroizing<Vec<u8>>> {
+    use ring::rand::SecureRandom;
+    let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .map_err(|_| CustodyError::Backend("the system random generator failed".into()))?;
+    Ok(k)
 }
 
 /// Public-key operations need no custody: they run here, for every backend.
+///
+/// `Ok(false)` is a well-formed signature that does not verify; `Err(Invalid)` a digest of the
+/// wrong length for `alg` or a signature of the wrong length for the key;
+/// `Err(AlgorithmMismatch)` an algorithm that does not fit the key.
 pub fn verify(
     key: &PublicKey,
     alg: SignAlg,
     digest: &[u8],
     signature: &[u8],
 ) -> CustodyResult<bool> {
-    let _ = (key, alg, digest, signature);
-    Err(CustodyError::Unsupported("verify: not built yet".into()))
+    public::verify(key, alg, digest, signature)
 }
 
+/// Encrypts with the public key (Key Vault's `encrypt` and `wrapKey` for RSA keys). A plaintext
+/// beyond the padding's limit (k-11 for RSA1_5, k-42 for RSA-OAEP, k-66 for RSA-OAEP-256, k the
+/// modulus length in bytes) is `Invalid`.
 pub fn encrypt(key: &PublicKey, alg: EncAlg, plaintext: &[u8]) -> CustodyResult<Vec<u8>> {
-    let _ = (key, alg, plaintext);
-    Err(CustodyError::Unsupported("encrypt: not built yet".into()))
+    public::encrypt(key, alg, plaintext)
 }
 
 mod b64 {
