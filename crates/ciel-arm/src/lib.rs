@@ -7,6 +7,7 @@
 
 pub mod activity_log;
 pub mod api_version;
+pub mod cmk;
 pub mod error;
 pub mod metadata;
 pub mod operations;

@@ -16,17 +16,19 @@ pub async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
         "Microsoft.Resources/resources",
     )?;
     let key = scope.key();
-    let rtype = ctx.req.q("$filter").and_then(|f| {
-        f.trim()
-            .strip_prefix("resourceType eq ")
-            .map(|t| t.trim().trim_matches('\'').to_string())
-    });
+    let filter = match ctx.req.q("$filter") {
+        Some(f) => Filter::parse(f)?,
+        None => Filter::default(),
+    };
     let all = ciel_store::run(&ctx.arm.store, move |s| {
-        s.list_resources(&key, rtype.as_deref(), None, 100_000)
+        s.list_resources(&key, None, None, 100_000)
     })
     .await?;
     let mut value = Vec::new();
     for r in all {
+        if !filter.matches(&r) {
+            continue;
+        }
         let Some(id) = ResourceId::parse(&r.id) else {
             continue;
         };
@@ -40,6 +42,71 @@ pub async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
         }));
     }
     Ok(ArmResponse::json(StatusCode::OK, json!({ "value": value })))
+}
+
+/// The `$filter` of a resource listing: clauses `field eq 'value'` joined by `and`, on
+/// `resourceType`, `name`, `location`, `tagName` and `tagValue` (values compared without case, as
+/// Azure does). Anything else is refused rather than ignored, so a caller never mistakes an
+/// unfiltered list for a filtered one.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<(String, String)>,
+}
+
+impl Filter {
+    fn parse(f: &str) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::bad_request(
+                "InvalidFilterInQueryString",
+                format!(
+                    "The $filter '{}' is not supported: use clauses \"field eq 'value'\" joined by 'and', on resourceType, name, location, tagName or tagValue.",
+                    clip(f)
+                ),
+            )
+        };
+        let mut clauses = Vec::new();
+        let lower = f.to_ascii_lowercase();
+        let mut rest = f.trim();
+        let mut rest_l = lower.trim();
+        while !rest.is_empty() {
+            let (clause, next, next_l) = match rest_l.find(" and ") {
+                Some(i) => (&rest[..i], rest[i + 5..].trim(), rest_l[i + 5..].trim()),
+                None => (rest, "", ""),
+            };
+            let (field, value) = clause.split_once(" eq ").ok_or_else(bad)?;
+            let field = field.trim().to_ascii_lowercase();
+            let value = value.trim();
+            if !matches!(
+                field.as_str(),
+                "resourcetype" | "name" | "location" | "tagname" | "tagvalue"
+            ) || value.len() < 2
+                || !value.starts_with('\'')
+                || !value.ends_with('\'')
+            {
+                return Err(bad());
+            }
+            let value = value[1..value.len() - 1].replace("''", "'");
+            clauses.push((field, value));
+            rest = next;
+            rest_l = next_l;
+        }
+        Ok(Filter { clauses })
+    }
+
+    fn matches(&self, r: &ciel_store::Resource) -> bool {
+        let tags = r.body.get("tags").and_then(|t| t.as_object());
+        self.clauses.iter().all(|(field, v)| match field.as_str() {
+            "resourcetype" => r.rtype.eq_ignore_ascii_case(v),
+            "name" => r.name.eq_ignore_ascii_case(v),
+            "location" => r
+                .location
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(v)),
+            "tagname" => tags.is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case(v))),
+            "tagvalue" => tags.is_some_and(|t| t.values().any(|x| x.as_str() == Some(v.as_str()))),
+            _ => false,
+        })
+    }
 }
 
 /// Hands `{scope}/providers/{ns}/{type}/{name}[/...]` to the provider after the common checks:

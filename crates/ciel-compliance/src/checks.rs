@@ -462,12 +462,33 @@ fn encryption_at_rest(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
                         .and_then(|id| Secrets::open(master, &id, sealed).ok());
                     match opened {
                         Some(s) => {
-                            // A fingerprint, never the key: enough to show keys differ.
-                            let fp = tls::sha256_hex(s.data_key.as_bytes())[..16].to_string();
+                            // A fingerprint, never the key: enough to show keys differ. With a
+                            // customer-managed key the plain data key is not stored at all; its
+                            // wrapped form (unique per account) is fingerprinted instead.
+                            let (material, custody) = match &s.cmk {
+                                Some(c) => (
+                                    c.wrapped.clone(),
+                                    json!({"keySource": "customer-managed", "vault": c.vault_uri,
+                                           "keyName": c.key_name, "kid": c.kid, "wrappedAt": c.wrapped_at}),
+                                ),
+                                None => (
+                                    s.data_key.clone(),
+                                    json!({"keySource": "platform", "sealedUnderMasterKey": true}),
+                                ),
+                            };
+                            if material.is_empty() {
+                                problems.push(format!("{}: no data key", r.id));
+                            }
+                            if key_source.eq_ignore_ascii_case("Microsoft.Keyvault")
+                                != s.cmk.is_some()
+                            {
+                                problems.push(format!("{}: its record's key source {key_source:?} disagrees with its key material", r.id));
+                            }
+                            let fp = tls::sha256_hex(material.as_bytes())[..16].to_string();
                             if let Some(other) = fingerprints.insert(fp.clone(), r.id.clone()) {
                                 problems.push(format!("{} shares its data key with {other}", r.id));
                             }
-                            key = json!({"sealedUnderMasterKey": true, "dataKeyFingerprint": fp});
+                            key = json!({"custody": custody, "dataKeyFingerprint": fp});
                         }
                         None => problems.push(format!(
                             "{}: the sealed key material does not open under the master key",
@@ -485,11 +506,10 @@ fn encryption_at_rest(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
                     r.id
                 ));
             }
-            if key_source != "Microsoft.Storage" {
-                problems.push(format!(
-                    "{}: key source {key_source:?}, expected platform-managed keys",
-                    r.id
-                ));
+            if !(key_source == "Microsoft.Storage"
+                || key_source.eq_ignore_ascii_case("Microsoft.Keyvault"))
+            {
+                problems.push(format!("{}: unknown key source {key_source:?}", r.id));
             }
             accounts.push(json!({"id": r.id, "tenant": tenant, "location": r.location,
                 "blobEncryptionEnabled": blob_on, "keySource": key_source, "key": key}));
@@ -504,7 +524,7 @@ fn encryption_at_rest(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
         ));
     }
     let evidence = json!({
-        "method": "each account record must enable blob encryption with platform keys and hold sealed key material that opens under the master key to a data key of its own; object files are sampled for the encrypted format (AES-256-GCM, docs/formats/blob-object.md)",
+        "method": "each account record must enable blob encryption (platform keys, or a customer-managed key in a vault of this cloud) and hold sealed key material that opens under the master key to a data key of its own (with a customer-managed key, wrapped by it); object files are sampled for the encrypted format (AES-256-GCM, docs/formats/blob-object.md)",
         "accounts": accounts,
         "objectFilesSampled": sampled,
     });

@@ -23,6 +23,26 @@ pub const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d
 pub const STORAGE_BLOB_DATA_OWNER: &str = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b";
 pub const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
 pub const STORAGE_BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+pub const KEY_VAULT_ADMINISTRATOR: &str = "00482a5a-887f-4fb3-b363-3b7fe8e74483";
+pub const KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
+pub const KEY_VAULT_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+pub const KEY_VAULT_CRYPTO_OFFICER: &str = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603";
+pub const KEY_VAULT_CRYPTO_USER: &str = "12338af0-0e69-4776-bea7-57ae8d297424";
+pub const KEY_VAULT_CRYPTO_SERVICE_ENCRYPTION_USER: &str = "e147488a-f6f5-4113-8e2d-b22465e65bf6";
+pub const KEY_VAULT_READER: &str = "21090545-7ca7-4776-b22c-e363652d74d2";
+
+/// The control-plane reads the Key Vault data roles carry, so that their holders can find the
+/// vault they work in.
+const KV_READS: &[&str] = &[
+    "Microsoft.Authorization/*/read",
+    "Microsoft.Resources/subscriptions/resourceGroups/read",
+    "Microsoft.KeyVault/checkNameAvailability/read",
+    "Microsoft.KeyVault/deletedVaults/read",
+    "Microsoft.KeyVault/locations/*/read",
+    "Microsoft.KeyVault/vaults/*/read",
+    "Microsoft.KeyVault/vaults/read",
+    "Microsoft.KeyVault/operations/read",
+];
 
 /// The built-in roles, with Azure's GUIDs so that scripts and templates naming them work.
 pub const BUILTIN_ROLES: &[BuiltinRole] = &[
@@ -102,6 +122,85 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         ],
         not_actions: &[],
         data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_ADMINISTRATOR,
+        name: "Key Vault Administrator",
+        description: "Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets. Cannot manage key vault resources or manage role assignments.",
+        actions: KV_READS,
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/*"],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_SECRETS_OFFICER,
+        name: "Key Vault Secrets Officer",
+        description: "Perform any action on the secrets of a key vault, except manage permissions.",
+        actions: KV_READS,
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_SECRETS_USER,
+        name: "Key Vault Secrets User",
+        description: "Read secret contents.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        ],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_CRYPTO_OFFICER,
+        name: "Key Vault Crypto Officer",
+        description: "Perform any action on the keys of a key vault, except manage permissions.",
+        actions: KV_READS,
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/keys/*",
+            "Microsoft.KeyVault/vaults/keyrotationpolicies/*",
+        ],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_CRYPTO_USER,
+        name: "Key Vault Crypto User",
+        description: "Perform cryptographic operations using keys.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/keys/read",
+            "Microsoft.KeyVault/vaults/keys/update/action",
+            "Microsoft.KeyVault/vaults/keys/backup/action",
+            "Microsoft.KeyVault/vaults/keys/encrypt/action",
+            "Microsoft.KeyVault/vaults/keys/decrypt/action",
+            "Microsoft.KeyVault/vaults/keys/wrap/action",
+            "Microsoft.KeyVault/vaults/keys/unwrap/action",
+            "Microsoft.KeyVault/vaults/keys/sign/action",
+            "Microsoft.KeyVault/vaults/keys/verify/action",
+        ],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_CRYPTO_SERVICE_ENCRYPTION_USER,
+        name: "Key Vault Crypto Service Encryption User",
+        description: "Read metadata of keys and perform wrap/unwrap operations.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/keys/read",
+            "Microsoft.KeyVault/vaults/keys/wrap/action",
+            "Microsoft.KeyVault/vaults/keys/unwrap/action",
+        ],
+    },
+    BuiltinRole {
+        guid: KEY_VAULT_READER,
+        name: "Key Vault Reader",
+        description: "Read metadata of key vaults and its certificates, keys, and secrets. Cannot read sensitive values such as secret contents or key material.",
+        actions: KV_READS,
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        ],
     },
 ];
 

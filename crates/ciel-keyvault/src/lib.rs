@@ -2,6 +2,7 @@
 //! plane at `https://{vault}.vault.{domain}` (`data`), and key custody behind one interface
 //! (`custody`) with a software backend and a PKCS#11 HSM backend.
 
+pub mod cmk;
 pub mod custody;
 pub mod data;
 pub mod vault;
@@ -129,6 +130,10 @@ impl ResourceProvider for KeyVaultProvider {
             t("deletedVaults", false),
             t("locations/deletedVaults", false),
             t("checkNameAvailability", false),
+            // Managed HSM pools are not offered: their lists are empty (truthfully), and
+            // creating one answers FeatureNotSupported.
+            t("managedHSMs", true),
+            t("deletedManagedHSMs", false),
         ]
     }
 
@@ -147,6 +152,14 @@ impl ResourceProvider for KeyVaultProvider {
             ([], Some(c), None, &Method::GET) if is(c, "vaults") => vault::list(self, &req).await,
             ([], Some(c), None, &Method::GET) if is(c, "deletedVaults") => {
                 vault::deleted::list(self, &req).await
+            }
+            ([], Some(c), None, &Method::GET)
+                if is(c, "managedHSMs") || is(c, "deletedManagedHSMs") =>
+            {
+                Ok(ProviderResponse::Done {
+                    status: http::StatusCode::OK,
+                    body: Some(serde_json::json!({"value": []})),
+                })
             }
             ([t], None, None, m) if is(t, "vaults") => match *m {
                 Method::PUT => vault::create::create(self, &req).await,

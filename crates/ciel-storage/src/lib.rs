@@ -43,6 +43,8 @@ pub struct StorageProvider {
     pub endpoints: Endpoints,
     /// Root of the blob byte store (for erasing a deleted account's files).
     pub blob_root: std::path::PathBuf,
+    /// Key Vault, for accounts encrypted with customer-managed keys.
+    pub cmk: Option<Arc<dyn ciel_arm::cmk::CustomerKeys>>,
 }
 
 impl StorageProvider {
@@ -51,12 +53,14 @@ impl StorageProvider {
         master: Arc<MasterKey>,
         endpoints: Endpoints,
         blob_root: std::path::PathBuf,
+        cmk: Option<Arc<dyn ciel_arm::cmk::CustomerKeys>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             master,
             endpoints,
             blob_root,
+            cmk,
         })
     }
 }

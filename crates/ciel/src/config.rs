@@ -1,6 +1,6 @@
 //! Configuration: defaults, then `DIR/ciel.toml` (or `--config FILE`), then environment
 //! variables (`CIEL_DOMAIN`, `CIEL_LISTEN`, `CIEL_PUBLIC_PORT`, `CIEL_LOG_FORMAT`,
-//! `CIEL_TLS_MIN_VERSION`), then flags.
+//! `CIEL_TLS_MIN_VERSION`, `CIEL_CMK_CHECK_SECS`), then flags.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -25,6 +25,17 @@ pub struct Config {
     pub sovereignty: crate::sovereignty::Declaration,
     /// TLS settings of the listener.
     pub tls: TlsSettings,
+    /// Key Vault: where keys are held (`[keyvault.custody]`, software or PKCS#11).
+    pub keyvault: KeyVaultConfig,
+    /// Longest time (seconds) a storage data key unwrapped by a customer-managed key is used
+    /// before the key is asked again: the bound on how long revoking a key takes to bite.
+    pub cmk_check_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyVaultConfig {
+    pub custody: ciel_keyvault::custody::CustodyConfig,
 }
 
 /// `[tls]` in ciel.toml.
@@ -55,6 +66,8 @@ impl Default for Config {
             audit_checkpoint_secs: 10,
             sovereignty: Default::default(),
             tls: Default::default(),
+            keyvault: Default::default(),
+            cmk_check_secs: 60,
         }
     }
 }
@@ -96,6 +109,14 @@ impl Config {
                 "tls.min_version must be \"1.2\" or \"1.3\", not {:?} (older versions are not supported)",
                 c.tls.min_version
             );
+        }
+        if let Ok(v) = std::env::var("CIEL_CMK_CHECK_SECS") {
+            c.cmk_check_secs = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("CIEL_CMK_CHECK_SECS: {e}"))?;
+        }
+        if c.cmk_check_secs == 0 || c.cmk_check_secs > 3600 {
+            anyhow::bail!("cmk_check_secs must be from 1 to 3600 seconds");
         }
         crate::sovereignty::validate(&c.sovereignty)?;
         Ok(c)

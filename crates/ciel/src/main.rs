@@ -637,19 +637,41 @@ fn up(
             })
         };
         let tokens = TokenService::new(store.clone(), ring, endpoints.clone());
+        // Opening an HSM loads its module and logs in: a failure stops the start, clearly.
+        let custody = {
+            let (c, m) = (cfg.keyvault.custody.clone(), master.clone());
+            tokio::task::spawn_blocking(move || ciel_keyvault::custody::open(&c, m))
+                .await?
+                .map_err(|e| anyhow::anyhow!("opening the key custody backend: {e}"))?
+        };
+        let vault = Arc::new(ciel_keyvault::data::KeyVaultService {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            custody: custody.clone(),
+            endpoints: endpoints.clone(),
+        });
+        // Storage uses customer-managed keys through Key Vault, in process.
+        let cmk: Arc<dyn ciel_arm::cmk::CustomerKeys> = Arc::new(ciel_keyvault::cmk::KeyVaultCmk { svc: vault.clone() });
         let arm = Arc::new(ciel_arm::Arm {
             store: store.clone(),
             tokens: tokens.clone(),
             auditor: auditor.clone(),
             endpoints: endpoints.clone(),
-            providers: vec![ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs())],
+            providers: vec![
+                ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs(), Some(cmk.clone())),
+                ciel_keyvault::KeyVaultProvider::new(store.clone(), custody.clone(), endpoints.clone()),
+            ],
         });
+        let purger = ciel_keyvault::spawn_purger(store.clone(), custody.clone());
         let blob = Arc::new(ciel_storage::blob::BlobService {
             store: store.clone(),
             master: master.clone(),
             tokens: tokens.clone(),
             endpoints: endpoints.clone(),
             root: d.blobs(),
+            cmk: Some(cmk),
+            cmk_check: std::time::Duration::from_secs(cfg.cmk_check_secs),
+            cmk_cache: Default::default(),
         });
         let compliance = {
             let target = compliance_cli::own_target(&cfg.domain, cfg.port(), listener.local_addr()?);
@@ -666,6 +688,7 @@ fn up(
             compliance,
             arm,
             blob,
+            vault,
             tokens,
             store: store.clone(),
             endpoints: endpoints.clone(),
@@ -715,6 +738,7 @@ fn up(
             let _ = s.await;
         }
         checkpointer.abort();
+        purger.abort();
         reloader.abort();
         auditor
             .record(ciel_core::audit::AuditDraft {

@@ -79,7 +79,7 @@ fn significant_bits(n: &[u8]) -> usize {
     }
 }
 
-fn public_key(v: &KvVersion) -> KvResult<PublicKey> {
+pub(crate) fn public_key(v: &KvVersion) -> KvResult<PublicKey> {
     let p = &v.public;
     let get = |k: &str| -> KvResult<Vec<u8>> { unb64u(k, p[k].as_str().unwrap_or("")) };
     if p["kty"].as_str().unwrap_or("").starts_with("EC") {
@@ -96,7 +96,7 @@ fn public_key(v: &KvVersion) -> KvResult<PublicKey> {
     }
 }
 
-fn kid(ctx: &Ctx<'_>, v: &KvVersion, with_version: bool) -> String {
+pub(crate) fn kid(ctx: &Ctx<'_>, v: &KvVersion, with_version: bool) -> String {
     if with_version {
         format!("{}/keys/{}/{}", ctx.base, v.name, v.version)
     } else {
@@ -191,7 +191,7 @@ fn key_ops(given: Option<&Value>, kty: &str) -> KvResult<Vec<String>> {
     }
 }
 
-fn label(ctx: &Ctx<'_>, name: &str, version: &str) -> String {
+pub(crate) fn label(ctx: &Ctx<'_>, name: &str, version: &str) -> String {
     format!("{}/{}/{version}", ctx.vault_name, name.to_ascii_lowercase())
 }
 
@@ -773,6 +773,35 @@ fn sign_alg(a: &str) -> KvResult<SignAlg> {
     })
 }
 
+/// Whether version `v` may run `op_name` now: enabled, within its validity period, and the
+/// operation among its `key_ops`.
+pub(crate) fn usable(v: &KvVersion, op_name: &str) -> KvResult<()> {
+    let refuse = |inner: &'static str, why: &str| {
+        KvError::forbidden(
+            inner,
+            format!("Operation {op_name} is not allowed on {why} key."),
+        )
+    };
+    if !enabled(v) {
+        return Err(refuse("KeyDisabled", "a disabled"));
+    }
+    match outside_validity(v, ciel_core::time::now_unix()) {
+        Some("expired") => return Err(refuse("KeyExpired", "an expired")),
+        Some(_) => return Err(refuse("KeyNotYetValid", "a not yet valid")),
+        None => {}
+    }
+    let allowed = v.public["key_ops"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|o| o.as_str() == Some(op_name)));
+    if !allowed {
+        return Err(KvError::forbidden(
+            "KeyOperationNotAllowed",
+            format!("The key's key_ops do not include '{op_name}'."),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /keys/{name}[/{version}]/{encrypt|decrypt|wrapkey|unwrapkey|sign|verify}`.
 pub async fn operation(
     ctx: &Ctx<'_>,
@@ -799,29 +828,7 @@ pub async fn operation(
     let v = load_version(ctx, KIND, name, version).await?;
     let body = ctx.json()?;
     let target = format!("{}/keys/{}/{}", ctx.vault.id, v.name, v.version);
-    let refuse = |inner: &'static str, why: &str| {
-        KvError::forbidden(
-            inner,
-            format!("Operation {op_name} is not allowed on {why} key."),
-        )
-    };
-    if !enabled(&v) {
-        return Err(refuse("KeyDisabled", "a disabled"));
-    }
-    match outside_validity(&v, ciel_core::time::now_unix()) {
-        Some("expired") => return Err(refuse("KeyExpired", "an expired")),
-        Some(_) => return Err(refuse("KeyNotYetValid", "a not yet valid")),
-        None => {}
-    }
-    let allowed = v.public["key_ops"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|o| o.as_str() == Some(op_name)));
-    if !allowed {
-        return Err(KvError::forbidden(
-            "KeyOperationNotAllowed",
-            format!("The key's key_ops do not include '{op_name}'."),
-        ));
-    }
+    usable(&v, op_name)?;
     let alg = body["alg"]
         .as_str()
         .ok_or_else(|| KvError::bad("'alg' is required."))?
@@ -861,17 +868,20 @@ pub async fn operation(
                 .map_err(|_| KvError::Internal("unreadable key material".into()))?;
             let vault_key = ctx.vault_key().await?;
             let c = ctx.svc.custody.clone();
+            // The material must be the one made for this key version: a swapped record would
+            // otherwise sign with another key.
+            let l = label(ctx, &v.name, &v.version);
             let res = if op_name == "sign" {
                 let alg_s = sign_alg(&alg)?;
                 blocking(move || {
-                    c.sign(&vault_key, &material, alg_s, &value)
+                    c.sign_labelled(&vault_key, &l, &material, alg_s, &value)
                         .map_err(KvError::from)
                 })
                 .await
             } else {
                 let alg_e = enc_alg(&alg)?;
                 blocking(move || {
-                    c.decrypt(&vault_key, &material, alg_e, &value)
+                    c.decrypt_labelled(&vault_key, &l, &material, alg_e, &value)
                         .map_err(KvError::from)
                 })
                 .await

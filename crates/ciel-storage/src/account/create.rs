@@ -3,6 +3,7 @@
 
 use super::{load, not_found, Secrets, TYPE};
 use crate::StorageProvider;
+use ciel_arm::cmk::CmkIdentity;
 use ciel_arm::error::ArmResult;
 use ciel_arm::provider::{ProviderRequest, ProviderResponse};
 use ciel_core::ApiError;
@@ -21,6 +22,8 @@ pub struct Settings {
     pub allow_shared_key_access: bool,
     pub minimum_tls_version: String,
     pub tags: Map<String, Value>,
+    /// The object id of the account's system-assigned managed identity, once it has one.
+    pub identity: Option<String>,
 }
 
 impl Default for Settings {
@@ -32,6 +35,7 @@ impl Default for Settings {
             allow_shared_key_access: true,
             minimum_tls_version: "TLS1_2".into(),
             tags: Map::new(),
+            identity: None,
         }
     }
 }
@@ -85,6 +89,7 @@ impl Settings {
                 .unwrap_or(&d.minimum_tls_version)
                 .to_string(),
             tags: b["tags"].as_object().cloned().unwrap_or_default(),
+            identity: b["identity"]["principalId"].as_str().map(str::to_string),
         }
     }
 
@@ -123,15 +128,10 @@ impl Settings {
                 )));
             }
         }
-        if body
-            .get("identity")
-            .and_then(|i| i.get("type"))
-            .and_then(|t| t.as_str())
-            .map(|t| t != "None")
-            .unwrap_or(false)
-        {
-            return Err(not_supported("A managed identity on a storage account"));
-        }
+        // Identity and key source are validated here (so that a refused request changes
+        // nothing) and carried out by `create`/`apply_update`, which need the directory and Key Vault.
+        super::encryption::requested_identity(body)?;
+        super::encryption::requested_key_source(body)?;
         if let Some(t) = body.get("tags") {
             match t {
                 Value::Null => self.tags = Map::new(),
@@ -194,20 +194,6 @@ impl Settings {
             ));
         }
         if let Some(e) = p.get("encryption").filter(|v| !v.is_null()) {
-            match e.get("keySource").and_then(|v| v.as_str()) {
-                None | Some("Microsoft.Storage") => {}
-                Some(k) if k.eq_ignore_ascii_case("Microsoft.Keyvault") => {
-                    return Err(not_supported(
-                        "Customer-managed keys (keySource Microsoft.Keyvault)",
-                    ))
-                }
-                Some(other) => {
-                    return Err(bad(
-                        "InvalidValue",
-                        format!("'{}' is not a valid key source.", ciel_arm::clip(other)),
-                    ))
-                }
-            }
             if bool_field(e, "requireInfrastructureEncryption")? == Some(true) {
                 return Err(not_supported("Infrastructure (double) encryption"));
             }
@@ -236,8 +222,10 @@ impl Settings {
 }
 
 /// The account's ARM JSON.
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     p: &StorageProvider,
+    tenant: &str,
     id: &str,
     name: &str,
     location: &str,
@@ -246,7 +234,7 @@ pub fn render(
     secrets: &Secrets,
 ) -> Value {
     let blob = format!("https://{name}.blob.{}/", p.endpoints.storage_suffix());
-    json!({
+    let mut out = json!({
         "sku": {"name": s.sku, "tier": "Standard"},
         "kind": "StorageV2",
         "id": id,
@@ -264,11 +252,7 @@ pub fn render(
             "isHnsEnabled": false,
             "networkAcls": {"bypass": "AzureServices", "virtualNetworkRules": [], "ipRules": [], "defaultAction": "Allow"},
             "supportsHttpsTrafficOnly": true,
-            "encryption": {
-                "requireInfrastructureEncryption": false,
-                "services": {"blob": {"keyType": "Account", "enabled": true, "lastEnabledTime": created}},
-                "keySource": "Microsoft.Storage"
-            },
+            "encryption": super::encryption::render(created, secrets),
             "accessTier": s.access_tier,
             "provisioningState": "Succeeded",
             "creationTime": created,
@@ -276,7 +260,12 @@ pub fn render(
             "primaryLocation": location,
             "statusOfPrimary": "available"
         }
-    })
+    });
+    if let Some(principal) = &s.identity {
+        out["identity"] =
+            json!({"type": "SystemAssigned", "principalId": principal, "tenantId": tenant});
+    }
+    out
 }
 
 /// `PUT`: creates the account, or updates it when it exists (as Azure does).
@@ -321,7 +310,42 @@ pub async fn create(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
     let secrets = Secrets::generate()?;
     let created = ciel_core::time::now_rfc3339();
     let id = req.id.to_string();
-    let out = render(p, &id, &name, location, &created, &s, &secrets);
+    let mut secrets = secrets;
+    let mut new_principal = None;
+    if super::encryption::requested_identity(&body)? == Some(true) {
+        let principal = create_identity(p, req, &name).await?;
+        s.identity = Some(principal.clone());
+        new_principal = Some(principal);
+    }
+    if let Some(want) = super::encryption::requested_key_source(&body)? {
+        let who = s.identity.as_ref().map(|o| CmkIdentity {
+            tenant_id: req.caller.tenant_id.clone(),
+            object_id: o.clone(),
+            resource_id: req.id.to_string(),
+        });
+        let res = match p.cmk.as_deref() {
+            Some(cmk) => {
+                super::encryption::apply_key_source(cmk, who.as_ref(), &mut secrets, &want).await
+            }
+            None => Err(not_supported("Customer-managed keys")),
+        };
+        if let Err(e) = res {
+            if let Some(o) = new_principal {
+                delete_identity(p, req, &o).await;
+            }
+            return Err(e.into());
+        }
+    }
+    let out = render(
+        p,
+        &req.caller.tenant_id,
+        &id,
+        &name,
+        location,
+        &created,
+        &s,
+        &secrets,
+    );
     let now = ciel_core::time::now_unix();
     let r = Resource {
         id: id.clone(),
@@ -346,6 +370,51 @@ pub async fn create(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
         status: StatusCode::OK,
         body: Some(out),
     })
+}
+
+/// Creates the account's system-assigned identity: a service principal of the account's tenant
+/// with no credential (nothing can sign in as it; Ciel acts as it, for the account).
+async fn create_identity(
+    p: &StorageProvider,
+    req: &ProviderRequest,
+    account: &str,
+) -> Result<String, ApiError> {
+    let now = ciel_core::time::now_unix();
+    let principal = ciel_store::Principal {
+        object_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: req.caller.tenant_id.clone(),
+        kind: ciel_store::PrincipalKindRec::ServicePrincipal,
+        app_id: Some(uuid::Uuid::new_v4().to_string()),
+        display_name: account.to_string(),
+        upn: None,
+        password_hash: None,
+        failed_logins: 0,
+        locked_until: None,
+        created: now,
+    };
+    let oid = principal.object_id.clone();
+    let draft = req.draft(
+        "Microsoft.Storage/storageAccounts/identity/write",
+        &req.id.to_string(),
+        json!({"type": "SystemAssigned", "principalId": oid}),
+    );
+    ciel_store::run(&p.store, move |s| s.create_principal(&principal, &draft))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    Ok(oid)
+}
+
+/// Removes an identity that is no longer the account's (or was made for a refused change).
+async fn delete_identity(p: &StorageProvider, req: &ProviderRequest, object_id: &str) {
+    let draft = req.draft(
+        "Microsoft.Storage/storageAccounts/identity/delete",
+        &req.id.to_string(),
+        json!({"principalId": object_id}),
+    );
+    let o = object_id.to_string();
+    if let Err(e) = ciel_store::run(&p.store, move |s| s.delete_principal(&o, &draft)).await {
+        tracing::warn!(error = %e, "could not remove a storage account's managed identity");
+    }
 }
 
 /// `PATCH`: changes the settings given, keeps the others.
@@ -375,13 +444,62 @@ async fn apply_update(
     let mut s = Settings::from_body(&existing.body);
     s.apply(body)?;
     let sealed = existing.sealed.as_deref().ok_or_else(ApiError::internal)?;
-    let secrets = Secrets::open(&p.master, &req.id, sealed)?;
+    let mut secrets = Secrets::open(&p.master, &req.id, sealed)?;
+    let want_identity = super::encryption::requested_identity(body)?;
+    let want_source = super::encryption::requested_key_source(body)?;
+    let mut new_principal = None;
+    let mut drop_principal = None;
+    match want_identity {
+        Some(true) if s.identity.is_none() => {
+            let o = create_identity(p, req, &existing.name).await?;
+            s.identity = Some(o.clone());
+            new_principal = Some(o);
+        }
+        Some(false) if s.identity.is_some() => {
+            let keeps_cmk = match &want_source {
+                Some(super::encryption::KeySource::Platform) => false,
+                Some(_) => true,
+                None => secrets.cmk.is_some(),
+            };
+            if keeps_cmk {
+                return Err(bad("InvalidValue", "The managed identity cannot be removed while a customer-managed key encrypts the account: switch the key source back to Microsoft.Storage first.").into());
+            }
+            drop_principal = s.identity.take();
+        }
+        _ => {}
+    }
+    let secrets_changed = want_source.is_some();
+    if let Some(want) = &want_source {
+        // The identity that can unwrap today's data key (before a removal takes effect).
+        let who = s
+            .identity
+            .as_ref()
+            .or(drop_principal.as_ref())
+            .map(|o| CmkIdentity {
+                tenant_id: req.caller.tenant_id.clone(),
+                object_id: o.clone(),
+                resource_id: req.id.to_string(),
+            });
+        let res = match p.cmk.as_deref() {
+            Some(cmk) => {
+                super::encryption::apply_key_source(cmk, who.as_ref(), &mut secrets, want).await
+            }
+            None => Err(not_supported("Customer-managed keys")),
+        };
+        if let Err(e) = res {
+            if let Some(o) = new_principal {
+                delete_identity(p, req, &o).await;
+            }
+            return Err(e.into());
+        }
+    }
     let created = existing.body["properties"]["creationTime"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     let out = render(
         p,
+        &req.caller.tenant_id,
         &existing.id,
         &existing.name,
         existing.location.as_deref().unwrap_or(""),
@@ -392,13 +510,20 @@ async fn apply_update(
     let mut r = existing;
     r.body = out.clone();
     r.changed = ciel_core::time::now_unix();
-    r.sealed = None;
+    r.sealed = if secrets_changed {
+        Some(secrets.seal(&p.master, &req.id)?)
+    } else {
+        None
+    };
     let draft = req.draft(
         &format!("{TYPE}/write"),
         &r.id,
-        json!({"sku": s.sku, "update": true}),
+        json!({"sku": s.sku, "update": true, "keySource": if secrets.cmk.is_some() { "Microsoft.Keyvault" } else { "Microsoft.Storage" }}),
     );
     ciel_store::run(&p.store, move |st| st.put_resource(&r, &draft)).await?;
+    if let Some(o) = drop_principal {
+        delete_identity(p, req, &o).await;
+    }
     Ok(ProviderResponse::Done {
         status: StatusCode::OK,
         body: Some(out),

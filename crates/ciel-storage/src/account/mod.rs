@@ -7,6 +7,7 @@
 //! record but never in it. Deleting the account deletes that material (crypto-erasure).
 
 pub mod create;
+pub mod encryption;
 pub mod keys;
 pub mod name;
 
@@ -42,6 +43,9 @@ pub struct Secrets {
     /// changes every key derived before (they are derived, never stored).
     #[serde(default)]
     pub udk_epoch: u64,
+    /// Set when a customer-managed key wraps the data key; `data_key` is then empty.
+    #[serde(default)]
+    pub cmk: Option<encryption::CmkState>,
 }
 
 fn purpose(id: &ResourceId) -> String {
@@ -66,6 +70,7 @@ impl Secrets {
             key2_created: now,
             data_key: random_b64(32)?,
             udk_epoch: 0,
+            cmk: None,
         })
     }
     pub fn seal(
@@ -147,20 +152,21 @@ pub async fn list(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Provi
 
 /// `DELETE`: the account, its keys and (once the data plane exists) its data. 204 when absent.
 pub async fn delete(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    if load(p, &req.id, &req.caller).await?.is_none() {
+    let Some(existing) = load(p, &req.id, &req.caller).await? else {
         return Ok(ProviderResponse::Done {
             status: StatusCode::NO_CONTENT,
             body: None,
         });
-    }
+    };
     let draft = req.draft(
         &format!("{TYPE}/delete"),
         &req.id.to_string(),
         json!({"cryptoErasure": true}),
     );
     let key = req.id.key();
+    let identity = identity_of(&existing);
     ciel_store::run(&p.store, move |s| s.delete_resource(&key, &draft)).await?;
-    erase_data(p, &req.id).await?;
+    erase_data(p, &req.id, identity, &req.caller).await?;
     Ok(ProviderResponse::Done {
         status: StatusCode::OK,
         body: None,
@@ -169,9 +175,9 @@ pub async fn delete(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<Pro
 
 /// Deletion as part of a resource group's deletion.
 pub async fn destroy(p: &StorageProvider, id: &ResourceId, caller: &Caller) -> ArmResult<()> {
-    if load(p, id, caller).await?.is_none() {
+    let Some(existing) = load(p, id, caller).await? else {
         return Ok(());
-    }
+    };
     let draft = ciel_core::audit::AuditDraft {
         tenant_id: Some(caller.tenant_id.clone()),
         actor: caller.display(),
@@ -182,12 +188,37 @@ pub async fn destroy(p: &StorageProvider, id: &ResourceId, caller: &Caller) -> A
         ..Default::default()
     };
     let key = id.key();
+    let identity = identity_of(&existing);
     ciel_store::run(&p.store, move |s| s.delete_resource(&key, &draft)).await?;
-    erase_data(p, id).await
+    erase_data(p, id, identity, caller).await
+}
+
+fn identity_of(r: &Resource) -> Option<String> {
+    r.body["identity"]["principalId"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// After the account (and its data key) is gone: its containers, blob records and object files.
-async fn erase_data(p: &StorageProvider, id: &ResourceId) -> ArmResult<()> {
+async fn erase_data(
+    p: &StorageProvider,
+    id: &ResourceId,
+    identity: Option<String>,
+    caller: &Caller,
+) -> ArmResult<()> {
+    if let Some(o) = identity {
+        // The account's managed identity goes with it.
+        let draft = ciel_core::audit::AuditDraft {
+            tenant_id: Some(caller.tenant_id.clone()),
+            actor: caller.display(),
+            action: "Microsoft.Storage/storageAccounts/identity/delete".into(),
+            target: id.to_string(),
+            outcome: "success".into(),
+            details: json!({"principalId": o}),
+            ..Default::default()
+        };
+        ciel_store::run(&p.store, move |s| s.delete_principal(&o, &draft)).await?;
+    }
     let key = id.key();
     ciel_store::run(&p.store, move |s| s.delete_account_data(&key)).await?;
     let (root, id) = (p.blob_root.clone(), id.clone());

@@ -167,6 +167,9 @@ async fn foreign_source(
             "The copy source storage account does not exist.",
         )
     })?;
+    if let Some(e) = acct.key_error.clone() {
+        return Err(super::customer_key_error(e));
+    }
     let (a, c) = (acct.id.key(), src.container.clone());
     let container =
         ciel_store::run(&ctx.svc.store, move |s| s.get_container(&a, &c).found()).await?;

@@ -53,6 +53,20 @@ pub struct BlobService {
     pub endpoints: Endpoints,
     /// Root of the byte store; each account has a directory below it.
     pub root: PathBuf,
+    /// Key Vault, for accounts whose data key a customer-managed key wraps.
+    pub cmk: Option<Arc<dyn ciel_arm::cmk::CustomerKeys>>,
+    /// Longest time an unwrapped customer-wrapped data key is used before the key is asked
+    /// again: revoking, disabling or deleting a customer key takes effect within this time.
+    pub cmk_check: std::time::Duration,
+    pub cmk_cache: std::sync::Mutex<std::collections::HashMap<String, CachedDataKey>>,
+}
+
+/// A data key unwrapped by a customer key, and when.
+#[derive(Clone)]
+pub struct CachedDataKey {
+    key: [u8; 32],
+    kid: String,
+    at: std::time::Instant,
 }
 
 /// An account, resolved and unsealed for one request.
@@ -64,6 +78,9 @@ pub struct Account {
     pub key1: String,
     pub key2: String,
     pub data_key: [u8; 32],
+    /// Why the data key is unavailable (a customer-managed key that cannot be used); then
+    /// `data_key` is zeros and every operation on data is refused with this error.
+    pub key_error: Option<ciel_arm::cmk::CmkError>,
     /// Generation of user delegation keys (see `service::user_delegation_key`).
     pub udk_epoch: u64,
     pub allow_shared_key: bool,
@@ -183,6 +200,32 @@ impl Ctx<'_> {
     }
 }
 
+/// A customer key that cannot be used: the account's data cannot be read or written.
+pub(crate) fn customer_key_error(e: ciel_arm::cmk::CmkError) -> BlobError {
+    use ciel_arm::cmk::CmkError as E;
+    match e {
+        E::NotFound(_) => BlobError::new(
+            StatusCode::FORBIDDEN,
+            "KeyVaultEncryptionKeyNotFound",
+            "The account's customer-managed key cannot be found (its vault or key was deleted): the account's data is unreadable until it is restored.",
+        ),
+        E::AccessDenied(_) => BlobError::new(
+            StatusCode::FORBIDDEN,
+            "KeyVaultAccessDenied",
+            "The account's managed identity may no longer use its customer-managed key: the account's data is unreadable until access is granted again.",
+        ),
+        E::Unusable(_) => BlobError::new(
+            StatusCode::FORBIDDEN,
+            "KeyVaultEncryptionKeyDisabled",
+            "The account's customer-managed key is disabled or expired: the account's data is unreadable until the key is enabled again.",
+        ),
+        E::Internal(m) => {
+            tracing::error!(error = %m, "customer-managed key failure");
+            BlobError::internal()
+        }
+    }
+}
+
 fn account_dir(root: &std::path::Path, id: &ResourceId) -> PathBuf {
     let h = ring::digest::digest(&ring::digest::SHA256, id.key().as_bytes());
     root.join(ciel_core::audit::hex_lower(&h.as_ref()[..16]))
@@ -258,8 +301,21 @@ impl BlobService {
         let id = ResourceId::parse(&r.id).ok_or_else(BlobError::internal)?;
         let sealed = r.sealed.as_deref().ok_or_else(BlobError::internal)?;
         let s = Secrets::open(&self.master, &id, sealed).map_err(|_| BlobError::internal())?;
-        let dk = B64.decode(&s.data_key).map_err(|_| BlobError::internal())?;
-        let data_key: [u8; 32] = dk.try_into().map_err(|_| BlobError::internal())?;
+        // A customer key that cannot be used is reported after authentication, so that only
+        // an authenticated caller learns the account's key state.
+        let (data_key, key_error): ([u8; 32], _) = match &s.cmk {
+            None => (
+                B64.decode(&s.data_key)
+                    .map_err(|_| BlobError::internal())?
+                    .try_into()
+                    .map_err(|_| BlobError::internal())?,
+                None,
+            ),
+            Some(c) => match self.customer_data_key(&r, &id, &s, c).await {
+                Ok(k) => (k, None),
+                Err(e) => ([0u8; 32], Some(e)),
+            },
+        };
         Ok(Some(Account {
             dir: account_dir(&self.root, &id),
             id,
@@ -268,6 +324,7 @@ impl BlobService {
             key1: s.key1,
             key2: s.key2,
             data_key,
+            key_error,
             udk_epoch: s.udk_epoch,
             allow_shared_key: r.body["properties"]["allowSharedKeyAccess"]
                 .as_bool()
@@ -280,6 +337,130 @@ impl BlobService {
                 .unwrap_or("Standard_LRS")
                 .to_string(),
         }))
+    }
+
+    /// The data key of an account encrypted with a customer-managed key: from the cache while
+    /// fresh, else unwrapped by the customer's key (as the account's managed identity). When the
+    /// account follows the key's current version and the key was rotated, the data key is
+    /// re-wrapped under the new version and the account updated; no blob is rewritten.
+    async fn customer_data_key(
+        &self,
+        r: &ciel_store::Resource,
+        id: &ResourceId,
+        secrets: &Secrets,
+        c: &crate::account::encryption::CmkState,
+    ) -> Result<[u8; 32], ciel_arm::cmk::CmkError> {
+        use ciel_arm::cmk::CmkError;
+        let internal = |m: &str| CmkError::Internal(m.to_string());
+        let cache_key = id.key();
+        if let Ok(cache) = self.cmk_cache.lock() {
+            if let Some(hit) = cache.get(&cache_key) {
+                if hit.kid == c.kid && hit.at.elapsed() < self.cmk_check {
+                    return Ok(hit.key);
+                }
+            }
+        }
+        let cmk = self
+            .cmk
+            .as_ref()
+            .ok_or_else(|| internal("no key service"))?;
+        let who = ciel_arm::cmk::CmkIdentity {
+            tenant_id: r.tenant_id.clone(),
+            object_id: r.body["identity"]["principalId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            resource_id: r.id.clone(),
+        };
+        let refuse = |e: CmkError| {
+            if let Ok(mut cache) = self.cmk_cache.lock() {
+                cache.remove(&cache_key);
+            }
+            e
+        };
+        let wrapped = B64
+            .decode(&c.wrapped)
+            .map_err(|_| internal("wrapped key"))?;
+        let plain = cmk.unwrap(&who, &c.kid, &wrapped).await.map_err(refuse)?;
+        let key: [u8; 32] = plain.try_into().map_err(|_| internal("data key length"))?;
+        let mut kid = c.kid.clone();
+        if c.key_version.is_none() {
+            match cmk.current_kid(&who, &c.vault_uri, &c.key_name).await {
+                Ok(current) if current != c.kid => {
+                    kid = self
+                        .rewrap(r, id, secrets, c, &who, &key)
+                        .await
+                        .unwrap_or(kid);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, account = %r.name, "could not check the customer key's current version")
+                }
+            }
+        }
+        if let Ok(mut cache) = self.cmk_cache.lock() {
+            cache.insert(
+                cache_key,
+                CachedDataKey {
+                    key,
+                    kid,
+                    at: std::time::Instant::now(),
+                },
+            );
+        }
+        Ok(key)
+    }
+
+    /// Wraps the data key under the key's current version and stores it with the account.
+    async fn rewrap(
+        &self,
+        r: &ciel_store::Resource,
+        id: &ResourceId,
+        secrets: &Secrets,
+        c: &crate::account::encryption::CmkState,
+        who: &ciel_arm::cmk::CmkIdentity,
+        key: &[u8; 32],
+    ) -> Option<String> {
+        let cmk = self.cmk.as_ref()?;
+        let (kid, wrapped) = match cmk.wrap(who, &c.vault_uri, &c.key_name, None, key).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, account = %r.name, "re-wrapping the data key under the rotated customer key failed");
+                return None;
+            }
+        };
+        let mut next = secrets.clone();
+        let state = crate::account::encryption::CmkState {
+            kid: kid.clone(),
+            wrapped: B64.encode(wrapped),
+            wrapped_at: ciel_core::time::now_rfc3339(),
+            ..c.clone()
+        };
+        let previous = c.kid.clone();
+        next.cmk = Some(state);
+        let mut rec = r.clone();
+        rec.sealed = Some(next.seal(&self.master, id).ok()?);
+        rec.body["properties"]["encryption"]["keyvaultproperties"]
+            ["currentVersionedKeyIdentifier"] = serde_json::json!(kid);
+        rec.body["properties"]["encryption"]["keyvaultproperties"]["lastKeyRotationTimestamp"] =
+            serde_json::json!(ciel_core::time::now_rfc3339());
+        rec.changed = ciel_core::time::now_unix();
+        let draft = AuditDraft {
+            tenant_id: Some(r.tenant_id.clone()),
+            actor: "system".into(),
+            action: "Microsoft.Storage/storageAccounts/encryption/rewrap".into(),
+            target: r.id.clone(),
+            outcome: "success".into(),
+            details: serde_json::json!({"from": previous, "to": kid}),
+            ..Default::default()
+        };
+        match ciel_store::run(&self.store, move |s| s.put_resource(&rec, &draft)).await {
+            Ok(_) => Some(kid),
+            Err(e) => {
+                tracing::warn!(error = %e, "storing the re-wrapped data key failed");
+                None
+            }
+        }
     }
 
     async fn deny(&self, account: &Account, rid: &str, ip: &Option<String>, reason: &str) {
@@ -507,6 +688,9 @@ impl BlobService {
                 }
             }
         };
+        if let Some(e) = account.key_error.clone() {
+            return Err(customer_key_error(e));
+        }
         let ctx = Ctx {
             svc: self,
             service_endpoint: format!(

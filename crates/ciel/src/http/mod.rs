@@ -21,6 +21,7 @@ use std::sync::Arc;
 pub struct App {
     pub arm: Arc<ciel_arm::Arm>,
     pub blob: Arc<ciel_storage::blob::BlobService>,
+    pub vault: Arc<ciel_keyvault::data::KeyVaultService>,
     pub tokens: Arc<ciel_identity::token::TokenService>,
     pub store: ciel_store::Store,
     pub endpoints: Endpoints,
@@ -206,7 +207,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
                 .handle(req, &account, true, &rid, peer.clone())
                 .await
         }
-        Service::Vault => arm_error(&ApiError::feature_not_supported("Key Vault")),
+        Service::Vault => {
+            let name = host_only(&host).split('.').next().unwrap_or("").to_string();
+            app.vault.handle(req, &name, &rid, peer.clone()).await
+        }
         Service::Unknown => arm_error(&ApiError::not_found(
             "UnknownHost",
             format!(
