@@ -353,6 +353,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn put_checkpoint(&self, c: &Checkpoint) -> Result<()>;
     fn list_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 
+    // --- compliance
+    /// Records an operator's attestation (never replaced: a newer one for the same requirement
+    /// supersedes it in reports, the old one stays as history).
+    fn put_attestation(&self, a: &Attestation, audit: &AuditDraft) -> Result<()>;
+    /// Every attestation, in the order they were recorded.
+    fn list_attestations(&self) -> Result<Vec<Attestation>>;
+
     // --- platform settings (small key/value facts: bootstrap ids, master-key check value)
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

@@ -359,3 +359,28 @@ pub struct DeletedVault {
     pub deleted: i64,
     pub purge_at: i64,
 }
+
+/// An operator's attestation that a compliance requirement is met (`ciel compliance attest`):
+/// who vouches for it, until when, and the evidence file's SHA-256 and kept copy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attestation {
+    /// A GUID.
+    pub id: String,
+    /// The requirement identifier (e.g. "12.5.c").
+    pub requirement: String,
+    /// The framework the identifier belongs to (e.g. "secnumcloud-3.2").
+    pub framework: String,
+    /// Who vouches (a person's name, as given by the operator).
+    pub attested_by: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds; an attestation past this instant counts as missing.
+    pub expires: i64,
+    /// The evidence file's name as given (not its path on the operator's machine).
+    pub evidence_name: String,
+    /// SHA-256 (hex) of the evidence file.
+    pub evidence_sha256: String,
+    /// Where the kept copy is, relative to the data directory.
+    pub evidence_copy: String,
+    pub note: Option<String>,
+}

@@ -166,6 +166,14 @@ CREATE TABLE kv_versions (
   UNIQUE (vault, kind, name, version),
   FOREIGN KEY (vault, kind, name) REFERENCES kv_names(vault, kind, name) ON DELETE CASCADE);
 "#,
+    // 8: compliance attestations (ciel-compliance). Rows are only ever added.
+    r#"
+CREATE TABLE compliance_attestations (
+  id TEXT PRIMARY KEY, requirement TEXT NOT NULL, framework TEXT NOT NULL, attested_by TEXT NOT NULL,
+  created INTEGER NOT NULL, expires INTEGER NOT NULL, evidence_name TEXT NOT NULL,
+  evidence_sha256 TEXT NOT NULL, evidence_copy TEXT NOT NULL, note TEXT);
+CREATE INDEX compliance_attestations_req ON compliance_attestations(framework, requirement, created);
+"#,
 ];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -2035,6 +2043,42 @@ impl MetadataStore for SqliteStore {
         })
     }
 
+    fn put_attestation(&self, a: &Attestation, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO compliance_attestations (id, requirement, framework, attested_by, created, expires, evidence_name, evidence_sha256, evidence_copy, note)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![a.id, a.requirement, a.framework, a.attested_by, a.created, a.expires, a.evidence_name, a.evidence_sha256, a.evidence_copy, a.note],
+            )
+            .map_err(|e| conflict_or(e, "attestation"))?;
+            append_in(tx, std::slice::from_ref(audit))?;
+            Ok(())
+        })
+    }
+    fn list_attestations(&self) -> Result<Vec<Attestation>> {
+        self.read(|c| {
+            let mut s = c.prepare(
+                "SELECT id, requirement, framework, attested_by, created, expires, evidence_name, evidence_sha256, evidence_copy, note
+                 FROM compliance_attestations ORDER BY created, rowid",
+            )?;
+            let rows = s.query_map([], |r| {
+                Ok(Attestation {
+                    id: r.get(0)?,
+                    requirement: r.get(1)?,
+                    framework: r.get(2)?,
+                    attested_by: r.get(3)?,
+                    created: r.get(4)?,
+                    expires: r.get(5)?,
+                    evidence_name: r.get(6)?,
+                    evidence_sha256: r.get(7)?,
+                    evidence_copy: r.get(8)?,
+                    note: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     fn get_setting(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| {
             Ok(
@@ -2059,6 +2103,34 @@ impl MetadataStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attestations_are_kept_with_their_audit_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let a = Attestation {
+            id: "a1".into(),
+            requirement: "12.5.c".into(),
+            framework: "secnumcloud-3.2".into(),
+            attested_by: "Alice".into(),
+            created: 10,
+            expires: 20,
+            evidence_name: "restore.pdf".into(),
+            evidence_sha256: "00".repeat(32),
+            evidence_copy: "compliance/evidence/x".into(),
+            note: None,
+        };
+        s.put_attestation(&a, &draft("Ciel.Compliance/attestations/write"))
+            .unwrap();
+        assert_eq!(s.list_attestations().unwrap(), vec![a.clone()]);
+        assert!(matches!(
+            s.put_attestation(&a, &draft("again")),
+            Err(StoreError::Conflict(_))
+        ));
+        let log = s.read_audit(0, 10).unwrap();
+        assert_eq!(log.len(), 1, "one entry: the failed insert left none");
+        assert_eq!(log[0].action, "Ciel.Compliance/attestations/write");
+    }
 
     fn draft(action: &str) -> AuditDraft {
         AuditDraft {

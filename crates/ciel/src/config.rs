@@ -1,6 +1,6 @@
 //! Configuration: defaults, then `DIR/ciel.toml` (or `--config FILE`), then environment
 //! variables (`CIEL_DOMAIN`, `CIEL_LISTEN`, `CIEL_PUBLIC_PORT`, `CIEL_LOG_FORMAT`,
-//! `CIEL_CMK_CHECK_SECS`), then flags.
+//! `CIEL_TLS_MIN_VERSION`, `CIEL_CMK_CHECK_SECS`), then flags.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -23,6 +23,8 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// What the operator declares in the sovereignty statement.
     pub sovereignty: crate::sovereignty::Declaration,
+    /// TLS settings of the listener.
+    pub tls: TlsSettings,
     /// Key Vault: where keys are held (`[keyvault.custody]`, software or PKCS#11).
     pub keyvault: KeyVaultConfig,
     /// Longest time (seconds) a storage data key unwrapped by a customer-managed key is used
@@ -36,6 +38,23 @@ pub struct KeyVaultConfig {
     pub custody: ciel_keyvault::custody::CustodyConfig,
 }
 
+/// `[tls]` in ciel.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Lowest TLS version the listener accepts: "1.2" (default) or "1.3". Nothing older can be
+    /// configured: rustls implements neither TLS 1.0 nor 1.1, and ANSSI's guide rules them out.
+    pub min_version: String,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            min_version: "1.2".into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -46,6 +65,7 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             audit_checkpoint_secs: 10,
             sovereignty: Default::default(),
+            tls: Default::default(),
             keyvault: Default::default(),
             cmk_check_secs: 60,
         }
@@ -80,6 +100,15 @@ impl Config {
         }
         if let Ok(v) = std::env::var("CIEL_LOG_FORMAT") {
             c.log_format = v;
+        }
+        if let Ok(v) = std::env::var("CIEL_TLS_MIN_VERSION") {
+            c.tls.min_version = v;
+        }
+        if !matches!(c.tls.min_version.as_str(), "1.2" | "1.3") {
+            anyhow::bail!(
+                "tls.min_version must be \"1.2\" or \"1.3\", not {:?} (older versions are not supported)",
+                c.tls.min_version
+            );
         }
         if let Ok(v) = std::env::var("CIEL_CMK_CHECK_SECS") {
             c.cmk_check_secs = v

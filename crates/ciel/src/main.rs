@@ -1,5 +1,6 @@
 //! `ciel`: run a sovereign, Azure-compatible cloud (`ciel up`) and administer it.
 
+mod compliance_cli;
 mod config;
 mod export_cli;
 mod http;
@@ -94,6 +95,11 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// SecNumCloud 3.2 evidence: reports, attestations, diffs (docs/compliance.md).
+    Compliance {
+        #[command(subcommand)]
+        cmd: compliance_cli::ComplianceCmd,
     },
     /// The sovereignty statement: where data and keys are held, replication, outbound
     /// destinations, the operator's declared jurisdiction (JSON).
@@ -514,6 +520,7 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Cmd::Compliance { cmd } => compliance_cli::run(cmd),
         Cmd::Sovereignty { dir, config } => {
             let d = DataDir::new(&dir.data_dir);
             let cfg = config::Config::load(config.as_deref(), &d.root)?;
@@ -600,7 +607,7 @@ fn up(
     let master = Arc::new(platform::master_key(&d, store.as_ref())?);
     let signer = platform::audit_signer(&d, store.as_ref(), &master)?;
     tls::ensure(&d.tls(), &cfg.domain)?;
-    let tls_cfg = tls::server_config(&d.tls())?;
+    let tls_cfg = tls::server_config(&d.tls(), &cfg.tls.min_version)?;
     // Before the listener exists, so that no upload is in flight: the byte store loses what a
     // crash left behind (objects no record refers to, partial writes, deleted accounts' files).
     // It never fails the start; what it cannot do is logged and left in place.
@@ -679,7 +686,19 @@ fn up(
             cmk_check: std::time::Duration::from_secs(cfg.cmk_check_secs),
             cmk_cache: Default::default(),
         });
+        let compliance = {
+            let target = compliance_cli::own_target(&cfg.domain, cfg.port(), listener.local_addr()?);
+            Arc::new(compliance_cli::Live {
+                data_dir: d.root.clone(),
+                master: master.clone(),
+                sovereignty: sovereignty::statement(&cfg, &d),
+                tls_min_version: cfg.tls.min_version.clone(),
+                deployment: compliance_cli::deployment(&cfg, &d, std::slice::from_ref(&target)),
+                target,
+            })
+        };
         let app = Arc::new(http::App {
+            compliance,
             arm,
             blob,
             vault,

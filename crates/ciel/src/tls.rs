@@ -1,5 +1,6 @@
 //! The private CA and the server certificate, generated on first start (rcgen), and the rustls
-//! server configuration (TLS 1.2 and 1.3 only, session tickets for resumption).
+//! server configuration (TLS 1.2 and 1.3, or 1.3 only with `tls.min_version = "1.3"`; session
+//! tickets for resumption).
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -95,7 +96,8 @@ pub fn ensure(dir: &Path, domain: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
+/// The server configuration; `min_version` is "1.2" (TLS 1.2 and 1.3) or "1.3" (TLS 1.3 only).
+pub fn server_config(dir: &Path, min_version: &str) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
         dir.join("server.pem"),
@@ -105,8 +107,12 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
         dir.join("server.key"),
     )?))?
     .context("no private key in server.key")?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        "1.3" => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

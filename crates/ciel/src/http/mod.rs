@@ -29,6 +29,8 @@ pub struct App {
     pub max_body: usize,
     /// The sovereignty statement, built at start from the configuration.
     pub sovereignty: serde_json::Value,
+    /// What the compliance report needs (GET /providers/Ciel.Compliance/report).
+    pub compliance: Arc<crate::compliance_cli::Live>,
 }
 
 /// The remote address, put in request extensions by the server loop.
@@ -293,7 +295,11 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
     let path = req.uri().path();
-    for own in [OwnApi::SovereigntyStatement, OwnApi::AuditExport] {
+    for own in [
+        OwnApi::SovereigntyStatement,
+        OwnApi::AuditExport,
+        OwnApi::ComplianceReport,
+    ] {
         if path.eq_ignore_ascii_case(own.path()) {
             return own_api(app, own, req, rid, peer).await;
         }
@@ -328,6 +334,7 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
 enum OwnApi {
     SovereigntyStatement,
     AuditExport,
+    ComplianceReport,
 }
 
 impl OwnApi {
@@ -335,6 +342,7 @@ impl OwnApi {
         match self {
             OwnApi::SovereigntyStatement => "/providers/Ciel.Sovereignty/statement",
             OwnApi::AuditExport => "/providers/Ciel.Audit/export",
+            OwnApi::ComplianceReport => "/providers/Ciel.Compliance/report",
         }
     }
 }
@@ -391,6 +399,105 @@ async fn own_api(
         // Any authenticated caller may read where its data and keys are.
         OwnApi::SovereigntyStatement => json_response(StatusCode::OK, &app.sovereignty),
         OwnApi::AuditExport => audit_export(app, caller, &q, rid, peer).await,
+        OwnApi::ComplianceReport => compliance_report(app, caller, &q, rid, peer).await,
+    }
+}
+
+/// `GET /providers/Ciel.Compliance/report?api-version=2026-11-01[&format=json|html]`: the
+/// SecNumCloud 3.2 report, built on request (the checks scan this listener and read the data
+/// directory). It describes the whole platform, so it is the operator's: only an Owner of the
+/// bootstrap subscription, in the bootstrap tenant, may read it. Every request is audited,
+/// granted or not.
+async fn compliance_report(
+    app: &App,
+    caller: ciel_core::Caller,
+    q: &[(String, String)],
+    rid: &str,
+    peer: Option<String>,
+) -> Response {
+    let format = q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("format"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_else(|| "json".into());
+    if format != "json" && format != "html" {
+        return arm_error(&ApiError::bad_request(
+            "InvalidParameter",
+            "format must be json or html.",
+        ));
+    }
+    let (oid, tid) = (caller.object_id.clone(), caller.tenant_id.clone());
+    let allowed = ciel_store::run(&app.store, move |s| {
+        let (Some(bt), Some(bs)) = (
+            s.get_setting("bootstrap.tenant")?,
+            s.get_setting("bootstrap.subscription")?,
+        ) else {
+            return Ok(false);
+        };
+        if !tid.eq_ignore_ascii_case(&bt) {
+            return Ok(false);
+        }
+        let sub_scope = format!("/subscriptions/{bs}");
+        Ok(s.list_role_assignments_for_principal(&oid)?
+            .iter()
+            .any(|a| {
+                a.role_definition_id
+                    .to_ascii_lowercase()
+                    .ends_with(ciel_identity::rbac::OWNER)
+                    && (a.scope == "/" || a.scope.eq_ignore_ascii_case(&sub_scope))
+            }))
+    })
+    .await;
+    let ok = matches!(allowed, Ok(true));
+    let d = ciel_core::audit::AuditDraft {
+        tenant_id: Some(caller.tenant_id.clone()),
+        actor: caller.display(),
+        action: "Ciel.Compliance/report/action".into(),
+        target: OwnApi::ComplianceReport.path().into(),
+        outcome: if ok { "success" } else { "denied" }.into(),
+        details: serde_json::json!({"format": format}),
+        request_id: Some(rid.to_string()),
+        client_ip: peer,
+    };
+    if let Err(e) = ciel_store::run(&app.store, move |s| {
+        s.append_audit(std::slice::from_ref(&d))
+    })
+    .await
+    {
+        tracing::error!(error = %e, "could not audit a compliance report request");
+        return arm_error(&ApiError::internal());
+    }
+    if !ok {
+        return arm_error(&ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "The compliance report is the operator's: it needs the Owner role on the bootstrap subscription, in the bootstrap tenant.",
+        ));
+    }
+    let (live, store) = (app.compliance.clone(), app.store.clone());
+    // Blocking work: TLS probes of this very listener (served by other tasks meanwhile) and
+    // store reads.
+    let report = match tokio::task::spawn_blocking(move || live.report(store.as_ref())).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the compliance report task failed");
+            return arm_error(&ApiError::internal());
+        }
+    };
+    if format == "html" {
+        let mut r = (StatusCode::OK, ciel_compliance::html::render(&report)).into_response();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return r;
+    }
+    match serde_json::to_value(&report) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => {
+            tracing::error!(error = %e, "the compliance report did not serialise");
+            arm_error(&ApiError::internal())
+        }
     }
 }
 
