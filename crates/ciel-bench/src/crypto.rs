@@ -75,7 +75,7 @@ pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> Acc
 
 /// Runs `f` on `threads` threads for `secs` seconds (after a short warm-up); returns (ops, ops/s,
 /// cores' worth of CPU used by other processes meanwhile).
-fn rate<F: Fn() -> Result<()> + Sync>(
+pub(crate) fn rate<F: Fn() -> Result<()> + Sync>(
     threads: usize,
     secs: f64,
     f: F,
