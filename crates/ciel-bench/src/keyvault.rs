@@ -9,10 +9,12 @@
 //!    ciphertext made here with the key's public part) and, for comparison, `encrypt` (a public
 //!    operation: neither the private key nor an audit entry) at concurrency 1, 2 and 8, and Get
 //!    Secret (audited) at 1 and 8, over keep-alive HTTPS connections for a fixed time each;
-//! 3. the ratios API rate / raw rate at the same parallelism.
+//! 3. the ratios API rate / raw rate at the same parallelism, and raw CPU per operation / API CPU
+//!    per request (server and client), which depends less on other load on a shared machine.
 //!
-//! It prints a Markdown table and one JSON line. `scripts/bench-keyvault` builds, starts the
-//! server and runs it.
+//! Each raw `rsa` rate is measured just before the API runs it is compared with. It prints
+//! Markdown tables and one JSON line. `scripts/bench-keyvault` builds, starts the server and runs
+//! it; docs/PERFORMANCE.md (Key Vault) reads the results.
 
 use crate::client::{Conn, Endpoint, Req};
 use crate::crypto::rate_cpu;
