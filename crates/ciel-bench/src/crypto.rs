@@ -80,6 +80,16 @@ fn rate<F: Fn() -> Result<()> + Sync>(
     secs: f64,
     f: F,
 ) -> Result<(u64, f64, Option<f64>)> {
+    rate_cpu(threads, secs, f).map(|(ops, r, other, _)| (ops, r, other))
+}
+
+/// `rate`, plus this process's CPU seconds during the timed part (all threads): CPU time per
+/// operation depends much less on other load than the wall-clock rate does.
+pub(crate) fn rate_cpu<F: Fn() -> Result<()> + Sync>(
+    threads: usize,
+    secs: f64,
+    f: F,
+) -> Result<(u64, f64, Option<f64>, Option<f64>)> {
     for _ in 0..20 {
         f()?;
     }
@@ -124,7 +134,8 @@ fn rate<F: Fn() -> Result<()> + Sync>(
     };
     let other =
         crate::stats::other_cores((busy0, crate::stats::machine_busy_secs()), ours, elapsed);
-    Ok((total, total as f64 / elapsed, other))
+    let cpu = self0.is_some().then_some(ours);
+    Ok((total, total as f64 / elapsed, other, cpu))
 }
 
 pub fn run_all(claims: &AccessClaims, aud: &str, secs: f64) -> Result<CryptoResults> {

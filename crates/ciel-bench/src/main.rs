@@ -8,6 +8,7 @@
 mod blob;
 mod client;
 mod crypto;
+mod keyvault;
 mod report;
 mod stats;
 
@@ -67,6 +68,10 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Key Vault (issue 4): raw RSA-2048 sign and RSA-OAEP unwrap rates of the `rsa` crate (1 and
+    /// 2 threads) and ring's, then sign, unwrapKey and encrypt at C=1, 2, 8 and Get Secret at
+    /// C=1, 8 through a running `ciel up`, and the API/raw ratios. scripts/bench-keyvault runs it.
+    Keyvault(keyvault::KvArgs),
 }
 
 /// A one-thread runtime, as the rest of the benchmark uses: the client stays at one core.
@@ -128,6 +133,14 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Some(Cmd::Custody { seconds }) => return crypto::custody_bench(seconds),
+        Some(Cmd::Keyvault(a)) => {
+            let failed = keyvault::run(a)?;
+            if failed > 0 {
+                eprintln!("ciel-bench: {failed} request(s) failed (see the Errors column)");
+                std::process::exit(2);
+            }
+            return Ok(());
+        }
         Some(Cmd::BlobSetup(a)) => return runtime()?.block_on(blob::setup(a)),
         Some(Cmd::BlobReport(a)) => {
             if report::report(a)? > 0 {
