@@ -903,3 +903,34 @@ def test_every_data_route_refuses_strangers(kv):
     finally:
         db.close()
     assert n == len(DATA_ROUTES), (n, len(DATA_ROUTES))
+
+
+def test_tenant_erasure_destroys_vaults(server_factory):
+    """`ciel tenant erase` takes the tenant's vaults with it, live and soft-deleted: records,
+    sealed vault keys, every secret and key version."""
+    s = server_factory("kv-erase")
+    rg = f"kv-erase-{uuid.uuid4().hex[:6]}"
+    s.create_group(rg)
+    live, gone = _new_vault(s, rg), _new_vault(s, rg)
+    for v in (live, gone):
+        s.assign_role(v["id"], _role(s, KV_ADMIN), _admin_oid(s))
+        SecretClient(v["uri"], _cred(s), connection_verify=s.ca).set_secret("doomed", "to-be-erased")
+        KeyClient(v["uri"], _cred(s), connection_verify=s.ca).create_ec_key("doomed-key")
+    _mgmt(s).vaults.delete(rg, gone["name"])
+    db = f"file:{s.data_dir}/ciel.db?mode=ro"
+
+    def counts():
+        c = sqlite3.connect(db, uri=True, timeout=10)
+        try:
+            return (c.execute("SELECT count(*) FROM kv_versions").fetchone()[0],
+                    c.execute("SELECT count(*) FROM kv_deleted_vaults").fetchone()[0])
+        finally:
+            c.close()
+    assert counts() == (4, 1)
+    p = subprocess.run([os.environ.get("CIEL_BIN") or str(Path(__file__).resolve().parents[2] / "target/release/ciel"),
+                        "tenant", "erase", s.tenant, "--now", "--data-dir", str(s.data_dir)],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and "2 key vaults" in p.stdout, (p.stdout, p.stderr)
+    assert counts() == (0, 0)
+    r = requests.get(live["uri"] + "secrets/doomed", params={"api-version": "7.4"}, verify=s.ca, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "VaultNotFound"

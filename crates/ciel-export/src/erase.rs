@@ -68,9 +68,14 @@ pub fn give_notice(store: &dyn MetadataStore, tenant: &str, actor: &str) -> Resu
     Ok(rfc3339(now))
 }
 
+/// Key Vault's resource type.
+const VAULT_TYPE: &str = "Microsoft.KeyVault/vaults";
+
 #[derive(Debug, Default)]
 pub struct EraseReport {
     pub accounts: usize,
+    /// Key vaults destroyed (live and soft-deleted), with their keys and secrets.
+    pub vaults: usize,
     pub groups: usize,
     pub assignments: usize,
     pub definitions: usize,
@@ -124,6 +129,46 @@ pub fn erase(
             offline::destroy_account_files(blob_root, &id);
         }
         rep.accounts += 1;
+    }
+    // Key vaults, live and soft-deleted: the records that hold their sealed vault keys go with
+    // every secret and key version (crypto-erasure of secret values and software keys).
+    for s in store.list_subscriptions(tenant)? {
+        let scope = format!("/subscriptions/{}", s.id).to_ascii_lowercase();
+        let vaults: Vec<_> = store
+            .list_resources(&scope, Some(VAULT_TYPE), None, 100_000)?
+            .into_iter()
+            .filter(|r| r.tenant_id == tenant)
+            .collect();
+        for v in vaults {
+            store.delete_vault(
+                &v.id.to_ascii_lowercase(),
+                None,
+                &draft(
+                    tenant,
+                    actor,
+                    "Microsoft.KeyVault/vaults/delete",
+                    &v.id,
+                    json!({"cryptoErasure": true, "with": "tenantErasure"}),
+                ),
+            )?;
+            rep.vaults += 1;
+        }
+        for d in store.list_deleted_vaults(&s.id)? {
+            if d.resource.tenant_id != tenant {
+                continue;
+            }
+            store.purge_vault(
+                &d.resource.name,
+                &draft(
+                    tenant,
+                    actor,
+                    "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+                    &d.resource.id,
+                    json!({"cryptoErasure": true, "with": "tenantErasure"}),
+                ),
+            )?;
+            rep.vaults += 1;
+        }
     }
     for s in store.list_subscriptions(tenant)? {
         loop {
@@ -186,10 +231,11 @@ pub fn erase(
         )?;
         rep.principals += 1;
     }
-    // KEYVAULT: vaults' keys and secrets are destroyed here (software keys with their sealed
-    // material; HSM keys by their HSM handle), before the vault records.
+    // Keys held in an HSM are not destroyed here: erasure works on the data directory, without
+    // the HSM session; their records and wrapped vault keys are gone, and the operator removes
+    // the objects labelled `{vault}/...` from the token (docs/operations.md).
     store.append_audit(&[draft(tenant, actor, "Ciel.Tenant/erase/action", &target, json!({
-        "storageAccounts": rep.accounts, "resourceGroups": rep.groups, "roleAssignments": rep.assignments,
+        "storageAccounts": rep.accounts, "keyVaults": rep.vaults, "resourceGroups": rep.groups, "roleAssignments": rep.assignments,
         "customRoles": rep.definitions, "principals": rep.principals, "withoutNotice": notice_days.is_none()
     }))])?;
     store.set_setting(

@@ -213,7 +213,7 @@ async fn purge_due(
 ) -> Result<(), ciel_store::StoreError> {
     let now = ciel_core::time::now_unix();
     let due = ciel_store::run(store, move |s| s.kv_purge_due(now)).await?;
-    for (vault, object) in due {
+    for item in due {
         let draft = |target: String| ciel_core::audit::AuditDraft {
             actor: "system".into(),
             action: "Microsoft.KeyVault/purge/retentionEnded".into(),
@@ -221,16 +221,14 @@ async fn purge_due(
             outcome: "success".into(),
             ..Default::default()
         };
-        let gone = match object {
-            None => {
+        let gone = match item {
+            ciel_store::KvPurgeDue::Vault(vault) => {
                 let d = draft(format!("vault:{vault}"));
-                let v = vault.clone();
-                ciel_store::run(store, move |s| s.purge_vault(&v, &d)).await?
+                ciel_store::run(store, move |s| s.purge_vault(&vault, &d)).await?
             }
-            Some((kind, name)) => {
+            ciel_store::KvPurgeDue::Object { vault, kind, name } => {
                 let d = draft(format!("vault:{vault}/{kind}s/{name}"));
-                let v = vault.clone();
-                ciel_store::run(store, move |s| s.kv_purge(&v, &kind, &name, &d)).await?
+                ciel_store::run(store, move |s| s.kv_purge(&vault, &kind, &name, &d)).await?
             }
         };
         destroy_materials(custody, gone).await;

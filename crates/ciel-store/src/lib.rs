@@ -311,9 +311,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn recover_vault(&self, name: &str, audit: &AuditDraft) -> Result<Resource>;
     /// Destroys a deleted vault and its data.
     fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>>;
-    /// Deleted vaults and names whose purge date has passed: `(vault, None)` for a vault,
-    /// `(vault, Some((kind, name)))` for an object.
-    fn kv_purge_due(&self, now: i64) -> Result<Vec<(String, Option<(String, String)>)>>;
+    /// Deleted vaults and names whose purge date has passed.
+    fn kv_purge_due(&self, now: i64) -> Result<Vec<KvPurgeDue>>;
     // --- RBAC
     fn put_role_assignment(&self, a: &RoleAssignment, audit: &AuditDraft) -> Result<()>;
     fn get_role_assignment(&self, name: &str) -> Result<RoleAssignment>;

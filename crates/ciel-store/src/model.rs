@@ -384,3 +384,14 @@ pub struct Attestation {
     pub evidence_copy: String,
     pub note: Option<String>,
 }
+
+/// Something whose soft-delete retention has ended: a whole vault, or one secret or key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvPurgeDue {
+    Vault(String),
+    Object {
+        vault: String,
+        kind: String,
+        name: String,
+    },
+}

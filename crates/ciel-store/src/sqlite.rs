@@ -1763,7 +1763,7 @@ impl MetadataStore for SqliteStore {
     fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>> {
         self.write(|tx| keyvault::purge_vault(tx, name, audit))
     }
-    fn kv_purge_due(&self, now: i64) -> Result<Vec<(String, Option<(String, String)>)>> {
+    fn kv_purge_due(&self, now: i64) -> Result<Vec<KvPurgeDue>> {
         self.read(|c| keyvault::purge_due(c, now))
     }
     fn blob_accounts(&self) -> Result<Vec<String>> {

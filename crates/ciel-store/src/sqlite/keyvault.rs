@@ -433,14 +433,11 @@ pub(super) fn purge_vault(
     Ok(gone)
 }
 
-pub(super) fn purge_due(
-    c: &Connection,
-    now: i64,
-) -> Result<Vec<(String, Option<(String, String)>)>> {
+pub(super) fn purge_due(c: &Connection, now: i64) -> Result<Vec<KvPurgeDue>> {
     let mut out = Vec::new();
     let mut st = c.prepare("SELECT name FROM kv_deleted_vaults WHERE purge_at <= ?1")?;
     for r in st.query_map([now], |r| r.get::<_, String>(0))? {
-        out.push((r?, None));
+        out.push(KvPurgeDue::Vault(r?));
     }
     let mut st = c.prepare(
         "SELECT vault, kind, name FROM kv_names WHERE deleted IS NOT NULL AND purge_at <= ?1
@@ -453,8 +450,195 @@ pub(super) fn purge_due(
             r.get::<_, String>(2)?,
         ))
     })? {
-        let (v, k, n) = r?;
-        out.push((v, Some((k, n))));
+        let (vault, kind, name) = r?;
+        out.push(KvPurgeDue::Object { vault, kind, name });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::*;
+    use crate::sqlite::SqliteStore;
+    use crate::{MetadataStore, StoreError};
+    use ciel_core::audit::AuditDraft;
+    use serde_json::json;
+
+    fn d(action: &str) -> AuditDraft {
+        AuditDraft {
+            actor: "test".into(),
+            action: action.into(),
+            target: "t".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        }
+    }
+
+    fn version(name: &str, v: &str) -> KvVersion {
+        KvVersion {
+            vault: "v1".into(),
+            kind: "secret".into(),
+            name: name.into(),
+            version: v.into(),
+            created: 1,
+            updated: 1,
+            attributes: json!({"enabled": true}),
+            tags: json!({}),
+            content_type: None,
+            public: json!({}),
+            sealed: vec![1, 2, 3],
+        }
+    }
+
+    fn vault(s: &SqliteStore, name: &str) -> Resource {
+        if s.get_subscription("s").is_err() {
+            s.create_tenant(
+                &Tenant {
+                    id: "t".into(),
+                    display_name: "t".into(),
+                    default_domain: "t.example".into(),
+                    created: 1,
+                },
+                &d("tenant"),
+            )
+            .unwrap();
+            s.create_subscription(
+                &Subscription {
+                    id: "s".into(),
+                    tenant_id: "t".into(),
+                    display_name: "s".into(),
+                    state: "Enabled".into(),
+                    created: 1,
+                },
+                &d("subscription"),
+            )
+            .unwrap();
+        }
+        let r = Resource {
+            id: format!(
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/{name}"
+            ),
+            subscription_id: "s".into(),
+            resource_group: Some("g".into()),
+            rtype: "Microsoft.KeyVault/vaults".into(),
+            name: name.into(),
+            location: Some("francecentral".into()),
+            tenant_id: "t".into(),
+            body: json!({"name": name}),
+            created: 1,
+            changed: 1,
+            sealed: Some(vec![9; 40]),
+        };
+        s.put_resource(&r, &d("vault/write")).unwrap();
+        r
+    }
+
+    #[test]
+    fn names_versions_soft_delete_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        s.kv_put_version(&version("Db-Pass", "a"), &d("set"))
+            .unwrap();
+        s.kv_put_version(&version("db-pass", "b"), &d("set"))
+            .unwrap();
+        // Case-insensitive names keep their first spelling; latest is the last created.
+        let latest = s.kv_get_version("v1", "secret", "DB-PASS", None).unwrap();
+        assert_eq!(
+            (latest.name.as_str(), latest.version.as_str()),
+            ("Db-Pass", "b")
+        );
+        assert_eq!(
+            s.kv_list_versions("v1", "secret", "db-pass").unwrap().len(),
+            2
+        );
+        assert_eq!(s.kv_list("v1", "secret", false).unwrap().len(), 1);
+        s.kv_set_deleted("v1", "secret", "db-pass", Some((10, 20)), &d("delete"))
+            .unwrap();
+        assert!(s.kv_list("v1", "secret", false).unwrap().is_empty());
+        assert_eq!(s.kv_list("v1", "secret", true).unwrap().len(), 1);
+        assert!(matches!(
+            s.kv_put_version(&version("db-pass", "c"), &d("set")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.kv_purge_due(19).unwrap(),
+            vec![],
+            "not due before its purge date"
+        );
+        assert_eq!(
+            s.kv_purge_due(20).unwrap(),
+            vec![KvPurgeDue::Object {
+                vault: "v1".into(),
+                kind: "secret".into(),
+                name: "db-pass".into()
+            }]
+        );
+        s.kv_set_deleted("v1", "secret", "db-pass", None, &d("recover"))
+            .unwrap();
+        assert_eq!(s.kv_list("v1", "secret", false).unwrap().len(), 1);
+        let gone = s.kv_purge("v1", "secret", "db-pass", &d("purge")).unwrap();
+        assert_eq!(gone.len(), 2);
+        assert!(matches!(
+            s.kv_get_name("v1", "secret", "db-pass"),
+            Err(StoreError::NotFound)
+        ));
+        // Restore recreates every version; a second restore conflicts.
+        s.kv_restore(&gone, &d("restore")).unwrap();
+        assert!(matches!(
+            s.kv_restore(&gone, &d("restore")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.read_audit(0, 100).unwrap().len(),
+            6,
+            "one entry per change, none for the refused ones"
+        );
+    }
+
+    #[test]
+    fn vaults_soft_delete_recover_and_purge_with_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let r = vault(&s, "v1");
+        s.kv_put_version(&version("x", "a"), &d("set")).unwrap();
+        s.delete_vault(&r.id, Some((100, 200)), &d("delete"))
+            .unwrap();
+        assert!(matches!(
+            s.get_resource(&r.id.to_ascii_lowercase()),
+            Err(StoreError::NotFound)
+        ));
+        let dv = s.get_deleted_vault("V1").unwrap();
+        assert_eq!((dv.deleted, dv.purge_at), (100, 200));
+        assert_eq!(dv.resource.sealed, r.sealed, "the sealed vault key is kept");
+        assert_eq!(s.list_deleted_vaults("s").unwrap().len(), 1);
+        assert_eq!(
+            s.kv_purge_due(200).unwrap(),
+            vec![KvPurgeDue::Vault("v1".into())]
+        );
+        let back = s.recover_vault("v1", &d("recover")).unwrap();
+        assert_eq!(back.id, r.id);
+        assert!(
+            s.kv_get_version("v1", "secret", "x", None).is_ok(),
+            "data survives the soft delete"
+        );
+        s.delete_vault(&r.id, Some((100, 200)), &d("delete"))
+            .unwrap();
+        let gone = s.purge_vault("v1", &d("purge")).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert!(matches!(
+            s.get_deleted_vault("v1"),
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.kv_get_version("v1", "secret", "x", None),
+            Err(StoreError::NotFound)
+        ));
+        // A hard delete takes the data at once.
+        let r2 = vault(&s, "v2");
+        let mut v = version("y", "a");
+        v.vault = "v2".into();
+        s.kv_put_version(&v, &d("set")).unwrap();
+        assert_eq!(s.delete_vault(&r2.id, None, &d("delete")).unwrap().len(), 1);
+        assert!(s.kv_list("v2", "secret", false).unwrap().is_empty());
+    }
 }
