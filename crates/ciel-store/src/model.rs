@@ -7,7 +7,7 @@ pub struct Tenant {
     pub id: String,
     pub display_name: String,
     pub default_domain: String,
-    /// Whether users holding Owner must present a second factor (enforced by the MFA work).
+    /// Unix seconds of creation.
     pub created: i64,
 }
 

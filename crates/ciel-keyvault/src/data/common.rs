@@ -1,5 +1,6 @@
-//! What secrets and keys share: object names, attributes, tags, versions, paging, and the
-//! checks of an object's state (deleted, disabled, not yet valid, expired).
+//! What secrets and keys share: object names, attributes, tags, versions, paging, the checks of
+//! an object's state (deleted, disabled, not yet valid, expired), and soft delete, recover and
+//! purge.
 
 use super::error::{KvError, KvResult};
 use super::Ctx;
@@ -271,4 +272,91 @@ pub fn page(ctx: &Ctx<'_>, path: &str, items: Vec<(String, Value)>) -> KvResult<
 /// Sort key of a version in a versions list: creation order.
 pub fn version_key(i: usize) -> String {
     format!("{i:012}")
+}
+
+/// `secrets` or `keys`: the family in paths, data actions and audit targets.
+fn family(kind: &str) -> &'static str {
+    if kind == "key" {
+        "keys"
+    } else {
+        "secrets"
+    }
+}
+
+/// Soft-deletes a live name (every version); returns its new state and its latest version.
+pub async fn soft_delete(
+    ctx: &Ctx<'_>,
+    kind: &'static str,
+    name: &str,
+) -> KvResult<(KvName, KvVersion)> {
+    let fam = family(kind);
+    let v = load_version(ctx, kind, name, None).await?;
+    let now = ciel_core::time::now_unix();
+    let purge_at = now + ctx.retention_days() * 86_400;
+    let draft = ctx.draft(
+        &format!("Microsoft.KeyVault/vaults/{fam}/delete"),
+        &format!("{}/{fam}/{}", ctx.vault.id, v.name),
+        "success",
+        json!({"scheduledPurgeDate": purge_at}),
+    );
+    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
+    ciel_store::run(&ctx.svc.store, move |s| {
+        s.kv_set_deleted(&vault, kind, &n, Some((now, purge_at)), &draft)
+    })
+    .await?;
+    let state = KvName {
+        vault: ctx.vault_name.clone(),
+        kind: kind.into(),
+        name: v.name.clone(),
+        deleted: Some(now),
+        purge_at: Some(purge_at),
+        policy: None,
+    };
+    Ok((state, v))
+}
+
+/// Brings a deleted name back; returns its latest version.
+pub async fn recover(ctx: &Ctx<'_>, kind: &'static str, name: &str) -> KvResult<KvVersion> {
+    let fam = family(kind);
+    let (_, v) = load_deleted(ctx, kind, name).await?;
+    let draft = ctx.draft(
+        &format!("Microsoft.KeyVault/vaults/{fam}/recover/action"),
+        &format!("{}/{fam}/{}", ctx.vault.id, v.name),
+        "success",
+        json!({}),
+    );
+    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
+    ciel_store::run(&ctx.svc.store, move |s| {
+        s.kv_set_deleted(&vault, kind, &n, None, &draft)
+    })
+    .await?;
+    Ok(v)
+}
+
+/// Removes a deleted name for good (refused, and audited, under purge protection); returns the
+/// versions removed.
+pub async fn purge(ctx: &Ctx<'_>, kind: &'static str, name: &str) -> KvResult<Vec<KvVersion>> {
+    let fam = family(kind);
+    let (_, v) = load_deleted(ctx, kind, name).await?;
+    let target = format!("{}/{fam}/{}", ctx.vault.id, v.name);
+    let action = format!("Microsoft.KeyVault/vaults/{fam}/purge/action");
+    if ctx.purge_protected() {
+        ctx.audit(ctx.draft(
+            &action,
+            &target,
+            "denied",
+            json!({"reason": "PurgeProtection"}),
+        ))
+        .await?;
+        return Err(KvError::forbidden(
+            "PurgeProtectionEnabled",
+            format!("This vault has purge protection: deleted {fam} are purged only when their retention period ends."),
+        ));
+    }
+    let draft = ctx.draft(&action, &target, "success", json!({}));
+    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
+    Ok(ciel_store::run(&ctx.svc.store, move |s| {
+        s.kv_purge(&vault, kind, &n, &draft)
+    })
+    .await?)
 }

@@ -407,29 +407,8 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> KvResul
 pub async fn delete(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("keys", Some(name), "keys/delete", "delete")
         .await?;
-    let v = load_version(ctx, KIND, name, None).await?;
-    let now = ciel_core::time::now_unix();
-    let purge_at = now + ctx.retention_days() * 86_400;
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/keys/delete",
-        &format!("{}/keys/{}", ctx.vault.id, v.name),
-        "success",
-        json!({"scheduledPurgeDate": purge_at}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_set_deleted(&vault, KIND, &n, Some((now, purge_at)), &draft)
-    })
-    .await?;
-    let nm = ciel_store::KvName {
-        vault: ctx.vault_name.clone(),
-        kind: KIND.into(),
-        name: v.name.clone(),
-        deleted: Some(now),
-        purge_at: Some(purge_at),
-        policy: None,
-    };
-    Ok(ok_json(render_deleted(ctx, &nm, &v)))
+    let (state, v) = common::soft_delete(ctx, KIND, name).await?;
+    Ok(ok_json(render_deleted(ctx, &state, &v)))
 }
 
 pub async fn list(ctx: &Ctx<'_>) -> KvResult<Response> {
@@ -485,50 +464,14 @@ pub async fn get_deleted(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
 pub async fn recover(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("keys", Some(name), "keys/recover/action", "recover")
         .await?;
-    let (_, v) = load_deleted(ctx, KIND, name).await?;
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/keys/recover/action",
-        &format!("{}/keys/{}", ctx.vault.id, v.name),
-        "success",
-        json!({}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_set_deleted(&vault, KIND, &n, None, &draft)
-    })
-    .await?;
+    let v = common::recover(ctx, KIND, name).await?;
     Ok(ok_json(render(ctx, &v)))
 }
 
 pub async fn purge(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("keys", Some(name), "keys/purge/action", "purge")
         .await?;
-    let (_, v) = load_deleted(ctx, KIND, name).await?;
-    let target = format!("{}/keys/{}", ctx.vault.id, v.name);
-    if ctx.purge_protected() {
-        ctx.audit(ctx.draft(
-            "Microsoft.KeyVault/vaults/keys/purge/action",
-            &target,
-            "denied",
-            json!({"reason": "PurgeProtection"}),
-        ))
-        .await?;
-        return Err(KvError::forbidden(
-            "PurgeProtectionEnabled",
-            "This vault has purge protection: deleted keys are purged only when their retention period ends.",
-        ));
-    }
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/keys/purge/action",
-        &target,
-        "success",
-        json!({}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    let gone = ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_purge(&vault, KIND, &n, &draft)
-    })
-    .await?;
+    let gone = common::purge(ctx, KIND, name).await?;
     crate::destroy_materials(&ctx.svc.custody, gone).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

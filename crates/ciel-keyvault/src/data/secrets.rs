@@ -202,29 +202,8 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> KvResul
 pub async fn delete(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("secrets", Some(name), "secrets/delete", "delete")
         .await?;
-    let v = load_version(ctx, KIND, name, None).await?;
-    let now = ciel_core::time::now_unix();
-    let purge_at = now + ctx.retention_days() * 86_400;
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/secrets/delete",
-        &format!("{}/secrets/{}", ctx.vault.id, v.name),
-        "success",
-        json!({"scheduledPurgeDate": purge_at}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_set_deleted(&vault, KIND, &n, Some((now, purge_at)), &draft)
-    })
-    .await?;
-    let nm = ciel_store::KvName {
-        vault: ctx.vault_name.clone(),
-        kind: KIND.into(),
-        name: v.name.clone(),
-        deleted: Some(now),
-        purge_at: Some(purge_at),
-        policy: None,
-    };
-    Ok(ok_json(render_deleted(ctx, &nm, &v, true)))
+    let (state, v) = common::soft_delete(ctx, KIND, name).await?;
+    Ok(ok_json(render_deleted(ctx, &state, &v, true)))
 }
 
 /// `GET /secrets`: each live secret once, without its value.
@@ -290,18 +269,7 @@ pub async fn get_deleted(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
 pub async fn recover(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("secrets", Some(name), "secrets/recover/action", "recover")
         .await?;
-    let (_, v) = load_deleted(ctx, KIND, name).await?;
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/secrets/recover/action",
-        &format!("{}/secrets/{}", ctx.vault.id, v.name),
-        "success",
-        json!({}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_set_deleted(&vault, KIND, &n, None, &draft)
-    })
-    .await?;
+    let v = common::recover(ctx, KIND, name).await?;
     Ok(ok_json(render(ctx, &v, None, true)))
 }
 
@@ -309,31 +277,6 @@ pub async fn recover(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
 pub async fn purge(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     ctx.authorize("secrets", Some(name), "secrets/purge/action", "purge")
         .await?;
-    let (_, v) = load_deleted(ctx, KIND, name).await?;
-    let target = format!("{}/secrets/{}", ctx.vault.id, v.name);
-    if ctx.purge_protected() {
-        ctx.audit(ctx.draft(
-            "Microsoft.KeyVault/vaults/secrets/purge/action",
-            &target,
-            "denied",
-            json!({"reason": "PurgeProtection"}),
-        ))
-        .await?;
-        return Err(KvError::forbidden(
-            "PurgeProtectionEnabled",
-            "This vault has purge protection: deleted secrets are purged only when their retention period ends.",
-        ));
-    }
-    let draft = ctx.draft(
-        "Microsoft.KeyVault/vaults/secrets/purge/action",
-        &target,
-        "success",
-        json!({}),
-    );
-    let (vault, n) = (ctx.vault_name.clone(), name.to_string());
-    ciel_store::run(&ctx.svc.store, move |s| {
-        s.kv_purge(&vault, KIND, &n, &draft)
-    })
-    .await?;
+    common::purge(ctx, KIND, name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
