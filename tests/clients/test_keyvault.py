@@ -934,3 +934,75 @@ def test_tenant_erasure_destroys_vaults(server_factory):
     assert counts() == (0, 0)
     r = requests.get(live["uri"] + "secrets/doomed", params={"api-version": "7.4"}, verify=s.ca, timeout=30)
     assert r.status_code == 404 and r.json()["error"]["code"] == "VaultNotFound"
+
+
+def test_hsm_key_types_need_a_premium_vault_on_an_hsm(kv):
+    s = kv["server"]
+    if kv["backend"] != "pkcs11":
+        # Software custody: premium (HSM-protected keys) is refused at the vault, RSA-HSM at the key.
+        with pytest.raises(HttpResponseError) as e:
+            _new_vault(s, kv["rg"], sku={"family": "A", "name": "premium"})
+        assert e.value.status_code == 400 and e.value.error.code == "SkuNotAvailable"
+        r = _rest(kv, "POST", f"/keys/hsm-{uuid.uuid4().hex[:6]}/create", body={"kty": "RSA-HSM"})
+        assert r.status_code == 400, describe(r)
+        return
+    v = _new_vault(s, kv["rg"], sku={"family": "A", "name": "premium"})
+    assert v["model"].properties.sku.name == "premium"
+    s.assign_role(v["id"], _role(s, KV_ADMIN), _admin_oid(s))
+    kc = KeyClient(v["uri"], kv["cred"], connection_verify=s.ca)
+    rsa_key = kc.create_rsa_key(f"hsm-rsa-{uuid.uuid4().hex[:6]}", hardware_protected=True)
+    ec_key = kc.create_ec_key(f"hsm-ec-{uuid.uuid4().hex[:6]}", curve=KeyCurveName.p_256, hardware_protected=True)
+    assert rsa_key.key_type == "RSA-HSM" and ec_key.key_type == "EC-HSM"
+    digest = hashlib.sha256(b"in the HSM").digest()
+    sig = CryptographyClient(rsa_key, kv["cred"], connection_verify=s.ca).sign(SignatureAlgorithm.rs256, digest).signature
+    _public_rsa(rsa_key).verify(sig, b"in the HSM", padding.PKCS1v15(), hashes.SHA256())
+    sig = CryptographyClient(ec_key, kv["cred"], connection_verify=s.ca).sign(SignatureAlgorithm.es256, digest).signature
+    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    _public_ec(ec_key).verify(der, b"in the HSM", ec.ECDSA(hashes.SHA256()))
+    # A standard vault refuses HSM key types even on an HSM deployment, as Azure does.
+    r = _rest(kv, "POST", f"/keys/hsm-{uuid.uuid4().hex[:6]}/create", body={"kty": "EC-HSM"})
+    assert r.status_code == 400, describe(r)
+
+
+def test_rotation_policy_rotates_keys_when_due(servers):
+    """The platform carries out a policy's Rotate action: a server whose clock is moved past
+    `timeAfterCreate` rotates the key at start (its periodic sweep), and leaves a key whose policy
+    is not yet due alone."""
+    from cieltest import faketime_library
+    lib = faketime_library()
+    if not lib:
+        missing_prerequisite("libfaketime is not installed (apt-get install libfaketime)")
+    s = servers.new("kv-clock")
+    s.base.mkdir(parents=True, exist_ok=True)
+    clock = s.base / "faketime"
+    clock.write_text("+0\n")
+    s.extra_env.update({"LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": str(clock), "FAKETIME_NO_CACHE": "1",
+                        "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    s.start()
+    try:
+        rg = f"kv-rot-{uuid.uuid4().hex[:6]}"
+        s.create_group(rg)
+        v = _new_vault(s, rg)
+        s.assign_role(v["id"], _role(s, KV_ADMIN), _admin_oid(s))
+        kc = KeyClient(v["uri"], _cred(s), connection_verify=s.ca)
+        due, later = kc.create_rsa_key("rotates-weekly"), kc.create_ec_key("rotates-monthly")
+        kc.update_key_rotation_policy(due.name, KeyRotationPolicy(lifetime_actions=[
+            KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P7D")], expires_in="P1Y"))
+        kc.update_key_rotation_policy(later.name, KeyRotationPolicy(lifetime_actions=[
+            KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")]))
+        s.stop()
+        clock.write_text("+8d\n")
+        s.start()
+        kc = KeyClient(v["uri"], _cred(s), connection_verify=s.ca)
+
+        def rotated():
+            return len(list(kc.list_properties_of_key_versions(due.name))) == 2
+        _wait_for(rotated, 20, what="the due key to be rotated by its policy")
+        new = kc.get_key(due.name)
+        assert new.properties.version != due.properties.version and new.properties.expires_on is not None
+        assert len(list(kc.list_properties_of_key_versions(later.name))) == 1
+        rows = _audit(s, "Microsoft.KeyVault/vaults/keys/rotate/action", due.name)
+        assert any(r[0] == "system:key-rotation-policy" and '"policy"' in (r[2] or "") for r in rows), rows
+    finally:
+        clock.write_text("+0\n")
+        s.stop()

@@ -8,9 +8,8 @@ use crate::custody::{self, EncAlg, KeyMaterial};
 use crate::data::error::KvError;
 use crate::data::keys::{kid, label, public_key, usable};
 use crate::data::{blocking, common, Ctx, KeyVaultService};
-use bytes::Bytes;
 use ciel_arm::cmk::{CmkError, CmkIdentity, CustomerKeys};
-use ciel_core::{Caller, PrincipalKind, ResourceId};
+use ciel_core::{Caller, PrincipalKind};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -60,38 +59,25 @@ impl KeyVaultCmk {
             .filter(|n| !n.contains('.'))
             .ok_or_else(not_found)?
             .to_string();
-        let n = name.clone();
-        let found = ciel_store::run(&self.svc.store, move |s| {
-            s.find_resources_by_name(crate::vault::TYPE, &n)
-        })
-        .await
-        .map_err(|e| CmkError::Internal(e.to_string()))?;
-        let vault = found
-            .into_iter()
-            .find(|v| v.tenant_id == who.tenant_id)
+        let caller = Caller {
+            tenant_id: who.tenant_id.clone(),
+            object_id: who.object_id.clone(),
+            app_id: String::new(),
+            kind: PrincipalKind::ServicePrincipal,
+            upn: None,
+            audience: self.svc.endpoints.keyvault_resource(),
+        };
+        let ctx = self
+            .svc
+            .internal_ctx(&name, caller)
+            .await
+            .map_err(map)?
             .ok_or_else(not_found)?;
-        let vault_id =
-            ResourceId::parse(&vault.id).ok_or_else(|| CmkError::Internal("vault id".into()))?;
-        Ok(Ctx {
-            svc: &self.svc,
-            base: format!("https://{}{}", name, suffix),
-            vault_name: name,
-            vault,
-            vault_id,
-            caller: Caller {
-                tenant_id: who.tenant_id.clone(),
-                object_id: who.object_id.clone(),
-                app_id: String::new(),
-                kind: PrincipalKind::ServicePrincipal,
-                upn: None,
-                audience: self.svc.endpoints.keyvault_resource(),
-            },
-            request_id: uuid::Uuid::new_v4().to_string(),
-            client_ip: None,
-            api_version: "internal".into(),
-            query: vec![],
-            body: Bytes::new(),
-        })
+        // A vault of another tenant does not exist for the identity.
+        if ctx.vault.tenant_id != who.tenant_id {
+            return Err(not_found());
+        }
+        Ok(ctx)
     }
 }
 

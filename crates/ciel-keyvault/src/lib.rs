@@ -192,16 +192,22 @@ impl ResourceProvider for KeyVaultProvider {
     }
 }
 
-/// Purges, at start and then every ten minutes, the deleted vaults, secrets and keys whose
-/// retention period has ended (purge protection only forbids purging them earlier). Each purge
-/// is audited as the platform's.
-pub fn spawn_purger(store: Store, custody: Arc<dyn Custody>) -> tokio::task::JoinHandle<()> {
+/// The platform's periodic Key Vault work, at start and then every ten minutes: purge the
+/// deleted vaults, secrets and keys whose retention period has ended (purge protection only
+/// forbids purging them earlier), and rotate the keys whose rotation policy says so. Each purge
+/// and rotation is audited as the platform's.
+pub fn spawn_sweeper(svc: Arc<data::KeyVaultService>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             tick.tick().await;
-            if let Err(e) = purge_due(&store, &custody).await {
+            if let Err(e) = purge_due(&svc.store, &svc.custody).await {
                 tracing::error!(error = %e, "purging expired deleted vaults and objects failed");
+            }
+            match svc.rotate_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rotated = n, "keys rotated by their rotation policy"),
+                Err(e) => tracing::error!(error = %e, "rotating keys by policy failed"),
             }
         }
     })

@@ -311,6 +311,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn recover_vault(&self, name: &str, audit: &AuditDraft) -> Result<Resource>;
     /// Destroys a deleted vault and its data.
     fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>>;
+    /// Live keys that carry a rotation policy, in every vault.
+    fn kv_with_policy(&self) -> Result<Vec<KvName>>;
     /// Deleted vaults and names whose purge date has passed.
     fn kv_purge_due(&self, now: i64) -> Result<Vec<KvPurgeDue>>;
     // --- RBAC

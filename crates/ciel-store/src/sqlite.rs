@@ -1763,6 +1763,9 @@ impl MetadataStore for SqliteStore {
     fn purge_vault(&self, name: &str, audit: &AuditDraft) -> Result<Vec<KvVersion>> {
         self.write(|tx| keyvault::purge_vault(tx, name, audit))
     }
+    fn kv_with_policy(&self) -> Result<Vec<KvName>> {
+        self.read(keyvault::with_policy)
+    }
     fn kv_purge_due(&self, now: i64) -> Result<Vec<KvPurgeDue>> {
         self.read(|c| keyvault::purge_due(c, now))
     }

@@ -675,7 +675,7 @@ fn up(
                 ciel_keyvault::KeyVaultProvider::new(store.clone(), custody.clone(), endpoints.clone()),
             ],
         });
-        let purger = ciel_keyvault::spawn_purger(store.clone(), custody.clone());
+        let purger = ciel_keyvault::spawn_sweeper(vault.clone());
         let blob = Arc::new(ciel_storage::blob::BlobService {
             store: store.clone(),
             master: master.clone(),

@@ -484,7 +484,7 @@ pub async fn rotate(ctx: &Ctx<'_>, name: &str) -> KvResult<Response> {
     Ok(ok_json(render(ctx, &v)))
 }
 
-async fn rotate_key(ctx: &Ctx<'_>, name: &str, why: &str) -> KvResult<KvVersion> {
+pub(crate) async fn rotate_key(ctx: &Ctx<'_>, name: &str, why: &str) -> KvResult<KvVersion> {
     let cur = load_version(ctx, KIND, name, None).await?;
     let kty = cur.public["kty"].as_str().unwrap_or("RSA").to_string();
     let spec = if kty.starts_with("EC") {
@@ -564,6 +564,29 @@ pub fn iso_duration_secs(s: &str) -> Option<i64> {
         return None;
     }
     Some(total)
+}
+
+/// Whether a policy's `Rotate` action is due for the key's current version `v` at `now`:
+/// `timeAfterCreate` counts from the version's creation, `timeBeforeExpiry` back from its `exp`.
+pub fn rotation_due(policy: &Value, v: &KvVersion, now: i64) -> bool {
+    policy["lifetimeActions"].as_array().is_some_and(|actions| {
+        actions.iter().any(|a| {
+            if a["action"]["type"].as_str() != Some("Rotate") {
+                return false;
+            }
+            let t = &a["trigger"];
+            if let Some(d) = t["timeAfterCreate"].as_str().and_then(iso_duration_secs) {
+                return now >= v.created + d;
+            }
+            if let (Some(d), Some(exp)) = (
+                t["timeBeforeExpiry"].as_str().and_then(iso_duration_secs),
+                v.attributes["exp"].as_i64(),
+            ) {
+                return now >= exp - d;
+            }
+            false
+        })
+    })
 }
 
 fn default_policy() -> Value {
@@ -857,6 +880,37 @@ pub async fn get_random_bytes(ctx: &Ctx<'_>) -> KvResult<Response> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rotation_policies_fall_due() {
+        use serde_json::json;
+        let mut v = ciel_store::KvVersion {
+            vault: "v".into(),
+            kind: "key".into(),
+            name: "k".into(),
+            version: "1".into(),
+            created: 1_000,
+            updated: 1_000,
+            attributes: json!({}),
+            tags: json!({}),
+            content_type: None,
+            public: json!({}),
+            sealed: vec![],
+        };
+        let after = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P7D"}, "action": {"type": "Rotate"}}]});
+        assert!(!super::rotation_due(&after, &v, 1_000 + 7 * 86_400 - 1));
+        assert!(super::rotation_due(&after, &v, 1_000 + 7 * 86_400));
+        let notify = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P7D"}, "action": {"type": "Notify"}}]});
+        assert!(!super::rotation_due(&notify, &v, 10_000_000));
+        let before = json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P10D"}, "action": {"type": "Rotate"}}]});
+        assert!(
+            !super::rotation_due(&before, &v, 10_000_000),
+            "no exp: nothing to count back from"
+        );
+        v.attributes = json!({"exp": 100 * 86_400});
+        assert!(!super::rotation_due(&before, &v, 89 * 86_400));
+        assert!(super::rotation_due(&before, &v, 90 * 86_400));
+    }
+
     #[test]
     fn durations() {
         assert_eq!(super::iso_duration_secs("P90D"), Some(90 * 86_400));

@@ -221,6 +221,77 @@ pub fn ok_json(v: Value) -> Response {
 }
 
 impl KeyVaultService {
+    /// A request context for the platform's own work on a vault (rotation by policy, keys for
+    /// other services): `caller` is who acts, recorded in the audit.
+    pub async fn internal_ctx(&self, vault: &str, caller: Caller) -> KvResult<Option<Ctx<'_>>> {
+        let n = vault.to_ascii_lowercase();
+        let found = ciel_store::run(&self.store, move |s| {
+            s.find_resources_by_name(crate::vault::TYPE, &n)
+        })
+        .await?;
+        let Some(v) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let vault_id =
+            ResourceId::parse(&v.id).ok_or_else(|| KvError::Internal("vault id".into()))?;
+        let name = v.name.to_ascii_lowercase();
+        Ok(Some(Ctx {
+            svc: self,
+            base: format!("https://{}.{}", name, self.endpoints.keyvault_suffix()),
+            vault_name: name,
+            vault: v,
+            vault_id,
+            caller,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            client_ip: None,
+            api_version: "internal".into(),
+            query: vec![],
+            body: Bytes::new(),
+        }))
+    }
+
+    /// Carries out the `Rotate` actions of rotation policies that are due. Each rotation is
+    /// audited as the platform's (`system:key-rotation-policy`).
+    pub async fn rotate_due(&self) -> KvResult<usize> {
+        let names = ciel_store::run(&self.store, |s| s.kv_with_policy()).await?;
+        let now = ciel_core::time::now_unix();
+        let mut rotated = 0;
+        for n in names {
+            let Some(policy) = n.policy.as_ref() else {
+                continue;
+            };
+            let Some(tenant) = self.vault_tenant(&n.vault).await? else {
+                continue;
+            };
+            let caller = Caller {
+                tenant_id: tenant,
+                object_id: String::new(),
+                app_id: String::new(),
+                kind: ciel_core::PrincipalKind::ServicePrincipal,
+                upn: Some("system:key-rotation-policy".into()),
+                audience: String::new(),
+            };
+            let Some(ctx) = self.internal_ctx(&n.vault, caller).await? else {
+                continue;
+            };
+            let current = common::load_version(&ctx, "key", &n.name, None).await?;
+            if keys::rotation_due(policy, &current, now) {
+                keys::rotate_key(&ctx, &n.name, "policy").await?;
+                rotated += 1;
+            }
+        }
+        Ok(rotated)
+    }
+
+    async fn vault_tenant(&self, vault: &str) -> KvResult<Option<String>> {
+        let n = vault.to_string();
+        let found = ciel_store::run(&self.store, move |s| {
+            s.find_resources_by_name(crate::vault::TYPE, &n)
+        })
+        .await?;
+        Ok(found.into_iter().next().map(|r| r.tenant_id))
+    }
+
     /// The `WWW-Authenticate` value: the vault's tenant and the bare vault domain (with its port
     /// unless 443), which the SDKs check against the vault's host.
     fn challenge(&self, tenant: &str) -> String {

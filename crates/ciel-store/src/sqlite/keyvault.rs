@@ -433,6 +433,15 @@ pub(super) fn purge_vault(
     Ok(gone)
 }
 
+pub(super) fn with_policy(c: &Connection) -> Result<Vec<KvName>> {
+    let mut st = c.prepare(&format!(
+        "SELECT {NAME_COLS} FROM kv_names n WHERE n.kind = 'key' AND n.policy IS NOT NULL AND n.deleted IS NULL
+           AND n.vault NOT IN (SELECT name FROM kv_deleted_vaults) ORDER BY n.vault, n.name"
+    ))?;
+    let rows = st.query_map([], name_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(super) fn purge_due(c: &Connection, now: i64) -> Result<Vec<KvPurgeDue>> {
     let mut out = Vec::new();
     let mut st = c.prepare("SELECT name FROM kv_deleted_vaults WHERE purge_at <= ?1")?;
