@@ -167,9 +167,6 @@ async fn foreign_source(
             "The copy source storage account does not exist.",
         )
     })?;
-    if let Some(e) = acct.key_error.clone() {
-        return Err(super::customer_key_error(e));
-    }
     let (a, c) = (acct.id.key(), src.container.clone());
     let container =
         ciel_store::run(&ctx.svc.store, move |s| s.get_container(&a, &c).found()).await?;
@@ -238,6 +235,10 @@ async fn foreign_source(
                 "A copy source in another account must carry a SAS or be publicly readable.",
             ));
         }
+    }
+    // Only a caller allowed to read the source learns that its customer key cannot be used.
+    if let Some(e) = acct.key_error.clone() {
+        return Err(super::customer_key_error(e));
     }
     if container.is_none() {
         return Ok((None, origin_of(&acct)));
