@@ -59,10 +59,17 @@ fn hex_lower(b: &[u8]) -> String {
 }
 
 fn new_secret(object_id: &str) -> (String, ClientSecret) {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    // Entra secrets contain `~`; ours are base64url (always URL- and shell-safe), 43 chars.
-    let secret = B64URL.encode(b);
+    // Entra secrets contain `~`; ours are base64url (always URL- and shell-safe), 43 chars. A
+    // secret never starts with `-`: `az login -p -xyz…` would read it as an option (1 draw in 64
+    // did, and failed the sign-in). Redrawing keeps the secret uniform over the rest.
+    let secret = loop {
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        let s = B64URL.encode(b);
+        if !s.starts_with('-') {
+            break s;
+        }
+    };
     let now = ciel_core::time::now_unix();
     let rec = ClientSecret {
         key_id: new_guid(),
@@ -73,6 +80,17 @@ fn new_secret(object_id: &str) -> (String, ClientSecret) {
         expires: now + SECRET_LIFETIME,
     };
     (secret, rec)
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn secrets_never_start_with_a_dash() {
+        for _ in 0..2_000 {
+            let (s, _) = super::new_secret("o");
+            assert!(!s.starts_with('-') && s.len() == 43, "{s}");
+        }
+    }
 }
 
 /// A new service principal and its secret (returned once, stored only as a hash).
