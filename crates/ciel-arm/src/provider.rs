@@ -83,3 +83,44 @@ pub trait ResourceProvider: Send + Sync + 'static {
     /// that data is destroyed with the metadata.
     async fn delete_for_group(&self, id: &ResourceId, caller: &Caller) -> ArmResult<()>;
 }
+
+/// A provider's record of type `rtype` at `id`, if it exists in the caller's tenant (another
+/// tenant's resource does not exist for the caller).
+pub async fn load_own(
+    store: &ciel_store::Store,
+    id: &ResourceId,
+    caller: &Caller,
+    rtype: &'static str,
+) -> ArmResult<Option<ciel_store::Resource>> {
+    use ciel_store::Found;
+    let key = id.key();
+    let found = ciel_store::run(store, move |s| s.get_resource(&key).found()).await?;
+    Ok(found.filter(|r| r.tenant_id == caller.tenant_id && r.rtype.eq_ignore_ascii_case(rtype)))
+}
+
+/// `GET` of a collection of `rtype` by subscription or resource group (the router authorized
+/// read at that scope): the caller's tenant's records, as their ARM bodies.
+pub async fn list_own(
+    store: &ciel_store::Store,
+    req: &ProviderRequest,
+    rtype: &'static str,
+) -> ArmResult<ProviderResponse> {
+    let mut scope = req.id.clone();
+    scope.namespace = None;
+    scope.segments.clear();
+    let key = scope.key();
+    let tenant = req.caller.tenant_id.clone();
+    let all = ciel_store::run(store, move |s| {
+        s.list_resources(&key, Some(rtype), None, 100_000)
+    })
+    .await?;
+    let value: Vec<_> = all
+        .into_iter()
+        .filter(|r| r.tenant_id == tenant)
+        .map(|r| r.body)
+        .collect();
+    Ok(ProviderResponse::Done {
+        status: http::StatusCode::OK,
+        body: Some(serde_json::json!({ "value": value })),
+    })
+}

@@ -16,7 +16,7 @@ use crate::KeyVaultProvider;
 use ciel_arm::error::ArmResult;
 use ciel_arm::provider::{ProviderRequest, ProviderResponse};
 use ciel_core::{ApiError, Caller, ResourceId};
-use ciel_store::{Found, Resource};
+use ciel_store::Resource;
 use http::StatusCode;
 use serde_json::json;
 
@@ -60,9 +60,7 @@ pub async fn load(
     id: &ResourceId,
     caller: &Caller,
 ) -> ArmResult<Option<Resource>> {
-    let key = id.key();
-    let found = ciel_store::run(&p.store, move |s| s.get_resource(&key).found()).await?;
-    Ok(found.filter(|r| r.tenant_id == caller.tenant_id && r.rtype.eq_ignore_ascii_case(TYPE)))
+    ciel_arm::provider::load_own(&p.store, id, caller, TYPE).await
 }
 
 pub async fn get(p: &KeyVaultProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
@@ -77,24 +75,7 @@ pub async fn get(p: &KeyVaultProvider, req: &ProviderRequest) -> ArmResult<Provi
 
 /// List by subscription or by resource group (the router authorized read at that scope).
 pub async fn list(p: &KeyVaultProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    let mut scope = req.id.clone();
-    scope.namespace = None;
-    scope.segments.clear();
-    let key = scope.key();
-    let tenant = req.caller.tenant_id.clone();
-    let all = ciel_store::run(&p.store, move |s| {
-        s.list_resources(&key, Some(TYPE), None, 100_000)
-    })
-    .await?;
-    let value: Vec<_> = all
-        .into_iter()
-        .filter(|r| r.tenant_id == tenant)
-        .map(|r| r.body)
-        .collect();
-    Ok(ProviderResponse::Done {
-        status: StatusCode::OK,
-        body: Some(json!({ "value": value })),
-    })
+    ciel_arm::provider::list_own(&p.store, req, TYPE).await
 }
 
 /// `DELETE`: a soft delete. Soft delete cannot be turned off in this cloud (as in Azure today),

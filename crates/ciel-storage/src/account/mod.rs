@@ -22,7 +22,7 @@ use base64::Engine;
 use ciel_arm::error::ArmResult;
 use ciel_arm::provider::{ProviderRequest, ProviderResponse};
 use ciel_core::{ApiError, Caller, ResourceId};
-use ciel_store::{Found, Resource};
+use ciel_store::Resource;
 use http::StatusCode;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -110,9 +110,7 @@ pub async fn load(
     id: &ResourceId,
     caller: &Caller,
 ) -> ArmResult<Option<Resource>> {
-    let key = id.key();
-    let found = ciel_store::run(&p.store, move |s| s.get_resource(&key).found()).await?;
-    Ok(found.filter(|r| r.tenant_id == caller.tenant_id && r.rtype.eq_ignore_ascii_case(TYPE)))
+    ciel_arm::provider::load_own(&p.store, id, caller, TYPE).await
 }
 
 pub async fn get_properties(
@@ -130,24 +128,7 @@ pub async fn get_properties(
 
 /// List by subscription or by resource group (the router authorized read at that scope).
 pub async fn list(p: &StorageProvider, req: &ProviderRequest) -> ArmResult<ProviderResponse> {
-    let mut scope = req.id.clone();
-    scope.namespace = None;
-    scope.segments.clear();
-    let key = scope.key();
-    let tenant = req.caller.tenant_id.clone();
-    let all = ciel_store::run(&p.store, move |s| {
-        s.list_resources(&key, Some(TYPE), None, 100_000)
-    })
-    .await?;
-    let value: Vec<_> = all
-        .into_iter()
-        .filter(|r| r.tenant_id == tenant)
-        .map(|r| r.body)
-        .collect();
-    Ok(ProviderResponse::Done {
-        status: StatusCode::OK,
-        body: Some(json!({ "value": value })),
-    })
+    ciel_arm::provider::list_own(&p.store, req, TYPE).await
 }
 
 /// `DELETE`: the account, its keys and (once the data plane exists) its data. 204 when absent.
