@@ -30,6 +30,13 @@ pub fn account_secrets(master: &MasterKey, r: &Resource) -> Result<Secrets, Stri
 
 /// The 256-bit data key of unsealed secrets.
 pub fn data_key(s: &Secrets) -> Result<[u8; 32], String> {
+    if let Some(c) = &s.cmk {
+        // Only the customer's key can unwrap it, and that takes Key Vault's authorization.
+        return Err(format!(
+            "the account's data key is wrapped by a customer-managed key ({}): switch the account's key source back to Microsoft.Storage to export it offline",
+            c.kid
+        ));
+    }
     B64.decode(&s.data_key)
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
