@@ -101,10 +101,11 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store: Store = Arc::new(SqliteStore::open(&dir.path().join("ciel.db")).unwrap());
     let master = Arc::new(MasterKey::from_bytes(&MasterKey::generate_bytes().unwrap()).unwrap());
-    let ring = KeyRing::new(store.clone(), master).unwrap();
+    let ring = KeyRing::new(store.clone(), master.clone()).unwrap();
     ring.ensure_active("test").unwrap();
     let e = Endpoints::new("ciel.localhost", 443);
-    let tokens = TokenService::new(store.clone(), ring, e.clone());
+    let mfa = ciel_identity::mfa::Mfa::new(store.clone(), master, "Ciel test");
+    let tokens = TokenService::new(store.clone(), ring, mfa, e.clone());
     let auditor = Auditor::new(
         store.clone(),
         CheckpointSigner::from_pkcs8(&CheckpointSigner::generate_pkcs8().unwrap()).unwrap(),

@@ -6,6 +6,7 @@ pub mod audiences;
 pub mod directory;
 pub mod error;
 pub mod keys;
+pub mod mfa;
 pub mod oidc;
 pub mod rbac;
 pub mod token;

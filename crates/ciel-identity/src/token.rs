@@ -5,6 +5,7 @@ use crate::audiences::{Audiences, Service};
 use crate::directory::{verify_client_secret, verify_password};
 use crate::error::TokenRejection;
 use crate::keys::KeyRing;
+use crate::mfa::Mfa;
 use crate::{
     IdentityError, ACCESS_TOKEN_LIFETIME, LEEWAY_SECS, LOCKOUT_SECS, LOCKOUT_THRESHOLD,
     PUBLIC_CLIENTS, REFRESH_TOKEN_LIFETIME,
@@ -63,6 +64,8 @@ pub struct TokenRequest {
 pub struct TokenService {
     store: Store,
     keys: Arc<KeyRing>,
+    /// Second factors of users (and of operators, through the same service).
+    pub mfa: Arc<Mfa>,
     pub audiences: Audiences,
     pub endpoints: Endpoints,
 }
@@ -83,10 +86,11 @@ fn clip(s: &str) -> String {
 }
 
 impl TokenService {
-    pub fn new(store: Store, keys: Arc<KeyRing>, endpoints: Endpoints) -> Arc<Self> {
+    pub fn new(store: Store, keys: Arc<KeyRing>, mfa: Arc<Mfa>, endpoints: Endpoints) -> Arc<Self> {
         Arc::new(Self {
             store,
             keys,
+            mfa,
             audiences: Audiences::new(&endpoints),
             endpoints,
         })

@@ -364,6 +364,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     // --- platform settings (small key/value facts: bootstrap ids, master-key check value)
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- second factors (TOTP) ----
+    /// Enrols (or re-enrols, replacing the old factor unconfirmed) a second factor.
+    fn put_mfa_factor(&self, f: &MfaFactor, audit: &AuditDraft) -> Result<()>;
+    fn get_mfa_factor(&self, subject: &str) -> Result<MfaFactor>;
+    fn list_mfa_factors(&self) -> Result<Vec<MfaFactor>>;
+    /// Accepts a code of time step `step` if no code of this step or a later one was accepted
+    /// before (atomically: two concurrent uses of one code cannot both pass). Clears failures and
+    /// confirms the factor. `Ok(false)` means a replay.
+    fn mfa_accept_step(&self, subject: &str, step: i64, audit: &AuditDraft) -> Result<bool>;
+    /// Records a wrong code: the failure count and, past the threshold, the lock.
+    fn mfa_record_failure(
+        &self,
+        subject: &str,
+        failed: i64,
+        locked_until: Option<i64>,
+        audit: &AuditDraft,
+    ) -> Result<()>;
+    fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

@@ -395,3 +395,23 @@ pub enum KvPurgeDue {
         name: String,
     },
 }
+
+/// A second factor (TOTP, RFC 6238) of a user or an operator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MfaFactor {
+    /// A principal's object id, or `operator:{name}`.
+    pub subject: String,
+    /// The tenant of a user; `None` for operators.
+    pub tenant_id: Option<String>,
+    /// `totp`.
+    pub kind: String,
+    /// The shared secret, sealed under the master key.
+    pub sealed_secret: Vec<u8>,
+    /// Set once a first code has been verified; an unconfirmed factor is not yet a second factor.
+    pub confirmed: bool,
+    /// The last time step accepted: a code of that step or an earlier one is a replay.
+    pub last_step: i64,
+    pub failed: i64,
+    pub locked_until: Option<i64>,
+    pub created: i64,
+}

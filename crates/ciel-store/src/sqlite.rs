@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 mod keyvault;
+mod mfa;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -173,6 +174,14 @@ CREATE TABLE compliance_attestations (
   created INTEGER NOT NULL, expires INTEGER NOT NULL, evidence_name TEXT NOT NULL,
   evidence_sha256 TEXT NOT NULL, evidence_copy TEXT NOT NULL, note TEXT);
 CREATE INDEX compliance_attestations_req ON compliance_attestations(framework, requirement, created);
+"#,
+    // 9: second factors (TOTP) of users and operators. `subject` is a principal's object id or
+    // `operator:{name}`; the secret is sealed under the master key; `last_step` refuses replays.
+    r#"
+CREATE TABLE mfa_factors (
+  subject TEXT PRIMARY KEY, tenant_id TEXT, kind TEXT NOT NULL, sealed_secret BLOB NOT NULL,
+  confirmed INTEGER NOT NULL, last_step INTEGER NOT NULL, failed INTEGER NOT NULL,
+  locked_until INTEGER, created INTEGER NOT NULL);
 "#,
 ];
 
@@ -2100,6 +2109,32 @@ impl MetadataStore for SqliteStore {
             )?;
             Ok(())
         })
+    }
+
+    // ---- second factors (TOTP) ----
+    fn put_mfa_factor(&self, f: &MfaFactor, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| mfa::put(tx, f, audit))
+    }
+    fn get_mfa_factor(&self, subject: &str) -> Result<MfaFactor> {
+        self.read(|c| mfa::get(c, subject))
+    }
+    fn list_mfa_factors(&self) -> Result<Vec<MfaFactor>> {
+        self.read(mfa::list)
+    }
+    fn mfa_accept_step(&self, subject: &str, step: i64, audit: &AuditDraft) -> Result<bool> {
+        self.write(|tx| mfa::accept_step(tx, subject, step, audit))
+    }
+    fn mfa_record_failure(
+        &self,
+        subject: &str,
+        failed: i64,
+        locked_until: Option<i64>,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| mfa::record_failure(tx, subject, failed, locked_until, audit))
+    }
+    fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| mfa::delete(tx, subject, audit))
     }
 }
 

@@ -649,7 +649,8 @@ fn up(
                 }
             })
         };
-        let tokens = TokenService::new(store.clone(), ring, endpoints.clone());
+        let mfa = ciel_identity::mfa::Mfa::new(store.clone(), master.clone(), format!("Ciel {}", cfg.domain));
+        let tokens = TokenService::new(store.clone(), ring, mfa, endpoints.clone());
         // Opening an HSM loads its module and logs in: a failure stops the start, clearly.
         let custody = {
             let (c, m) = (cfg.keyvault.custody.clone(), master.clone());
