@@ -317,7 +317,7 @@ async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
             let Some(s) = ResourceId::parse(&a.scope) else {
                 return false;
             };
-            if s.subscription.to_ascii_lowercase() != scope.subscription.to_ascii_lowercase() {
+            if !s.subscription.eq_ignore_ascii_case(&scope.subscription) {
                 return false;
             }
             let above = scope.is_within(&s);

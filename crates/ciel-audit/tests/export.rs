@@ -4,7 +4,7 @@ use ciel_audit::export::{export, verify_export};
 use ciel_audit::{Auditor, CheckpointSigner};
 use ciel_core::audit::AuditDraft;
 use ciel_store::sqlite::SqliteStore;
-use ciel_store::{MetadataStore, Store};
+use ciel_store::Store;
 use ring::signature::KeyPair;
 use std::sync::Arc;
 

@@ -55,6 +55,13 @@ impl Endpoints {
     }
 }
 
+impl Endpoints {
+    /// `D[:p]`: the domain with the port, for suffixes that clients append as they are.
+    pub fn host_suffix(&self) -> String {
+        format!("{}{}", self.domain, self.port_suffix())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,12 +72,5 @@ mod tests {
         assert_eq!(e.storage_suffix(), "core.ciel.localhost:8443");
         let e = Endpoints::new("cloud.example.fr", 443);
         assert_eq!(e.login(), "https://login.cloud.example.fr");
-    }
-}
-
-impl Endpoints {
-    /// `D[:p]`: the domain with the port, for suffixes that clients append as they are.
-    pub fn host_suffix(&self) -> String {
-        format!("{}{}", self.domain, self.port_suffix())
     }
 }

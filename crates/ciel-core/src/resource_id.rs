@@ -53,7 +53,7 @@ impl ResourceId {
             id.namespace = Some((*parts.get(i + 1)?).to_string());
             i += 2;
             let rest = &parts[i..];
-            if rest.len() % 2 != 0 || rest.is_empty() {
+            if !rest.len().is_multiple_of(2) || rest.is_empty() {
                 return None;
             }
             id.segments = rest

@@ -653,7 +653,7 @@ fn objects_of(object_id: &[u8], blocks: &str) -> Vec<Vec<u8>> {
 }
 
 fn decode_hex(s: &str) -> std::result::Result<Vec<u8>, ()> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(());
     }
     (0..s.len())

@@ -145,7 +145,7 @@ pub async fn create_container(
         lease: None,
     };
     let draft = ctx.draft(
-        &format!("{WRITE}"),
+        WRITE,
         &ctx.container_scope(name).to_string(),
         "success",
         json!({}),

@@ -208,11 +208,11 @@ pub async fn get_service_properties(ctx: &Ctx<'_>) -> BlobResult<Response> {
         };
         x.push_str(&format!(
             "<CorsRule><AllowedOrigins>{}</AllowedOrigins><AllowedMethods>{}</AllowedMethods><MaxAgeInSeconds>{}</MaxAgeInSeconds><ExposedHeaders>{}</ExposedHeaders><AllowedHeaders>{}</AllowedHeaders></CorsRule>",
-            escape(&join("allowedOrigins")),
-            escape(&join("allowedMethods")),
+            escape(join("allowedOrigins")),
+            escape(join("allowedMethods")),
             r["maxAgeInSeconds"].as_u64().unwrap_or(0),
-            escape(&join("exposedHeaders")),
-            escape(&join("allowedHeaders")),
+            escape(join("exposedHeaders")),
+            escape(join("allowedHeaders")),
         ));
     }
     x.push_str("</Cors>");
@@ -346,7 +346,7 @@ fn list_has(rule: &Value, key: &str, item: &str) -> bool {
             a.iter().filter_map(|v| v.as_str()).any(|h| {
                 h == "*"
                     || h.eq_ignore_ascii_case(item)
-                    || h.strip_suffix('*').map_or(false, |p| {
+                    || h.strip_suffix('*').is_some_and(|p| {
                         item.to_ascii_lowercase()
                             .starts_with(&p.to_ascii_lowercase())
                     })

@@ -29,7 +29,7 @@ fn principal_json(e: &ciel_core::config::Endpoints, p: &Principal) -> serde_json
     }
 }
 
-fn quoted_after<'a>(f: &'a str, prefix: &str) -> Option<String> {
+fn quoted_after(f: &str, prefix: &str) -> Option<String> {
     let rest = f.trim().strip_prefix(prefix)?;
     let rest = rest.trim().trim_end_matches(')');
     Some(rest.trim().trim_matches('\'').replace("''", "'"))
