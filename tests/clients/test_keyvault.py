@@ -1006,3 +1006,18 @@ def test_rotation_policy_rotates_keys_when_due(servers):
     finally:
         clock.write_text("+0\n")
         s.stop()
+
+
+def test_statement_says_where_vault_keys_are_held(kv):
+    """The sovereignty statement (and so the `keys.custody` compliance evidence) names the custody
+    backend of the running configuration: the HSM's module and token on a PKCS#11 deployment."""
+    s = kv["server"]
+    r = s.arm_call("GET", "/providers/Ciel.Sovereignty/statement", params={"api-version": "2026-11-01"})
+    assert r.status_code == 200, describe(r)
+    keys = r.json()["keys"]
+    assert keys["keyVaultKeys"]["custody"] == kv["backend"], keys
+    if kv["backend"] == "pkcs11":
+        assert keys["hsm"]["module"] == SOFTHSM and keys["hsm"]["tokenLabel"] == "ciel", keys
+        assert "CIEL_TEST_HSM_PIN" not in json.dumps(r.json()), "the PIN's source does not belong in the statement"
+    else:
+        assert keys["hsm"] is None, keys

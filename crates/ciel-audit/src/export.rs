@@ -1,7 +1,8 @@
 //! A tenant's own audit entries, exported with the proofs that they belong to the platform's
 //! signed chain (SecNumCloud 12.6.d), in JSON lines (format `ciel-audit-export/1`):
 //!
-//! - a `header` (tenant, first sequence number, the audit public key);
+//! - a `header` (tenant, first sequence number, the audit public key); after a retention prune
+//!   the first sequence number is the one after the anchor;
 //! - for every chain entry from there on, in order: the tenant's own entries in full
 //!   (`entry`), and for other tenants' entries only their sequence number and hashes (`link`),
 //!   so that the chain can be followed without revealing anyone else's content;
@@ -49,7 +50,9 @@ pub fn export(
     public_key_hex: &str,
     mut emit: impl FnMut(&Line) -> std::io::Result<()>,
 ) -> Result<usize, AuditError> {
-    let from_seq = from_seq.max(1);
+    // Entries pruned past retention are gone: the export starts after the anchor.
+    let pruned = store.audit_anchor()?.map(|a| a.seq).unwrap_or(0);
+    let from_seq = from_seq.max(pruned + 1);
     emit(&Line::Header {
         format: FORMAT.into(),
         tenant: tenant.into(),

@@ -86,7 +86,8 @@ fn intact_chain_verifies() {
         check(&f),
         Verdict::Intact {
             entries: 20,
-            checkpoints: 2
+            checkpoints: 2,
+            pruned_through: 0
         }
     );
 }

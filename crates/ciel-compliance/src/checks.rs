@@ -87,6 +87,8 @@ pub struct Context<'a> {
     pub tls_targets: Vec<TlsTarget>,
     /// The configured minimum TLS version ("1.2" or "1.3").
     pub tls_min_version: String,
+    /// The configured audit retention, days.
+    pub audit_retention_days: u32,
 }
 
 type Outcome = (CheckStatus, String, Value);
@@ -651,14 +653,19 @@ fn key_custody(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
         "storageAccountKeys": "sealed under the master key, bound to the account id (see storage.encryption_at_rest)",
         "tlsPrivateKeys": tls_keys,
         // As the sovereignty statement of the running configuration states it.
+        "keyVaultKeys": ctx.sovereignty["keys"]["keyVaultKeys"],
         "hsm": hsm,
         "statement": ctx.sovereignty["keys"],
     });
     Ok(if problems.is_empty() {
         let hsm = if hsm.is_null() {
-            "no HSM configured".to_string()
+            "Key Vault keys in software custody; no HSM configured".to_string()
         } else {
-            format!("HSM: {hsm}")
+            format!(
+                "Key Vault keys in an HSM (PKCS#11 module {}, token {})",
+                hsm["module"].as_str().unwrap_or("?"),
+                hsm["tokenLabel"].as_str().unwrap_or("?")
+            )
         };
         (CheckStatus::Pass, format!("platform keys are held in a software container (sealed under the master key, files readable by their owner only); {hsm}"), evidence)
     } else {
@@ -792,6 +799,7 @@ fn audit_chain(ctx: &Context<'_>, sh: &Shared) -> Outcome {
         Ok(ciel_audit::Verdict::Intact {
             entries,
             checkpoints,
+            ..
         }) => (
             CheckStatus::Pass,
             format!(
@@ -813,7 +821,14 @@ fn audit_chain(ctx: &Context<'_>, sh: &Shared) -> Outcome {
 }
 
 fn audit_retention(ctx: &Context<'_>, sh: &Shared) -> ciel_store::Result<Outcome> {
-    let first = ctx.store.read_audit(0, 1)?.into_iter().next();
+    let min = ciel_audit::MIN_RETENTION_DAYS;
+    let days = ctx.audit_retention_days;
+    let anchor = ctx.store.audit_anchor()?;
+    let first = ctx
+        .store
+        .read_audit(anchor.as_ref().map(|a| a.seq).unwrap_or(0), 1)?
+        .into_iter()
+        .next();
     let Some(first) = first else {
         return Ok((
             CheckStatus::Fail,
@@ -825,27 +840,44 @@ fn audit_retention(ctx: &Context<'_>, sh: &Shared) -> ciel_store::Result<Outcome
         .map(|t| (chrono::Utc::now().timestamp() - t.timestamp()) / 86400)
         .unwrap_or(0);
     let evidence = json!({
-        "retentionSetting": null,
-        "policy": "no retention setting exists yet: Ciel never deletes audit entries",
+        "retentionDays": days,
+        "minimumDays": min,
+        "pruning": "every 6 hours, entries older than the retention up to a signed checkpoint (the anchor)",
+        "anchor": anchor.as_ref().map(|a| json!({"seq": a.seq, "ts": a.ts, "hash": a.hash})),
         "oldestEntry": {"seq": first.seq, "ts": first.ts},
         "ageDays": age_days,
-        "requiredDays": 183,
     });
-    if first.seq != 1 {
+    if days < min {
         return Ok((
             CheckStatus::Fail,
-            format!("entries before #{} are gone", first.seq),
+            format!("the configured retention ({days} days) is below six months ({min} days)"),
+            evidence,
+        ));
+    }
+    let expected_first = anchor.as_ref().map(|a| a.seq + 1).unwrap_or(1);
+    if first.seq != expected_first {
+        return Ok((
+            CheckStatus::Fail,
+            format!(
+                "entries {expected_first} to {} are gone without a signed retention anchor covering them",
+                first.seq - 1
+            ),
             evidence,
         ));
     }
     Ok(match &sh.audit {
         Ok(ciel_audit::Verdict::Intact { entries, .. }) => (
             CheckStatus::Pass,
-            format!(
-                "no retention setting exists yet and nothing is ever deleted: the verified chain is complete from entry 1 ({}, {age_days} days ago){}; {entries} entries kept",
-                first.ts,
-                if age_days < 183 { ", i.e. the whole life of this deployment, which is younger than six months" } else { "" }
-            ),
+            match &anchor {
+                None => format!(
+                    "retention {days} days (minimum {min}); nothing pruned yet: the verified chain is complete from entry 1 ({}, {age_days} days ago); {entries} entries kept",
+                    first.ts
+                ),
+                Some(a) => format!(
+                    "retention {days} days (minimum {min}); entries through {} were pruned up to the signed checkpoint of {}, and the chain verifies from there: {entries} entries kept, the oldest {age_days} days old",
+                    a.seq, a.ts
+                ),
+            },
             evidence,
         ),
         _ => (
@@ -1282,6 +1314,7 @@ mod tests {
             sovereignty: json!({"replication": {"targets": ["westeurope"]}}),
             tls_targets: vec![],
             tls_min_version: "1.2".into(),
+            audit_retention_days: ciel_audit::MIN_RETENTION_DAYS,
         };
         let status = |id: &str| {
             run_all(&ctx)

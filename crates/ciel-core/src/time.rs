@@ -13,3 +13,10 @@ pub fn unix_to_rfc3339(t: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
+
+/// Seconds since the epoch of an RFC 3339 time; `None` if it is not one.
+pub fn rfc3339_to_unix(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp())
+}

@@ -383,6 +383,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         audit: &AuditDraft,
     ) -> Result<()>;
     fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()>;
+
+    // ---- audit retention ----
+    /// Records that the audit log is pruned through `anchor` (a signed checkpoint), with the
+    /// entry that says so. Refused if an anchor at or after it exists.
+    fn set_audit_anchor(&self, anchor: &Checkpoint, audit: &AuditDraft) -> Result<()>;
+    fn audit_anchor(&self) -> Result<Option<Checkpoint>>;
+    /// Deletes at most `limit` entries with a sequence number up to `seq` and up to the anchor;
+    /// returns how many.
+    fn delete_audit_through(&self, seq: i64, limit: usize) -> Result<usize>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

@@ -183,6 +183,13 @@ CREATE TABLE mfa_factors (
   confirmed INTEGER NOT NULL, last_step INTEGER NOT NULL, failed INTEGER NOT NULL,
   locked_until INTEGER, created INTEGER NOT NULL);
 "#,
+    // 10: audit retention. Entries up to the anchor (a signed checkpoint) have been pruned; the
+    // chain verifies from the anchor's hash. One row at most.
+    r#"
+CREATE TABLE audit_anchor (
+  id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, ts TEXT NOT NULL,
+  key_id TEXT NOT NULL, signature TEXT NOT NULL, set_at INTEGER NOT NULL);
+"#,
 ];
 
 /// The writer connection and the state of the batch being collected (group commit).
@@ -2135,6 +2142,71 @@ impl MetadataStore for SqliteStore {
     }
     fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| mfa::delete(tx, subject, audit))
+    }
+
+    // ---- audit retention ----
+    fn set_audit_anchor(&self, anchor: &Checkpoint, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| {
+            let current: Option<i64> = tx
+                .query_row("SELECT seq FROM audit_anchor WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if current.is_some_and(|c| c >= anchor.seq) {
+                return Err(StoreError::Conflict(format!(
+                    "the audit log is already pruned through entry {}",
+                    current.unwrap_or_default()
+                )));
+            }
+            // The entry recording the prune is appended first, so that the log never empties
+            // and its head stays above the anchor.
+            append_in(tx, std::slice::from_ref(audit))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, ts, key_id, signature, set_at)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    anchor.seq,
+                    anchor.hash,
+                    anchor.ts,
+                    anchor.key_id,
+                    anchor.signature,
+                    ciel_core::time::now_unix()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+    fn audit_anchor(&self) -> Result<Option<Checkpoint>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT seq, hash, ts, key_id, signature FROM audit_anchor WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Checkpoint {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                        ts: r.get(2)?,
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+    fn delete_audit_through(&self, seq: i64, limit: usize) -> Result<usize> {
+        self.write(|tx| {
+            let anchor: Option<i64> = tx
+                .query_row("SELECT seq FROM audit_anchor WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            // Only what an anchor already covers may go: the chain must verify at every moment.
+            let upto = seq.min(anchor.unwrap_or(0));
+            let n = tx.execute(
+                "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+                params![upto, limit as i64],
+            )?;
+            Ok(n)
+        })
     }
 }
 

@@ -87,6 +87,7 @@ pub struct Live {
     pub master: Arc<MasterKey>,
     pub sovereignty: Value,
     pub tls_min_version: String,
+    pub audit_retention_days: u32,
     pub target: TlsTarget,
     pub deployment: Value,
 }
@@ -103,6 +104,7 @@ impl Live {
             sovereignty: self.sovereignty.clone(),
             tls_targets: vec![self.target.clone()],
             tls_min_version: self.tls_min_version.clone(),
+            audit_retention_days: self.audit_retention_days,
         };
         report::build(&ctx, self.deployment.clone())
     }
@@ -229,6 +231,7 @@ pub fn run(cmd: ComplianceCmd) -> Result<()> {
                 sovereignty: crate::sovereignty::statement(&cfg, &d),
                 tls_targets: targets.clone(),
                 tls_min_version: cfg.tls.min_version.clone(),
+                audit_retention_days: cfg.audit_retention_days,
             };
             let r = report::build(&ctx, deployment(&cfg, &d, &targets));
             let t = &r.totals;

@@ -21,6 +21,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds between signed audit checkpoints.
     pub audit_checkpoint_secs: u64,
+    /// Days audit entries are kept before pruning (SecNumCloud 12.6.c: at least six months,
+    /// which is also the default). Longer is allowed; shorter is refused at start.
+    pub audit_retention_days: u32,
     /// What the operator declares in the sovereignty statement.
     pub sovereignty: crate::sovereignty::Declaration,
     /// TLS settings of the listener.
@@ -64,6 +67,7 @@ impl Default for Config {
             log_format: "text".into(),
             max_body_bytes: 4 * 1024 * 1024,
             audit_checkpoint_secs: 10,
+            audit_retention_days: ciel_audit::MIN_RETENTION_DAYS,
             sovereignty: Default::default(),
             tls: Default::default(),
             keyvault: Default::default(),
@@ -117,6 +121,13 @@ impl Config {
         }
         if c.cmk_check_secs == 0 || c.cmk_check_secs > 3600 {
             anyhow::bail!("cmk_check_secs must be from 1 to 3600 seconds");
+        }
+        if c.audit_retention_days < ciel_audit::MIN_RETENTION_DAYS {
+            anyhow::bail!(
+                "audit_retention_days = {} is below the minimum of {} days (six months, SecNumCloud 12.6.c)",
+                c.audit_retention_days,
+                ciel_audit::MIN_RETENTION_DAYS
+            );
         }
         crate::sovereignty::validate(&c.sovereignty)?;
         Ok(c)

@@ -230,6 +230,18 @@ enum AuditCmd {
         #[arg(long, default_value_t = 1)]
         from: i64,
     },
+    /// Remove the entries older than the retention (`audit_retention_days`, at least 183) up to a
+    /// signed checkpoint, which becomes the chain's anchor. The server also does it every 6 hours.
+    Prune {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The configuration file (for `audit_retention_days`); default DIR/ciel.toml if present.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify an export with nothing but the file and the platform's audit public key.
     VerifyExport {
         /// The export (JSON lines).
@@ -464,8 +476,13 @@ fn main() -> Result<()> {
                 Verdict::Intact {
                     entries,
                     checkpoints,
+                    pruned_through,
                 } => {
-                    println!("audit chain ok: {entries} entries, {checkpoints} signed checkpoints verified");
+                    if pruned_through > 0 {
+                        println!("audit chain ok: {entries} entries after the retention anchor at entry {pruned_through}, {checkpoints} signed checkpoints verified");
+                    } else {
+                        println!("audit chain ok: {entries} entries, {checkpoints} signed checkpoints verified");
+                    }
                     Ok(())
                 }
                 Verdict::Broken { seq, reason } => {
@@ -473,6 +490,32 @@ fn main() -> Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Cmd::Audit {
+            cmd:
+                AuditCmd::Prune {
+                    dir,
+                    config,
+                    dry_run,
+                },
+        } => {
+            let d = DataDir::new(&dir.data_dir);
+            let cfg = config::Config::load(config.as_deref(), &d.root)?;
+            let store = d.open_store()?;
+            let now = ciel_core::time::now_unix();
+            let days = cfg.audit_retention_days;
+            match ciel_audit::prune(store.as_ref(), now, days, OPERATOR, dry_run)? {
+                Some(r) if dry_run => println!(
+                    "would prune the audit entries through {} (signed checkpoint of {}), older than {days} days",
+                    r.through_seq, r.anchor_ts
+                ),
+                Some(r) => println!(
+                    "pruned {} audit entries through {} (anchor: the signed checkpoint of {}); retention {days} days",
+                    r.deleted, r.through_seq, r.anchor_ts
+                ),
+                None => println!("nothing to prune: no signed checkpoint is older than {days} days"),
+            }
+            Ok(())
         }
         Cmd::Audit {
             cmd: AuditCmd::Export { dir, tenant, from },
@@ -694,6 +737,7 @@ fn up(
                 master: master.clone(),
                 sovereignty: sovereignty::statement(&cfg, &d),
                 tls_min_version: cfg.tls.min_version.clone(),
+                audit_retention_days: cfg.audit_retention_days,
                 deployment: compliance_cli::deployment(&cfg, &d, std::slice::from_ref(&target)),
                 target,
             })
@@ -722,6 +766,7 @@ fn up(
             })
             .await?;
         let checkpointer = auditor.spawn_checkpointer(std::time::Duration::from_secs(cfg.audit_checkpoint_secs.max(1)));
+        let pruner = auditor.spawn_pruner(std::time::Duration::from_secs(6 * 3600), cfg.audit_retention_days);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server_v6 = listener_v6.map(|l| tokio::spawn(http::server::serve(l, tls_cfg.clone(), app.clone(), stop_rx.clone())));
         let server = tokio::spawn(http::server::serve(listener, tls_cfg, app, stop_rx));
@@ -752,6 +797,7 @@ fn up(
             let _ = s.await;
         }
         checkpointer.abort();
+        pruner.abort();
         purger.abort();
         reloader.abort();
         auditor

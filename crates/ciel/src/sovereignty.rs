@@ -43,7 +43,23 @@ fn undeclared(v: &Option<String>) -> Value {
 
 /// Builds the statement.
 pub fn statement(cfg: &Config, dir: &DataDir) -> Value {
+    use ciel_keyvault::custody::CustodyBackend;
     let d = &cfg.sovereignty;
+    // Where Key Vault keys live follows `[keyvault.custody]`; the PIN's source is not stated.
+    let (vault_keys, hsm) = match &cfg.keyvault.custody.backend {
+        CustodyBackend::Software => (
+            json!({"custody": "software", "storage": "private parts sealed (AES-256-GCM) under a per-vault key, itself sealed under the platform master key"}),
+            Value::Null,
+        ),
+        CustodyBackend::Pkcs11(p) => {
+            let h = json!({"interface": "PKCS#11", "module": p.module.display().to_string(), "tokenLabel": p.token_label,
+                           "holds": "Key Vault keys (non-extractable token objects) and the AES key wrapping each vault's key"});
+            (
+                json!({"custody": "pkcs11", "storage": "generated or imported in the HSM as sensitive, non-extractable objects; sign and decrypt run in the HSM", "hsm": h.clone()}),
+                h,
+            )
+        }
+    };
     let host = hostname();
     let abs = |p: std::path::PathBuf| {
         std::fs::canonicalize(&p)
@@ -96,7 +112,8 @@ pub fn statement(cfg: &Config, dir: &DataDir) -> Value {
             "storageAccountKeys": {"custody": "software", "storage": "sealed under the platform master key, bound to the account id"},
             "auditSigningKey": {"custody": "software", "storage": "sealed under the platform master key in the metadata store",
                                 "publicKey": abs(dir.audit_public_key_file())},
-            "hsm": Value::Null,
+            "keyVaultKeys": vault_keys,
+            "hsm": hsm,
         },
         "replication": {
             "targets": [],
