@@ -134,8 +134,20 @@ fn init_logs() {
     }
 }
 
+/// The deployment's endpoints: those its last `ciel up` served at (DIR/ciel.env, which records
+/// a `--domain`/`--listen` given on the command line), else the configuration's. Imported vaults
+/// get their `vaultUri` from them.
 fn endpoints(d: &DataDir) -> Result<Endpoints> {
     let cfg = config::Config::load(None, &d.root)?;
+    let env = platform::read_env_file(&d.env_file());
+    if let (Some(domain), Some(arm)) = (env.get("CIEL_DOMAIN"), env.get("CIEL_ARM_ENDPOINT")) {
+        let port = arm
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(443);
+        return Ok(Endpoints::new(domain, port));
+    }
     Ok(Endpoints::new(&cfg.domain, cfg.port()))
 }
 
