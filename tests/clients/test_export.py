@@ -662,7 +662,7 @@ def test_keyvault_export_lists_hsm_keys_as_not_exportable(server_factory, tmp_pa
     dst.stop()
     r = _run("import", "--data-dir", dst.data_dir, "--from", out, "--tenant", dst.tenant,
              "--subscription", f"{src.sub}={dst.sub}", "--identity", key_pem)
-    assert "key hsm-k version" in r.stdout and "not exportable" in r.stdout, r.stdout
+    assert f"key {v.name}/hsm-k version" in r.stdout and "not exportable, so not imported" in r.stdout, r.stdout
     dst.start()
     w = Vaults(dst, rg, name=v.name, create=False)
     assert w.secrets.get_secret("in-hsm-vault").value == "secret under an HSM-wrapped vault key"
