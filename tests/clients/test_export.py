@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import time
@@ -43,7 +44,7 @@ from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, 
 from azure.keyvault.secrets import SecretClient  # noqa: E402
 from azure.mgmt.keyvault import KeyVaultManagementClient  # noqa: E402
 
-from cieltest import DOMAIN, ciel_bin, claims_of, free_port, missing_prerequisite, wait_until  # noqa: E402
+from cieltest import DOMAIN, ciel_bin, claims_of, describe, free_port, missing_prerequisite, wait_until  # noqa: E402
 
 API = "2025-08-01"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -667,3 +668,99 @@ def test_keyvault_export_lists_hsm_keys_as_not_exportable(server_factory, tmp_pa
     w = Vaults(dst, rg, name=v.name, create=False)
     assert w.secrets.get_secret("in-hsm-vault").value == "secret under an HSM-wrapped vault key"
     assert [p.name for p in w.keys.list_properties_of_keys()] == []
+
+
+# --------------------------------------------------------------------------------------------
+# The tenant administrator's export API (POST /providers/Ciel.Export/exports)
+# --------------------------------------------------------------------------------------------
+
+EXPORTS = "/providers/Ciel.Export/exports"
+
+
+def test_export_api_pushes_into_the_tenants_container(server_factory, tmp_path):
+    from test_sovereignty import DOC, _check
+    from azure.storage.blob import generate_container_sas
+    doc = json.loads(DOC.read_text())
+    schemas = doc["components"]["schemas"]
+    post = doc["paths"][EXPORTS]["post"]
+    version = post["parameters"][0]["schema"]["const"]
+    src = server_factory("export-api")
+    c = Clients(src)
+    tag = uuid.uuid4().hex[:6]
+    rg, a = f"exp-api-{tag}", f"expapi{tag}"
+    c.rm.resource_groups.create_or_update(rg, {"location": "francecentral"})
+    _account(c, rg, a)
+    svc = c.blob(a, rg)
+    svc.create_container("data").upload_blob("hello.txt", b"hello from the API export")
+    svc.create_container("exports")
+    v = Vaults(src, rg)
+    v.secrets.set_secret("api-secret", "only for the recipient")
+    key_pem, pub_pem = _recipient(tmp_path)
+    key = c.st.storage_accounts.list_keys(rg, a)["keys"][0]["value"]
+    sas = generate_container_sas(a, "exports", account_key=key, permission=ContainerSasPermissions(
+        read=True, write=True, create=True, list=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    dest = f"https://{a}.blob.core.{DOMAIN}:{src.port}/exports?{sas}"
+    body = {"properties": {"destination": {"containerSasUri": dest}, "recipient": pub_pem.read_text(), "prefix": "leaving/2026"}}
+
+    def call(method, path, token="admin", json_body=None, api=version):
+        return src.arm_call(method, path, token=token, params={"api-version": api}, json_body=json_body)
+
+    # Refusals first: nothing started, each with Azure's error envelope.
+    r = requests.post(f"{src.arm}{EXPORTS.lstrip('/')}", params={"api-version": version}, json=body, verify=src.ca, timeout=30)
+    assert r.status_code == 401, describe(r)
+    _check(r.json(), post["responses"]["401"]["content"]["application/json"]["schema"], schemas)
+    stranger = src.create_sp(f"export-stranger-{tag}")
+    tok = src.client_token(stranger["appId"], stranger["password"], src.tenant, src.arm_scope)
+    r = call("POST", EXPORTS, token=tok, json_body=body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed", describe(r)
+    db = sqlite3.connect(f"file:{src.data_dir}/ciel.db?mode=ro", uri=True, timeout=10)
+    denied = db.execute("SELECT actor FROM audit_log WHERE action = 'Ciel.Export/exports/write' AND outcome = 'denied'").fetchall()
+    db.close()
+    assert any(stranger["appId"] in a[0] or stranger["objectId"] in a[0] for a in denied), denied
+    for bad in ({}, {"properties": {"destination": {}}},
+                {"properties": {"destination": {"containerSasUri": f"https://{a}.blob.core.{DOMAIN}/exports"}}},
+                {"properties": {"destination": {"containerSasUri": dest}, "recipient": "not a key"}},
+                {"properties": {"destination": {"containerSasUri": dest}}}):  # the vault holds a secret
+        r = call("POST", EXPORTS, json_body=bad)
+        assert r.status_code == 400, (bad, describe(r))
+        _check(r.json(), post["responses"]["400"]["content"]["application/json"]["schema"], schemas)
+    r = call("POST", EXPORTS, json_body=body, api="2020-01-01")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidApiVersionParameter", describe(r)
+    assert list(svc.get_container_client("exports").list_blobs()) == []
+
+    # Started: 202 with the polling headers, then polled to Succeeded.
+    r = call("POST", EXPORTS, json_body=body)
+    assert r.status_code == 202, describe(r)
+    _check(r.json(), post["responses"]["202"]["content"]["application/json"]["schema"], schemas, "202")
+    loc = r.headers["Location"]
+    assert r.headers["Azure-AsyncOperation"] == loc and r.headers["Retry-After"] == "1"
+    get = doc["paths"][EXPORTS + "/{exportId}"]["get"]
+    status = {}
+
+    def finished():
+        nonlocal status
+        g = src.request("GET", loc, token=src.admin_token())
+        assert g.status_code == 200, describe(g)
+        status = g.json()
+        _check(status, get["responses"]["200"]["content"]["application/json"]["schema"], schemas, "status")
+        return status["status"] != "InProgress"
+    wait_until(finished, 120, interval=0.5, what="the export operation")
+    assert status["status"] == "Succeeded", status
+    # It landed in the chosen container, verifies, and its secret opens with the recipient's key only.
+    got = tmp_path / "from-container"
+    cc = svc.get_container_client("exports")
+    names = [b.name for b in cc.list_blobs(name_starts_with="leaving/2026/")]
+    assert "leaving/2026/manifest.json" in names and status["properties"]["files"] == len(names)
+    for n in names:
+        f = got / n[len("leaving/2026/"):]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(cc.download_blob(n).readall())
+    ok = _run("export", "verify", got, "--manifest-sha256", status["properties"]["manifestSha256"])
+    assert "export ok" in ok.stdout
+    assert (got / f"blobs/{a}/data/data/hello.txt").read_bytes() == b"hello from the API export"
+    line = json.loads((got / "keyvault" / v.name / "secrets.jsonl").read_text().splitlines()[0])
+    assert open_jwe(line["value"], key_pem.read_bytes()) == b"only for the recipient"
+    # The working directory is gone from the server; another tenant's caller does not see the export.
+    assert not any((src.data_dir / "exports").iterdir())
+    r = call("GET", f"{EXPORTS}/{uuid.uuid4()}")
+    assert r.status_code == 404, describe(r)
