@@ -8,10 +8,10 @@
 //! Memory is bounded: one decrypted chunk (1 MiB) of blob content at a time, pages of at most
 //! 5,000 records, and the table of files (one entry per file, for the manifest).
 
+use crate::keyvault;
 use crate::manifest::{
     self, FileEntry, HashingFile, Journal, JournalLine, Manifest, Since, Source, TenantRef,
 };
-use crate::keyvault;
 use crate::names;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
@@ -765,7 +765,9 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
         since: since.map(|(_, s)| s),
         summary: x.summary.clone(),
         keyvault: if kv_material {
-            opts.recipient.as_ref().map(|r| json!({"recipient": r.describe()}))
+            opts.recipient
+                .as_ref()
+                .map(|r| json!({"recipient": r.describe()}))
         } else {
             None
         },

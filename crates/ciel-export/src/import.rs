@@ -302,10 +302,14 @@ pub fn rollback(t: &Target<'_>, from: &Path, tenant: Option<&str>) -> Result<Vec
                 let key = what.to_ascii_lowercase();
                 let name = what.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
                 let gone = if t.store.get_resource(&key).found()?.is_some() {
-                    t.store
-                        .delete_vault(&key, None, &d(&format!("{}/delete", keyvault::VAULT_TYPE)))?
+                    t.store.delete_vault(
+                        &key,
+                        None,
+                        &d(&format!("{}/delete", keyvault::VAULT_TYPE)),
+                    )?
                 } else if t.store.get_deleted_vault(&name).found()?.is_some() {
-                    t.store.purge_vault(&name, &d(&format!("{}/purge/action", keyvault::VAULT_TYPE)))?
+                    t.store
+                        .purge_vault(&name, &d(&format!("{}/purge/action", keyvault::VAULT_TYPE)))?
                 } else {
                     vec![]
                 };
@@ -543,7 +547,11 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
         let Some(id) = &opts.identity else {
             bail!("nothing imported: the export holds Key Vault secrets or keys encrypted to a recipient; give --identity FILE (the recipient's RSA private key, PEM or JWK)");
         };
-        if let Some(kid) = m.keyvault.as_ref().and_then(|k| k["recipient"]["kid"].as_str()) {
+        if let Some(kid) = m
+            .keyvault
+            .as_ref()
+            .and_then(|k| k["recipient"]["kid"].as_str())
+        {
             if kid != id.kid {
                 bail!(
                     "nothing imported: the export's Key Vault material is encrypted to key {kid}, and --identity is key {}",
@@ -761,7 +769,10 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
             keyvault::VAULT_TYPE
         );
         let item = format!("vault:{id_s}");
-        let exists = store.get_resource(&id_s.to_ascii_lowercase()).found()?.is_some();
+        let exists = store
+            .get_resource(&id_s.to_ascii_lowercase())
+            .found()?
+            .is_some();
         let create = match (exists, st.owns(&item)) {
             (true, true) => false,
             (true, false) => bail!("key vault {id_s} appeared in the target meanwhile; nothing more imported (use --rollback)"),

@@ -230,7 +230,7 @@ pub fn export_vault(
                 "name": ver.name, "version": ver.version, "created": ver.created, "updated": ver.updated,
                 "attributes": ver.attributes, "tags": ver.tags,
             });
-            if !n.deleted.is_none() {
+            if n.deleted.is_some() {
                 line["deleted"] = deleted_json(n.deleted, n.purge_at);
             }
             if n.kind == "secret" {
@@ -249,8 +249,11 @@ pub fn export_vault(
                 }
                 let m: KeyMaterial = serde_json::from_slice(&ver.sealed)
                     .with_context(|| format!("key {}/{}: material", r.name, ver.name))?;
-                match custody.export_private(&vault_key, &label(&vname, &ver.name, &ver.version), &m)
-                {
+                match custody.export_private(
+                    &vault_key,
+                    &label(&vname, &ver.name, &ver.version),
+                    &m,
+                ) {
                     Ok(pk) => {
                         let jwk = zeroize::Zeroizing::new(private_jwk(&pk).to_string());
                         line["exportable"] = json!(true);
@@ -291,7 +294,10 @@ fn read_lines(p: &Path) -> Result<Vec<Value>> {
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("{} holds a line that is not JSON", p.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} holds a line that is not JSON", p.display()))
+        })
         .collect()
 }
 
@@ -590,7 +596,11 @@ pub fn delete_if_exported_deleted(
     let d = &x.vault["deleted"];
     if let Some(at) = d["deletionDate"].as_i64() {
         let purge = d["scheduledPurgeDate"].as_i64().unwrap_or(at);
-        if store.get_resource(&t.id.to_ascii_lowercase()).found()?.is_some() {
+        if store
+            .get_resource(&t.id.to_ascii_lowercase())
+            .found()?
+            .is_some()
+        {
             store.delete_vault(
                 &t.id.to_ascii_lowercase(),
                 Some((at, purge)),

@@ -51,11 +51,9 @@ fn big(jwk: &Value, k: &str) -> Result<BigUint> {
     let s = jwk[k]
         .as_str()
         .ok_or_else(|| anyhow!("the JWK has no '{k}'"))?;
-    Ok(BigUint::from_bytes_be(
-        &B64U
-            .decode(s)
-            .map_err(|_| anyhow!("the JWK's '{k}' is not base64url"))?,
-    ))
+    Ok(BigUint::from_bytes_be(&B64U.decode(s).map_err(|_| {
+        anyhow!("the JWK's '{k}' is not base64url")
+    })?))
 }
 
 fn thumbprint(k: &RsaPublicKey) -> String {
@@ -70,7 +68,9 @@ fn thumbprint(k: &RsaPublicKey) -> String {
 
 fn check_size(bits: usize) -> Result<()> {
     if bits < MIN_BITS {
-        bail!("the recipient key has {bits} bits; RSA keys of at least {MIN_BITS} bits are required");
+        bail!(
+            "the recipient key has {bits} bits; RSA keys of at least {MIN_BITS} bits are required"
+        );
     }
     Ok(())
 }
@@ -89,7 +89,9 @@ impl Recipient {
                 .map_err(|e| anyhow!("the recipient JWK is not a valid RSA key: {e}"))?
         } else {
             RsaPublicKey::from_public_key_pem(text.trim()).map_err(|e| {
-                anyhow!("the recipient is not an RSA public key in PEM (PUBLIC KEY) or JWK form: {e}")
+                anyhow!(
+                    "the recipient is not an RSA public key in PEM (PUBLIC KEY) or JWK form: {e}"
+                )
             })?
         };
         check_size(key.size() * 8)?;
@@ -162,7 +164,9 @@ impl Identity {
                 .map_err(|e| anyhow!("the identity is not a PKCS#1 RSA private key: {e}"))?
         } else {
             RsaPrivateKey::from_pkcs8_pem(t).map_err(|e| {
-                anyhow!("the identity is not an RSA private key in PEM (PRIVATE KEY) or JWK form: {e}")
+                anyhow!(
+                    "the identity is not an RSA private key in PEM (PRIVATE KEY) or JWK form: {e}"
+                )
             })?
         };
         let kid = thumbprint(&key.to_public_key());
@@ -202,7 +206,8 @@ impl Identity {
             .try_into()
             .map_err(|_| anyhow!("the JWE's iv is not 96 bits"))?;
         let k = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &cek).map_err(|_| anyhow!("the JWE's key is not 256 bits"))?,
+            UnboundKey::new(&AES_256_GCM, &cek)
+                .map_err(|_| anyhow!("the JWE's key is not 256 bits"))?,
         );
         let mut buf = Zeroizing::new(d(ct, "ciphertext")?);
         buf.extend_from_slice(&d(tag, "tag")?);
@@ -245,7 +250,10 @@ mod tests {
         assert!(oid.decrypt(&jwe).is_err());
         // Small keys are refused.
         let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
-        let spem = small.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let spem = small
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
         assert!(Recipient::parse(&spem).is_err());
     }
 }

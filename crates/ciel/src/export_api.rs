@@ -57,13 +57,15 @@ fn draft(
 }
 
 async fn audit(app: &App, d: ciel_core::audit::AuditDraft) -> Result<(), Response> {
-    ciel_store::run(&app.store, move |s| s.append_audit(std::slice::from_ref(&d)))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            tracing::error!(error = %e, "could not audit an export request");
-            arm_error(&ApiError::internal())
-        })
+    ciel_store::run(&app.store, move |s| {
+        s.append_audit(std::slice::from_ref(&d))
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not audit an export request");
+        arm_error(&ApiError::internal())
+    })
 }
 
 /// Owner (`*`) on every subscription of the caller's tenant.
@@ -167,7 +169,14 @@ async fn status(
     peer: Option<String>,
 ) -> Response {
     if !allowed(app, &caller).await {
-        let d = draft(&caller, "denied", &format!("{PATH}/{id}"), json!({"read": true}), rid, &peer);
+        let d = draft(
+            &caller,
+            "denied",
+            &format!("{PATH}/{id}"),
+            json!({"read": true}),
+            rid,
+            &peer,
+        );
         if let Err(r) = audit(app, d).await {
             return r;
         }
@@ -176,15 +185,16 @@ async fn status(
     let i = id.clone();
     let op = ciel_store::run(&app.store, move |s| s.get_operation(&i).found()).await;
     match op {
-        Ok(Some(op))
-            if op.tenant_id == caller.tenant_id && op.resource_id.starts_with(PATH) =>
-        {
+        Ok(Some(op)) if op.tenant_id == caller.tenant_id && op.resource_id.starts_with(PATH) => {
             json_response(StatusCode::OK, &render(&op))
         }
         Ok(_) => arm_error(&ApiError::new(
             StatusCode::NOT_FOUND,
             "ExportNotFound",
-            format!("There is no export '{}' in your tenant.", ciel_arm::clip(&id)),
+            format!(
+                "There is no export '{}' in your tenant.",
+                ciel_arm::clip(&id)
+            ),
         )),
         Err(e) => {
             tracing::error!(error = %e, "reading an export operation");
@@ -244,11 +254,17 @@ async fn create(
                 Err(e) => return bad(format!("'properties.recipient': {e}.")),
             }
         }
-        Value::Object(_) => match ciel_export::recipient::Recipient::parse(&p["recipient"].to_string()) {
-            Ok(r) => Some(r),
-            Err(e) => return bad(format!("'properties.recipient': {e}.")),
-        },
-        _ => return bad("'properties.recipient' must be an RSA public key: PEM text or a JWK object."),
+        Value::Object(_) => {
+            match ciel_export::recipient::Recipient::parse(&p["recipient"].to_string()) {
+                Ok(r) => Some(r),
+                Err(e) => return bad(format!("'properties.recipient': {e}.")),
+            }
+        }
+        _ => {
+            return bad(
+                "'properties.recipient' must be an RSA public key: PEM text or a JWK object.",
+            )
+        }
     };
     let prefix = match &p["prefix"] {
         Value::Null => None,
@@ -280,7 +296,9 @@ async fn create(
         tenant_id: caller.tenant_id.clone(),
         status: "InProgress".into(),
         resource_id: format!("{PATH}/{id}"),
-        result: Some(json!({"destination": {"host": dest.host(), "container": dest.container_url.rsplit('/').next(), "prefix": prefix}})),
+        result: Some(
+            json!({"destination": {"host": dest.host(), "container": dest.container_url.rsplit('/').next(), "prefix": prefix}}),
+        ),
         error: None,
         created: ciel_core::time::now_unix(),
         finished: None,
@@ -309,7 +327,9 @@ async fn create(
     tokio::spawn(async move {
         let st = store.clone();
         let res = tokio::task::spawn_blocking(move || {
-            run(&st, &env2, &tenant, &op_id, &domain, recipient, &dest, &prefix)
+            run(
+                &st, &env2, &tenant, &op_id, &domain, recipient, &dest, &prefix,
+            )
         })
         .await;
         let mut done = op;
@@ -331,7 +351,9 @@ async fn create(
             Err(e) => {
                 tracing::error!(error = %e, "the export task failed");
                 done.status = "Failed".into();
-                done.error = Some(json!({"code": "InternalServerError", "message": "The export stopped unexpectedly."}));
+                done.error = Some(
+                    json!({"code": "InternalServerError", "message": "The export stopped unexpectedly."}),
+                );
             }
         }
         let d = done.clone();
@@ -413,7 +435,9 @@ fn run(
             details: json!({"files": files, "bytes": bytes, "manifestSha256": rep.manifest_sha256, "destinationHost": dest.host()}),
             ..Default::default()
         }])?;
-        Ok(json!({"manifestSha256": rep.manifest_sha256, "files": files, "bytes": bytes, "summary": rep.summary}))
+        Ok(
+            json!({"manifestSha256": rep.manifest_sha256, "files": files, "bytes": bytes, "summary": rep.summary}),
+        )
     })();
     let _ = std::fs::remove_dir_all(&dir);
     res

@@ -447,7 +447,19 @@ impl Custody for SoftwareCustody {
         let public = k.public()?;
         let (_, parts) = import_parts_of(k)?;
         Ok(match (&parts, public) {
-            (ImportParts::Rsa { n, e, d, p, q, dp, dq, qi }, _) => PrivateKey::Rsa {
+            (
+                ImportParts::Rsa {
+                    n,
+                    e,
+                    d,
+                    p,
+                    q,
+                    dp,
+                    dq,
+                    qi,
+                },
+                _,
+            ) => PrivateKey::Rsa {
                 n: n.clone(),
                 e: e.clone(),
                 d: d.clone(),

@@ -308,7 +308,10 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
     }
     if path.len() >= crate::export_api::PATH.len()
         && path[..crate::export_api::PATH.len()].eq_ignore_ascii_case(crate::export_api::PATH)
-        && matches!(path.as_bytes().get(crate::export_api::PATH.len()), None | Some(b'/'))
+        && matches!(
+            path.as_bytes().get(crate::export_api::PATH.len()),
+            None | Some(b'/')
+        )
     {
         let Some(caller) = arm_caller(app, &req) else {
             return arm_error(&ApiError::unauthorized(
