@@ -384,7 +384,20 @@ impl Exporter<'_> {
         let id = ResourceId::parse(&r.id).ok_or_else(|| anyhow!("bad account id {}", r.id))?;
         let key_str = id.key();
         let secrets = offline::account_secrets(self.src.master, r).map_err(|e| anyhow!(e))?;
-        let key = offline::data_key(&secrets).map_err(|e| anyhow!(e))?;
+        let key = match (&secrets.cmk, self.src.custody) {
+            // Wrapped by the customer's key: unwrapped through the custody, as the Blob service
+            // does, while the customer's key allows it.
+            (Some(c), Some(custody)) => keyvault::unwrap_cmk(
+                store,
+                custody,
+                &c.kid,
+                &c.wrapped,
+                &r.id,
+                "operator:export",
+            )
+            .with_context(|| format!("storage account {}", r.name))?,
+            _ => offline::data_key(&secrets).map_err(|e| anyhow!(e))?,
+        };
         let dir = offline::account_dir(&self.src.blob_root, &id);
         let base_rel = format!("blobs/{}", r.name);
         let props = store.get_blob_service_properties(&key_str)?;

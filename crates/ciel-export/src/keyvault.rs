@@ -614,3 +614,67 @@ pub fn delete_if_exported_deleted(
     }
     Ok(())
 }
+
+/// The data key of a storage account under a customer-managed key, unwrapped through the
+/// custody offline, under the same conditions as the Blob service: the vault live, the key name
+/// not deleted, the version enabled, valid and allowing `unwrapKey` — a customer who revoked
+/// its key is not bypassed by an offline export. Audited as the unwrap it is.
+pub fn unwrap_cmk(
+    store: &dyn MetadataStore,
+    custody: &dyn Custody,
+    kid: &str,
+    wrapped_b64: &str,
+    account_id: &str,
+    actor: &str,
+) -> Result<[u8; 32]> {
+    let bad = || anyhow!("the customer-managed key id {kid} is not a key version id");
+    let rest = kid.strip_prefix("https://").ok_or_else(bad)?;
+    let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+    let vault = host.split('.').next().unwrap_or("").to_ascii_lowercase();
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let [ "keys", name, version ] = parts[..] else {
+        return Err(bad());
+    };
+    let r = store
+        .find_resources_by_name(VAULT_TYPE, &vault)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the customer-managed key's vault {vault} does not exist (deleted?): the account's data cannot be read"))?;
+    let n = store.kv_get_name(&vault, "key", name).found()?;
+    if n.as_ref().map(|n| n.deleted.is_some()).unwrap_or(true) {
+        bail!("the customer-managed key {vault}/{name} is deleted: the account's data cannot be read");
+    }
+    let v = store
+        .kv_get_version(&vault, "key", name, Some(version))
+        .found()?
+        .ok_or_else(|| anyhow!("the customer-managed key version {kid} does not exist"))?;
+    ciel_keyvault::data::keys::usable(&v, "unwrapKey").map_err(|e| {
+        anyhow!("the customer-managed key {vault}/{name} refuses unwrapKey ({e:?}): the account's data cannot be read")
+    })?;
+    let m: KeyMaterial = serde_json::from_slice(&v.sealed).context("key material")?;
+    let vault_key = open_vault_key(custody, &r)?;
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(wrapped_b64)
+        .map_err(|_| anyhow!("the wrapped data key is not base64"))?;
+    let dk = zeroize::Zeroizing::new(
+        custody
+            .decrypt_labelled(
+                &vault_key,
+                &label(&vault, name, version),
+                &m,
+                ciel_keyvault::custody::EncAlg::RsaOaep256,
+                &wrapped,
+            )
+            .map_err(custody_err)?,
+    );
+    store.append_audit(&[ciel_core::audit::AuditDraft {
+        tenant_id: Some(r.tenant_id.clone()),
+        actor: actor.into(),
+        action: format!("{VAULT_TYPE}/keys/unwrap/action"),
+        target: format!("{}/keys/{name}", r.id),
+        outcome: "success".into(),
+        details: json!({"algorithm": "RSA-OAEP-256", "for": account_id, "offline": true}),
+        ..Default::default()
+    }])?;
+    <[u8; 32]>::try_from(dk.as_slice()).map_err(|_| anyhow!("the unwrapped data key is not 256 bits"))
+}
