@@ -764,3 +764,36 @@ def test_export_api_pushes_into_the_tenants_container(server_factory, tmp_path):
     assert not any((src.data_dir / "exports").iterdir())
     r = call("GET", f"{EXPORTS}/{uuid.uuid4()}")
     assert r.status_code == 404, describe(r)
+
+
+def test_export_reads_an_account_under_a_customer_managed_key_while_the_key_allows(server_factory, tmp_path):
+    from azure.mgmt.storage.models import Encryption, KeyVaultProperties, StorageAccountUpdateParameters
+    crypto_service_user = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+    src = server_factory("export-cmk")
+    c = Clients(src)
+    tag = uuid.uuid4().hex[:6]
+    rg, a = f"exp-cmk-{tag}", f"expcmk{tag}"
+    c.rm.resource_groups.create_or_update(rg, {"location": "francecentral"})
+    v = Vaults(src, rg)
+    key = v.keys.create_rsa_key("cmk", size=2048)
+    acct = c.st.storage_accounts.begin_create(rg, a, {"location": "francecentral", "sku": {"name": "Standard_LRS"},
+                                                      "kind": "StorageV2", "identity": {"type": "SystemAssigned"}}).result()
+    src.assign_role(v.id, f"/subscriptions/{src.sub}/providers/Microsoft.Authorization/roleDefinitions/{crypto_service_user}",
+                    acct.identity.principal_id)
+    c.st.storage_accounts.update(rg, a, StorageAccountUpdateParameters(encryption=Encryption(
+        key_source="Microsoft.Keyvault", key_vault_properties=KeyVaultProperties(key_name="cmk", key_vault_uri=v.uri))))
+    c.blob(a, rg).create_container("sealed").upload_blob("doc.txt", b"under the customer's key")
+    key_pem, pub_pem = _recipient(tmp_path)
+    out = tmp_path / "cmk-export"
+    _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", out, "--recipient", pub_pem)
+    assert (out / f"blobs/{a}/sealed/data/doc.txt").read_bytes() == b"under the customer's key"
+    db = sqlite3.connect(f"file:{src.data_dir}/ciel.db?mode=ro", uri=True, timeout=10)
+    rows = db.execute("SELECT actor, details FROM audit_log WHERE action = 'Microsoft.KeyVault/vaults/keys/unwrap/action'"
+                      " AND actor = 'operator:export'").fetchall()
+    db.close()
+    assert rows and a in rows[0][1], rows
+    # The customer disables its key: the offline export does not get around it.
+    v.keys.update_key_properties("cmk", version=key.properties.version, enabled=False)
+    p = _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", tmp_path / "refused",
+             "--recipient", pub_pem, check=False)
+    assert p.returncode != 0 and "refuses unwrapKey" in p.stderr and a in p.stderr, p.stderr

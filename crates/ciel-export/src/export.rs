@@ -387,15 +387,10 @@ impl Exporter<'_> {
         let key = match (&secrets.cmk, self.src.custody) {
             // Wrapped by the customer's key: unwrapped through the custody, as the Blob service
             // does, while the customer's key allows it.
-            (Some(c), Some(custody)) => keyvault::unwrap_cmk(
-                store,
-                custody,
-                &c.kid,
-                &c.wrapped,
-                &r.id,
-                "operator:export",
-            )
-            .with_context(|| format!("storage account {}", r.name))?,
+            (Some(c), Some(custody)) => {
+                keyvault::unwrap_cmk(store, custody, &c.kid, &c.wrapped, &r.id, "operator:export")
+                    .with_context(|| format!("storage account {}", r.name))?
+            }
             _ => offline::data_key(&secrets).map_err(|e| anyhow!(e))?,
         };
         let dir = offline::account_dir(&self.src.blob_root, &id);

@@ -632,7 +632,7 @@ pub fn unwrap_cmk(
     let (host, path) = rest.split_once('/').ok_or_else(bad)?;
     let vault = host.split('.').next().unwrap_or("").to_ascii_lowercase();
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let [ "keys", name, version ] = parts[..] else {
+    let ["keys", name, version] = parts[..] else {
         return Err(bad());
     };
     let r = store
@@ -642,7 +642,9 @@ pub fn unwrap_cmk(
         .ok_or_else(|| anyhow!("the customer-managed key's vault {vault} does not exist (deleted?): the account's data cannot be read"))?;
     let n = store.kv_get_name(&vault, "key", name).found()?;
     if n.as_ref().map(|n| n.deleted.is_some()).unwrap_or(true) {
-        bail!("the customer-managed key {vault}/{name} is deleted: the account's data cannot be read");
+        bail!(
+            "the customer-managed key {vault}/{name} is deleted: the account's data cannot be read"
+        );
     }
     let v = store
         .kv_get_version(&vault, "key", name, Some(version))
@@ -676,5 +678,6 @@ pub fn unwrap_cmk(
         details: json!({"algorithm": "RSA-OAEP-256", "for": account_id, "offline": true}),
         ..Default::default()
     }])?;
-    <[u8; 32]>::try_from(dk.as_slice()).map_err(|_| anyhow!("the unwrapped data key is not 256 bits"))
+    <[u8; 32]>::try_from(dk.as_slice())
+        .map_err(|_| anyhow!("the unwrapped data key is not 256 bits"))
 }
