@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import time
@@ -23,6 +24,12 @@ from pathlib import Path
 
 import pytest
 import requests
+
+# Today's Key Vault data-plane SDKs are installed apart from azure-cli's pinned ones (scripts/test).
+import sys  # noqa: E402
+_LATEST = os.environ.get("CIEL_SDK_LATEST") or str(Path(__file__).resolve().parents[2] / ".venv" / "sdk-latest")
+if Path(_LATEST).is_dir():
+    sys.path.insert(0, _LATEST)
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
@@ -31,7 +38,13 @@ from azure.mgmt.storage import StorageManagementClient
 from azure.storage.blob import (AccessPolicy, AccountSasPermissions, BlobServiceClient, ContainerSasPermissions,
                                 ContentSettings, ResourceTypes, generate_account_sas)
 
-from cieltest import DOMAIN, ciel_bin, free_port, wait_until
+from azure.keyvault.keys import (KeyClient, KeyCurveName, KeyRotationLifetimeAction, KeyRotationPolicy,  # noqa: E402
+                                  KeyRotationPolicyAction)
+from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, SignatureAlgorithm  # noqa: E402
+from azure.keyvault.secrets import SecretClient  # noqa: E402
+from azure.mgmt.keyvault import KeyVaultManagementClient  # noqa: E402
+
+from cieltest import DOMAIN, ciel_bin, claims_of, describe, free_port, missing_prerequisite, wait_until  # noqa: E402
 
 API = "2025-08-01"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -418,3 +431,369 @@ def test_export_to_azurite_blob_endpoint(server_factory, tmp_path):
     finally:
         az.terminate()
         az.wait(timeout=20)
+
+
+# --------------------------------------------------------------------------------------------
+# Key Vault in the export (docs/export-format.md, "Key Vault")
+# --------------------------------------------------------------------------------------------
+
+KV_ADMIN = "00482a5a-887f-4fb3-b363-3b7fe8e74483"
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def open_jwe(jwe: str, private_key_pem: bytes) -> bytes:
+    """The snippet of docs/export-format.md, as it is there: a compact JWE (RSA-OAEP-256 +
+    A256GCM) opened with the `cryptography` package alone, no Ciel code."""
+    import base64
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    def b64(s: str) -> bytes:
+        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+    header, ek, iv, ct, tag = jwe.split(".")
+    assert json.loads(b64(header))["alg"] == "RSA-OAEP-256" and json.loads(b64(header))["enc"] == "A256GCM"
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    cek = key.decrypt(b64(ek), padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    return AESGCM(cek).decrypt(b64(iv), b64(ct) + b64(tag), header.encode("ascii"))
+
+
+def _b64u(s: str) -> bytes:
+    import base64
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def _recipient(tmp_path: Path, name: str = "recipient") -> tuple[Path, Path]:
+    """A recipient key pair made with the standard tool: openssl."""
+    key, pub = tmp_path / f"{name}-key.pem", tmp_path / f"{name}.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", str(key)],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True)
+    return key, pub
+
+
+class Vaults:
+    """A vault of a server with the admin as Key Vault Administrator, and its SDK clients."""
+
+    def __init__(self, server, rg: str, name: str | None = None, create: bool = True, **props):
+        self.s = server
+        self.cred = ClientSecretCredential(server.tenant, server.client_id, server.secret, authority=server.login,
+                                           disable_instance_discovery=True, connection_verify=server.ca)
+        self.mgmt = KeyVaultManagementClient(self.cred, server.sub, base_url=server.arm,
+                                             credential_scopes=[server.arm_scope], connection_verify=server.ca)
+        self.name = name or f"kv{uuid.uuid4().hex[:12]}"
+        self.rg = rg
+        if create:
+            p = {"tenantId": server.tenant, "sku": {"family": "A", "name": "standard"}}
+            p.update(props)
+            self.mgmt.vaults.begin_create_or_update(rg, self.name, {"location": "francecentral", "properties": p,
+                                                                    "tags": {"app": "export"}}).result()
+        v = self.mgmt.vaults.get(rg, self.name)
+        self.id, self.uri = v.id, v.properties.vault_uri
+        oid = claims_of(server.admin_token())["oid"]
+        try:
+            server.assign_role(self.id, f"/subscriptions/{server.sub}/providers/Microsoft.Authorization/roleDefinitions/{KV_ADMIN}", oid)
+        except AssertionError:
+            pass  # the imported role assignment already gives it
+        self.secrets = SecretClient(self.uri, self.cred, connection_verify=server.ca)
+        self.keys = KeyClient(self.uri, self.cred, connection_verify=server.ca)
+
+    def crypto(self, key_id: str) -> CryptographyClient:
+        return CryptographyClient(key_id, self.cred, connection_verify=self.s.ca)
+
+
+def _kv_snapshot(v: Vaults) -> dict:
+    """Every secret version (value, attributes, tags, content type) and key version (public part,
+    attributes, tags) as the SDKs show them."""
+    out = {"secrets": {}, "keys": {}, "deleted_secrets": sorted(d.name for d in v.secrets.list_deleted_secrets()),
+           "deleted_keys": sorted(d.name for d in v.keys.list_deleted_keys())}
+    for p in v.secrets.list_properties_of_secrets():
+        for vp in v.secrets.list_properties_of_secret_versions(p.name):
+            value = v.secrets.get_secret(p.name, vp.version).value if vp.enabled else None
+            out["secrets"][f"{p.name}/{vp.version}"] = (value, vp.enabled, vp.content_type, vp.tags, vp.expires_on,
+                                                        vp.created_on)
+    for p in v.keys.list_properties_of_keys():
+        for vp in v.keys.list_properties_of_key_versions(p.name):
+            k = v.keys.get_key(p.name, vp.version)
+            out["keys"][f"{p.name}/{vp.version}"] = (k.key_type, sorted(k.key_operations or []), k.key.n, k.key.e, k.key.x,
+                                                     k.key.y, vp.enabled, vp.tags, vp.created_on)
+    pol = v.keys.get_key_rotation_policy("rsa-k")
+    out["policy"] = (pol.expires_in, [(a.action, a.time_after_create) for a in pol.lifetime_actions])
+    return out
+
+
+def test_keyvault_export_to_a_recipient_and_import(server_factory, tmp_path):
+    src = server_factory("export-kv-src")
+    rg = f"exp-kv-{uuid.uuid4().hex[:6]}"
+    src.create_group(rg)
+    v = Vaults(src, rg)
+    # Three versions of one secret (the middle one disabled), a soft-deleted secret.
+    v.secrets.set_secret("db-pass", "first value", content_type="text/plain", tags={"env": "prod"})
+    v.secrets.set_secret("db-pass", "s3cr\u00e9t second \U0001f511")
+    third = v.secrets.set_secret("db-pass", "third-" + "x" * 20000, expires_on=datetime(2031, 1, 1, tzinfo=timezone.utc))
+    versions = [p.version for p in v.secrets.list_properties_of_secret_versions("db-pass")]
+    middle = next(x for x in versions if x != third.properties.version and
+                  v.secrets.get_secret("db-pass", x).value.startswith("s3cr"))
+    v.secrets.update_secret_properties("db-pass", middle, enabled=False)
+    v.secrets.set_secret("gone", "deleted but recoverable")
+    v.secrets.begin_delete_secret("gone").result()
+    # Keys: RSA with two versions and a rotation policy, EC P-256.
+    v.keys.create_rsa_key("rsa-k", size=2048, tags={"use": "sign"})
+    v.keys.update_key_rotation_policy("rsa-k", KeyRotationPolicy(expires_in="P90D", lifetime_actions=[
+        KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")]))
+    rsa_k = v.keys.rotate_key("rsa-k")
+    ec_k = v.keys.create_ec_key("ec-k", curve=KeyCurveName.p_256)
+    digest = hashlib.sha256(b"signed before the export").digest()
+    rsa_sig = v.crypto(rsa_k.id).sign(SignatureAlgorithm.rs256, digest).signature
+    ec_sig = v.crypto(ec_k.id).sign(SignatureAlgorithm.es256, digest).signature
+    ciphertext = v.crypto(rsa_k.id).encrypt(EncryptionAlgorithm.rsa_oaep_256, b"encrypted before the export").ciphertext
+    # A deleted vault (recoverable) with a secret.
+    dv = Vaults(src, rg)
+    dv.secrets.set_secret("in-deleted-vault", "still recoverable")
+    dv.mgmt.vaults.delete(rg, dv.name)
+    before = _kv_snapshot(v)
+    assert len(before["secrets"]) == 3 and len(before["keys"]) == 3 and before["deleted_secrets"] == ["gone"]
+
+    key_pem, pub_pem = _recipient(tmp_path)
+    out = tmp_path / "kv-export"
+    # Without a recipient: refused, nothing written.
+    p = _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", out, check=False)
+    assert p.returncode != 0 and "--recipient" in p.stderr, p.stderr
+    assert not out.exists() or not any(out.iterdir())
+    _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", out, "--recipient", pub_pem)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["keyvault"]["recipient"]["alg"] == "RSA-OAEP-256" and m["keyvault"]["recipient"]["enc"] == "A256GCM"
+    assert m["summary"]["vaults"] == 2 and m["summary"]["secretVersions"] == 5 and m["summary"]["keyVersions"] == 3, m["summary"]
+    # Never a value in clear, anywhere in the export.
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert b"first value" not in f.read_bytes() and b"still recoverable" not in f.read_bytes(), f
+    kvdir = out / "keyvault" / v.name
+    lines = [json.loads(x) for x in (kvdir / "secrets.jsonl").read_text().splitlines()]
+    first = next(x for x in lines if x["name"] == "db-pass" and x["contentType"] == "text/plain")
+    # A person opens a value with standard tools only: the documented snippet.
+    assert open_jwe(first["value"], key_pem.read_bytes()) == b"first value"
+    assert first["tags"] == {"env": "prod"}
+    gone = next(x for x in lines if x["name"] == "gone")
+    assert gone["deleted"]["deletedDate"] > 0 and open_jwe(gone["value"], key_pem.read_bytes()) == b"deleted but recoverable"
+    keys = [json.loads(x) for x in (kvdir / "keys.jsonl").read_text().splitlines()]
+    assert {k["exportable"] for k in keys} == {True} and all("private" in k for k in keys)
+    priv = json.loads(open_jwe(next(k for k in keys if k["name"] == "ec-k")["private"], key_pem.read_bytes()))
+    assert priv["kty"] == "EC" and priv["crv"] == "P-256" and _b64u(priv["x"]) == ec_k.key.x and len(_b64u(priv["d"])) == 32
+    dvault = json.loads((out / "keyvault" / dv.name / "vault.json").read_text())
+    assert dvault["deleted"]["deletionDate"] > 0
+    _run("export", "verify", out)
+    # One byte of a Key Vault file changed: verify names it.
+    bad = tmp_path / "kv-tampered"
+    shutil.copytree(out, bad)
+    f = bad / "keyvault" / v.name / "secrets.jsonl"
+    f.write_text(f.read_text().replace('"env":"prod"', '"env":"prud"'))
+    p = _run("export", "verify", bad, check=False)
+    assert p.returncode == 1 and f"keyvault/{v.name}/secrets.jsonl" in p.stderr, p.stderr
+
+    # Import into a fresh Ciel (another data directory): without the identity refused, then done.
+    dst = server_factory("export-kv-dst")
+    dst.stop()
+    args = ["import", "--data-dir", dst.data_dir, "--from", out, "--tenant", dst.tenant, "--subscription", f"{src.sub}={dst.sub}"]
+    p = _run(*args, check=False)
+    assert p.returncode != 0 and "--identity" in p.stderr, p.stderr
+    other_key, _ = _recipient(tmp_path, "other")
+    p = _run(*args, "--identity", other_key, check=False)
+    assert p.returncode != 0 and "encrypted to key" in p.stderr, p.stderr
+    r = _run(*args, "--identity", key_pem)
+    assert "imported 2 key vaults: 5 secret versions, 3 key versions" in r.stdout, r.stdout
+    dst.start()
+    w = Vaults(dst, rg, name=v.name, create=False)
+    after = _kv_snapshot(w)
+    assert after == before
+    assert w.uri.startswith(f"https://{v.name}.vault.") and str(dst.port) in w.uri
+    # Same key material: an old signature verifies with the imported key, and it decrypts an old ciphertext.
+    assert w.crypto(f"{w.uri}keys/rsa-k/{rsa_k.properties.version}").verify(SignatureAlgorithm.rs256, digest, rsa_sig).is_valid
+    assert w.crypto(f"{w.uri}keys/ec-k/{ec_k.properties.version}").verify(SignatureAlgorithm.es256, digest, ec_sig).is_valid
+    assert w.crypto(f"{w.uri}keys/rsa-k/{rsa_k.properties.version}").decrypt(
+        EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext == b"encrypted before the export"
+    # The deleted secret and the deleted vault come back deleted, and recover.
+    assert w.secrets.begin_recover_deleted_secret("gone").result().name == "gone"
+    assert w.secrets.get_secret("gone").value == "deleted but recoverable"
+    deleted = w.mgmt.vaults.get_deleted(dv.name, "francecentral")
+    assert deleted.name == dv.name
+    w.mgmt.vaults.begin_create_or_update(rg, dv.name, {"location": "francecentral", "properties": {
+        "tenantId": dst.tenant, "sku": {"family": "A", "name": "standard"}, "createMode": "recover"}}).result()
+    assert Vaults(dst, rg, name=dv.name, create=False).secrets.get_secret("in-deleted-vault").value == "still recoverable"
+
+
+def test_keyvault_export_lists_hsm_keys_as_not_exportable(server_factory, tmp_path):
+    if not Path(SOFTHSM).exists() or not shutil.which("softhsm2-util"):
+        if os.environ.get("CIEL_SKIP_HSM_TESTS") == "1":
+            pytest.skip("CIEL_SKIP_HSM_TESTS=1 and SoftHSM2 is not installed")
+        missing_prerequisite("SoftHSM2 (Debian package softhsm2) is needed for the PKCS#11 custody tests")
+    hsm = tmp_path / "hsm"
+    (hsm / "tokens").mkdir(parents=True)
+    conf = hsm / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {hsm / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf), "CIEL_TEST_HSM_PIN": "ciel-user-pin"}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "ciel", "--pin", "ciel-user-pin",
+                    "--so-pin", "ciel-so-pin"], check=True, capture_output=True, env={**os.environ, **env})
+    src = server_factory("export-kv-hsm", env, start=False)
+    src.data_dir.mkdir(parents=True, exist_ok=True)
+    (src.data_dir / "ciel.toml").write_text(
+        f'[keyvault.custody]\nbackend = "pkcs11"\nmodule = "{SOFTHSM}"\ntoken_label = "ciel"\npin_env = "CIEL_TEST_HSM_PIN"\n')
+    src.start()
+    rg = f"exp-hsm-{uuid.uuid4().hex[:6]}"
+    src.create_group(rg)
+    v = Vaults(src, rg, sku={"family": "A", "name": "premium"})
+    v.secrets.set_secret("in-hsm-vault", "secret under an HSM-wrapped vault key")
+    k = v.keys.create_rsa_key("hsm-k", size=2048, hardware_protected=True)
+    key_pem, pub_pem = _recipient(tmp_path)
+    out = tmp_path / "hsm-export"
+    p = subprocess.run([ciel_bin(), "export", "--data-dir", str(src.data_dir), "--tenant", src.tenant, "--out", str(out),
+                        "--recipient", str(pub_pem)], capture_output=True, text=True, timeout=300,
+                       stdin=subprocess.DEVNULL, env={**os.environ, **env})
+    assert p.returncode == 0, p.stderr
+    kvdir = out / "keyvault" / v.name
+    keys = [json.loads(x) for x in (kvdir / "keys.jsonl").read_text().splitlines()]
+    assert len(keys) == 1 and keys[0]["exportable"] is False and "private" not in keys[0], keys
+    assert keys[0]["key"]["kty"] == "RSA-HSM" and _b64u(keys[0]["key"]["n"]) == k.key.n
+    secrets = [json.loads(x) for x in (kvdir / "secrets.jsonl").read_text().splitlines()]
+    assert open_jwe(secrets[0]["value"], key_pem.read_bytes()) == b"secret under an HSM-wrapped vault key"
+    assert json.loads((out / "manifest.json").read_text())["summary"]["keyVersionsNotExportable"] == 1
+    # Imported into a software deployment: the secret comes, the HSM key is reported, not imported.
+    dst = server_factory("export-kv-hsm-dst")
+    dst.stop()
+    r = _run("import", "--data-dir", dst.data_dir, "--from", out, "--tenant", dst.tenant,
+             "--subscription", f"{src.sub}={dst.sub}", "--identity", key_pem)
+    assert f"key {v.name}/hsm-k version" in r.stdout and "not exportable, so not imported" in r.stdout, r.stdout
+    dst.start()
+    w = Vaults(dst, rg, name=v.name, create=False)
+    assert w.secrets.get_secret("in-hsm-vault").value == "secret under an HSM-wrapped vault key"
+    assert [p.name for p in w.keys.list_properties_of_keys()] == []
+
+
+# --------------------------------------------------------------------------------------------
+# The tenant administrator's export API (POST /providers/Ciel.Export/exports)
+# --------------------------------------------------------------------------------------------
+
+EXPORTS = "/providers/Ciel.Export/exports"
+
+
+def test_export_api_pushes_into_the_tenants_container(server_factory, tmp_path):
+    from test_sovereignty import DOC, _check
+    from azure.storage.blob import generate_container_sas
+    doc = json.loads(DOC.read_text())
+    schemas = doc["components"]["schemas"]
+    post = doc["paths"][EXPORTS]["post"]
+    version = post["parameters"][0]["schema"]["const"]
+    src = server_factory("export-api")
+    c = Clients(src)
+    tag = uuid.uuid4().hex[:6]
+    rg, a = f"exp-api-{tag}", f"expapi{tag}"
+    c.rm.resource_groups.create_or_update(rg, {"location": "francecentral"})
+    _account(c, rg, a)
+    svc = c.blob(a, rg)
+    svc.create_container("data").upload_blob("hello.txt", b"hello from the API export")
+    svc.create_container("exports")
+    v = Vaults(src, rg)
+    v.secrets.set_secret("api-secret", "only for the recipient")
+    key_pem, pub_pem = _recipient(tmp_path)
+    key = c.st.storage_accounts.list_keys(rg, a)["keys"][0]["value"]
+    sas = generate_container_sas(a, "exports", account_key=key, permission=ContainerSasPermissions(
+        read=True, write=True, create=True, list=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    dest = f"https://{a}.blob.core.{DOMAIN}:{src.port}/exports?{sas}"
+    body = {"properties": {"destination": {"containerSasUri": dest}, "recipient": pub_pem.read_text(), "prefix": "leaving/2026"}}
+
+    def call(method, path, token="admin", json_body=None, api=version):
+        return src.arm_call(method, path, token=token, params={"api-version": api}, json_body=json_body)
+
+    # Refusals first: nothing started, each with Azure's error envelope.
+    r = requests.post(f"{src.arm}{EXPORTS.lstrip('/')}", params={"api-version": version}, json=body, verify=src.ca, timeout=30)
+    assert r.status_code == 401, describe(r)
+    _check(r.json(), post["responses"]["401"]["content"]["application/json"]["schema"], schemas)
+    stranger = src.create_sp(f"export-stranger-{tag}")
+    tok = src.client_token(stranger["appId"], stranger["password"], src.tenant, src.arm_scope)
+    r = call("POST", EXPORTS, token=tok, json_body=body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed", describe(r)
+    db = sqlite3.connect(f"file:{src.data_dir}/ciel.db?mode=ro", uri=True, timeout=10)
+    denied = db.execute("SELECT actor FROM audit_log WHERE action = 'Ciel.Export/exports/write' AND outcome = 'denied'").fetchall()
+    db.close()
+    assert any(stranger["appId"] in a[0] or stranger["objectId"] in a[0] for a in denied), denied
+    for bad in ({}, {"properties": {"destination": {}}},
+                {"properties": {"destination": {"containerSasUri": f"https://{a}.blob.core.{DOMAIN}/exports"}}},
+                {"properties": {"destination": {"containerSasUri": dest}, "recipient": "not a key"}},
+                {"properties": {"destination": {"containerSasUri": dest}}}):  # the vault holds a secret
+        r = call("POST", EXPORTS, json_body=bad)
+        assert r.status_code == 400, (bad, describe(r))
+        _check(r.json(), post["responses"]["400"]["content"]["application/json"]["schema"], schemas)
+    r = call("POST", EXPORTS, json_body=body, api="2020-01-01")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidApiVersionParameter", describe(r)
+    assert list(svc.get_container_client("exports").list_blobs()) == []
+
+    # Started: 202 with the polling headers, then polled to Succeeded.
+    r = call("POST", EXPORTS, json_body=body)
+    assert r.status_code == 202, describe(r)
+    _check(r.json(), post["responses"]["202"]["content"]["application/json"]["schema"], schemas, "202")
+    loc = r.headers["Location"]
+    assert r.headers["Azure-AsyncOperation"] == loc and r.headers["Retry-After"] == "1"
+    get = doc["paths"][EXPORTS + "/{exportId}"]["get"]
+    status = {}
+
+    def finished():
+        nonlocal status
+        g = src.request("GET", loc, token=src.admin_token())
+        assert g.status_code == 200, describe(g)
+        status = g.json()
+        _check(status, get["responses"]["200"]["content"]["application/json"]["schema"], schemas, "status")
+        return status["status"] != "InProgress"
+    wait_until(finished, 120, interval=0.5, what="the export operation")
+    assert status["status"] == "Succeeded", status
+    # It landed in the chosen container, verifies, and its secret opens with the recipient's key only.
+    got = tmp_path / "from-container"
+    cc = svc.get_container_client("exports")
+    names = [b.name for b in cc.list_blobs(name_starts_with="leaving/2026/")]
+    assert "leaving/2026/manifest.json" in names and status["properties"]["files"] == len(names)
+    for n in names:
+        f = got / n[len("leaving/2026/"):]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(cc.download_blob(n).readall())
+    ok = _run("export", "verify", got, "--manifest-sha256", status["properties"]["manifestSha256"])
+    assert "export ok" in ok.stdout
+    assert (got / f"blobs/{a}/data/data/hello.txt").read_bytes() == b"hello from the API export"
+    line = json.loads((got / "keyvault" / v.name / "secrets.jsonl").read_text().splitlines()[0])
+    assert open_jwe(line["value"], key_pem.read_bytes()) == b"only for the recipient"
+    # The working directory is gone from the server; another tenant's caller does not see the export.
+    assert not any((src.data_dir / "exports").iterdir())
+    r = call("GET", f"{EXPORTS}/{uuid.uuid4()}")
+    assert r.status_code == 404, describe(r)
+
+
+def test_export_reads_an_account_under_a_customer_managed_key_while_the_key_allows(server_factory, tmp_path):
+    from azure.mgmt.storage.models import Encryption, KeyVaultProperties, StorageAccountUpdateParameters
+    crypto_service_user = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+    src = server_factory("export-cmk")
+    c = Clients(src)
+    tag = uuid.uuid4().hex[:6]
+    rg, a = f"exp-cmk-{tag}", f"expcmk{tag}"
+    c.rm.resource_groups.create_or_update(rg, {"location": "francecentral"})
+    v = Vaults(src, rg)
+    key = v.keys.create_rsa_key("cmk", size=2048)
+    acct = c.st.storage_accounts.begin_create(rg, a, {"location": "francecentral", "sku": {"name": "Standard_LRS"},
+                                                      "kind": "StorageV2", "identity": {"type": "SystemAssigned"}}).result()
+    src.assign_role(v.id, f"/subscriptions/{src.sub}/providers/Microsoft.Authorization/roleDefinitions/{crypto_service_user}",
+                    acct.identity.principal_id)
+    c.st.storage_accounts.update(rg, a, StorageAccountUpdateParameters(encryption=Encryption(
+        key_source="Microsoft.Keyvault", key_vault_properties=KeyVaultProperties(key_name="cmk", key_vault_uri=v.uri))))
+    c.blob(a, rg).create_container("sealed").upload_blob("doc.txt", b"under the customer's key")
+    key_pem, pub_pem = _recipient(tmp_path)
+    out = tmp_path / "cmk-export"
+    _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", out, "--recipient", pub_pem)
+    assert (out / f"blobs/{a}/sealed/data/doc.txt").read_bytes() == b"under the customer's key"
+    db = sqlite3.connect(f"file:{src.data_dir}/ciel.db?mode=ro", uri=True, timeout=10)
+    rows = db.execute("SELECT actor, details FROM audit_log WHERE action = 'Microsoft.KeyVault/vaults/keys/unwrap/action'"
+                      " AND actor = 'operator:export'").fetchall()
+    db.close()
+    assert rows and a in rows[0][1], rows
+    # The customer disables its key: the offline export does not get around it.
+    v.keys.update_key_properties("cmk", version=key.properties.version, enabled=False)
+    p = _run("export", "--data-dir", src.data_dir, "--tenant", src.tenant, "--out", tmp_path / "refused",
+             "--recipient", pub_pem, check=False)
+    assert p.returncode != 0 and "refuses unwrapKey" in p.stderr and a in p.stderr, p.stderr

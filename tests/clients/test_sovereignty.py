@@ -22,10 +22,12 @@ def _check(value, schema, defs, where="statement"):
     types = schema.get("type")
     if types is not None:
         allowed = types if isinstance(types, list) else [types]
-        kinds = {"object": dict, "array": list, "string": str, "null": type(None)}
+        kinds = {"object": dict, "array": list, "string": str, "null": type(None), "integer": int, "boolean": bool}
         assert any(isinstance(value, kinds[t]) for t in allowed), f"{where}: {value!r} is not {allowed}"
     if "const" in schema:
         assert value == schema["const"], f"{where}: {value!r} != {schema['const']!r}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']!r}"
     if isinstance(value, dict):
         for k in schema.get("required", []):
             assert k in value, f"{where}: missing {k}"

@@ -8,6 +8,7 @@
 //! Memory is bounded: one decrypted chunk (1 MiB) of blob content at a time, pages of at most
 //! 5,000 records, and the table of files (one entry per file, for the manifest).
 
+use crate::keyvault;
 use crate::manifest::{
     self, FileEntry, HashingFile, Journal, JournalLine, Manifest, Since, Source, TenantRef,
 };
@@ -37,6 +38,9 @@ pub struct DataSource<'a> {
     pub domain: String,
     /// Hex; verifies the audit log's checkpoints.
     pub audit_public_key: String,
+    /// Opens vault keys and extracts software private keys (the deployment's own custody, as
+    /// `ciel up` opens it); needed only when the tenant has vaults holding secrets or keys.
+    pub custody: Option<&'a dyn ciel_keyvault::custody::Custody>,
 }
 
 pub struct ExportOptions {
@@ -46,6 +50,9 @@ pub struct ExportOptions {
     pub resume: bool,
     /// A previous export's `manifest.json`: export only blobs changed since.
     pub since: Option<PathBuf>,
+    /// Whom Key Vault secrets and private keys are encrypted to; required when the tenant has
+    /// vaults holding any.
+    pub recipient: Option<crate::recipient::Recipient>,
 }
 
 #[derive(Debug)]
@@ -248,6 +255,23 @@ impl Exporter<'_> {
         })
     }
 
+    /// A JSON-lines file, one value a line.
+    fn jsonl_file(&mut self, rel: &str, lines: &[Value]) -> Result<()> {
+        let mut f = HashingFile::create(self.out.join(rel))?;
+        for l in lines {
+            let mut b = serde_json::to_vec(l)?;
+            b.push(b'\n');
+            f.write(&b)?;
+        }
+        let (size, sha256) = f.finish()?;
+        self.journal.record(JournalLine {
+            path: rel.into(),
+            size,
+            sha256,
+            tag: String::new(),
+        })
+    }
+
     fn count(&mut self, k: &str, n: u64) {
         *self.summary.entry(k.into()).or_default() += n;
     }
@@ -360,7 +384,15 @@ impl Exporter<'_> {
         let id = ResourceId::parse(&r.id).ok_or_else(|| anyhow!("bad account id {}", r.id))?;
         let key_str = id.key();
         let secrets = offline::account_secrets(self.src.master, r).map_err(|e| anyhow!(e))?;
-        let key = offline::data_key(&secrets).map_err(|e| anyhow!(e))?;
+        let key = match (&secrets.cmk, self.src.custody) {
+            // Wrapped by the customer's key: unwrapped through the custody, as the Blob service
+            // does, while the customer's key allows it.
+            (Some(c), Some(custody)) => {
+                keyvault::unwrap_cmk(store, custody, &c.kid, &c.wrapped, &r.id, "operator:export")
+                    .with_context(|| format!("storage account {}", r.name))?
+            }
+            _ => offline::data_key(&secrets).map_err(|e| anyhow!(e))?,
+        };
         let dir = offline::account_dir(&self.src.blob_root, &id);
         let base_rel = format!("blobs/{}", r.name);
         let props = store.get_blob_service_properties(&key_str)?;
@@ -527,6 +559,20 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
             ))
         }
     };
+    // Key Vault: refused before anything is written when its material could not be encrypted.
+    let vaults = keyvault::tenant_vaults(store, &tenant.id)?;
+    let kv_material = keyvault::holds_material(store, &vaults)?;
+    if kv_material {
+        if opts.recipient.is_none() {
+            bail!(
+                "tenant {} has Key Vault secrets or keys: give --recipient FILE (an RSA public key of 2048 bits or more, PEM or JWK); they are encrypted to it and never written in clear",
+                tenant.id
+            );
+        }
+        if src.custody.is_none() {
+            bail!("the key custody is needed to export Key Vault material");
+        }
+    }
     let journal = Journal::open(&out, opts.resume)?;
     if opts.resume {
         clean_for_resume(&out, &journal)?;
@@ -675,11 +721,19 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
     for a in &accounts {
         x.account(a)?;
     }
-    // KEYVAULT: vaults go here, as `keyvault/{vault}/…` (docs/export-format.md, "Key Vault"):
-    // ExportOptions gains the recipient (an age public key or an RSA JWK); every secret version's
-    // value and every exportable software key's private part is encrypted to it before it is
-    // written (never in clear on disk), HSM keys are listed with their public part only, and the
-    // manifest records the recipient. Vault ARM bodies are already in resources.json.
+    // Key Vault: each vault's ARM JSON (live vaults' are in resources.json too), its secrets and
+    // keys, values and software private keys encrypted to the recipient as they are read.
+    for v in &vaults {
+        let ve = keyvault::export_vault(store, src.custody, opts.recipient.as_ref(), v)?;
+        let rel = format!("keyvault/{}", v.resource.name.to_ascii_lowercase());
+        x.count("vaults", 1);
+        x.count("secretVersions", ve.secret_versions);
+        x.count("keyVersions", ve.key_versions);
+        x.count("keyVersionsNotExportable", ve.not_exportable);
+        x.json_file(&format!("{rel}/vault.json"), &ve.vault)?;
+        x.jsonl_file(&format!("{rel}/secrets.jsonl"), &ve.secrets)?;
+        x.jsonl_file(&format!("{rel}/keys.jsonl"), &ve.keys)?;
+    }
 
     // The audit log last, so that it includes as much as possible (the export's own entry is
     // written by the caller, after the manifest).
@@ -718,6 +772,13 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
         created_at: ciel_core::time::now_rfc3339(),
         since: since.map(|(_, s)| s),
         summary: x.summary.clone(),
+        keyvault: if kv_material {
+            opts.recipient
+                .as_ref()
+                .map(|r| json!({"recipient": r.describe()}))
+        } else {
+            None
+        },
         files,
     };
     let digest = m.write(&out)?;

@@ -16,6 +16,7 @@
 //! journal says it created instead.
 
 use crate::export::STORAGE_TYPE;
+use crate::keyvault;
 use crate::manifest::{self, Manifest};
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,6 +48,9 @@ pub struct Target<'a> {
     pub endpoints: Endpoints,
     /// Where import journals live (`DIR/imports`).
     pub journal_dir: PathBuf,
+    /// The target's key custody (as its `ciel up` opens it): seals new vault keys and takes the
+    /// imported private keys. Needed only when the export has vaults.
+    pub custody: Option<&'a dyn ciel_keyvault::custody::Custody>,
 }
 
 pub struct ImportOptions {
@@ -59,6 +63,8 @@ pub struct ImportOptions {
     pub subscription_map: BTreeMap<String, String>,
     /// Remove what an interrupted import created, instead of resuming it.
     pub rollback: bool,
+    /// The recipient's private key: opens Key Vault secrets and private keys.
+    pub identity: Option<crate::recipient::Identity>,
 }
 
 /// The import's journal: its plan and what it created.
@@ -82,6 +88,9 @@ pub struct ImportState {
     pub role_definitions: BTreeMap<String, String>,
     /// Exported assignment GUID → target GUID.
     pub role_assignments: BTreeMap<String, String>,
+    /// Exported vault name (lower-case) → target name.
+    #[serde(default)]
+    pub vaults: BTreeMap<String, String>,
     /// Created, in order: `resourceGroup:/subscriptions/S/resourceGroups/g`,
     /// `account:{id}`, `roleDefinition:{guid}`, `roleAssignment:{guid}`.
     pub created: Vec<String>,
@@ -98,6 +107,9 @@ pub struct ImportReport {
     pub seconds: f64,
     pub verify_seconds: f64,
     pub resumed: bool,
+    pub vaults: u64,
+    pub secret_versions: u64,
+    pub key_versions: u64,
 }
 
 fn draft(tenant: &str, action: &str, target: &str, details: Value) -> AuditDraft {
@@ -215,6 +227,8 @@ impl ImportState {
                     .cloned()
             } else if prev.eq_ignore_ascii_case("storageAccounts") {
                 self.accounts.get(*p).cloned()
+            } else if prev.eq_ignore_ascii_case("vaults") {
+                self.vaults.get(&p.to_ascii_lowercase()).cloned()
             } else if prev.eq_ignore_ascii_case("roleDefinitions") {
                 self.role_definitions.get(*p).cloned()
             } else {
@@ -282,6 +296,30 @@ pub fn rollback(t: &Target<'_>, from: &Path, tenant: Option<&str>) -> Result<Vec
                 t.store.delete_account_data(&key)?;
                 if let Some(id) = ResourceId::parse(what) {
                     offline::destroy_account_files(&t.blob_root, &id);
+                }
+            }
+            "vault" => {
+                let key = what.to_ascii_lowercase();
+                let name = what.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
+                let gone = if t.store.get_resource(&key).found()?.is_some() {
+                    t.store.delete_vault(
+                        &key,
+                        None,
+                        &d(&format!("{}/delete", keyvault::VAULT_TYPE)),
+                    )?
+                } else if t.store.get_deleted_vault(&name).found()?.is_some() {
+                    t.store
+                        .purge_vault(&name, &d(&format!("{}/purge/action", keyvault::VAULT_TYPE)))?
+                } else {
+                    vec![]
+                };
+                // An HSM holds the imported keys as objects: destroy them with the records.
+                if let Some(c) = t.custody {
+                    for v in gone.iter().filter(|v| v.kind == "key") {
+                        if let Ok(m) = serde_json::from_slice(&v.sealed) {
+                            let _ = c.destroy(&m);
+                        }
+                    }
                 }
             }
             "roleAssignment" if t.store.get_role_assignment(what).found()?.is_some() => {
@@ -480,6 +518,48 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
         };
         st.role_assignments.insert(old, new);
     }
+    // Key Vault: names unique in the cloud (deleted vaults included), the group each goes to,
+    // and the identity that opens the material.
+    let kv = keyvault::read_exported(&from)?;
+    for v in &kv {
+        let name = v.vault["name"].as_str().unwrap_or("").to_ascii_lowercase();
+        if st.vaults.contains_key(&name) {
+            continue;
+        }
+        let taken = |n: &str| keyvault::vault_name_taken(store, n);
+        let mut new = name.clone();
+        if taken(&name)? {
+            if opts.rename {
+                new = new_name(&name, &seed, 24, "-", |c| Ok(!taken(c)?))?;
+                report.renamed.push(format!("key vault {name} -> {new}"));
+            } else {
+                conflicts.push(format!(
+                    "key vault name {name} is taken in the target (names are unique in a cloud, deleted vaults included)"
+                ));
+            }
+        }
+        st.vaults.insert(name, new);
+    }
+    if !kv.is_empty() && t.custody.is_none() {
+        bail!("the export has key vaults: the target's key custody is needed to import them");
+    }
+    if keyvault::needs_identity(&kv) {
+        let Some(id) = &opts.identity else {
+            bail!("nothing imported: the export holds Key Vault secrets or keys encrypted to a recipient; give --identity FILE (the recipient's RSA private key, PEM or JWK)");
+        };
+        if let Some(kid) = m
+            .keyvault
+            .as_ref()
+            .and_then(|k| k["recipient"]["kid"].as_str())
+        {
+            if kid != id.kid {
+                bail!(
+                    "nothing imported: the export's Key Vault material is encrypted to key {kid}, and --identity is key {}",
+                    id.kid
+                );
+            }
+        }
+    }
     if !conflicts.is_empty() {
         bail!(
             "nothing imported: {} name conflict(s) in the target:\n  {}\n(use --rename to import under new names)",
@@ -582,9 +662,11 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
     );
     for (sid, gname, r) in &x.resources {
         let rtype = r["type"].as_str().unwrap_or("");
+        if rtype.eq_ignore_ascii_case(keyvault::VAULT_TYPE) {
+            // Recreated below from `keyvault/`, with their secrets and keys.
+            continue;
+        }
         if !rtype.eq_ignore_ascii_case(STORAGE_TYPE) {
-            // KEYVAULT: Microsoft.KeyVault/vaults are recreated here, then their secrets and keys
-            // from `keyvault/` (decrypted with the recipient's key given to the import).
             report.skipped.push(format!(
                 "resource {} (type {rtype} is not imported yet)",
                 r["id"]
@@ -664,6 +746,71 @@ pub fn import(t: &Target<'_>, opts: &ImportOptions) -> Result<ImportReport> {
     }
     let (bytes, _) = progress.finish();
     report.bytes = bytes;
+
+    // Key vaults, with every secret and key version.
+    for v in &kv {
+        let old = v.vault["name"].as_str().unwrap_or("").to_ascii_lowercase();
+        let sid = v.vault["subscriptionId"].as_str().unwrap_or("");
+        let group = v.vault["resourceGroup"].as_str().unwrap_or("");
+        let Some(tgroup) = st
+            .resource_groups
+            .get(&format!("{sid}/{group}").to_ascii_lowercase())
+            .cloned()
+        else {
+            report.skipped.push(format!(
+                "key vault {old} (deleted, and its resource group {group} is not in the export)"
+            ));
+            continue;
+        };
+        let tsub = st.subscriptions.get(sid).cloned().unwrap_or_default();
+        let new = st.vaults.get(&old).cloned().unwrap_or(old.clone());
+        let id_s = format!(
+            "/subscriptions/{tsub}/resourceGroups/{tgroup}/providers/{}/{new}",
+            keyvault::VAULT_TYPE
+        );
+        let item = format!("vault:{id_s}");
+        let exists = store
+            .get_resource(&id_s.to_ascii_lowercase())
+            .found()?
+            .is_some();
+        let create = match (exists, st.owns(&item)) {
+            (true, true) => false,
+            (true, false) => bail!("key vault {id_s} appeared in the target meanwhile; nothing more imported (use --rollback)"),
+            (false, true) => {
+                // Created and already deleted again by a previous run: done.
+                continue;
+            }
+            (false, false) => true,
+        };
+        if create {
+            st.created.push(item);
+            st.save(&t.journal_dir)?;
+        }
+        let tenant_c = tenant_id.clone();
+        let sha_c = sha.clone();
+        let mk = move |action: &str, target: &str, mut details: Value| {
+            details["import"] = json!(sha_c);
+            draft(&tenant_c, action, target, details)
+        };
+        let vt = keyvault::VaultTarget {
+            id: id_s.clone(),
+            name: new.clone(),
+            subscription: tsub,
+            group: tgroup,
+            tenant: tenant_id.clone(),
+            vault_uri: format!("https://{new}.{}/", t.endpoints.keyvault_suffix()),
+            draft: &mk,
+        };
+        let custody = t
+            .custody
+            .ok_or_else(|| anyhow!("the target's key custody is needed"))?;
+        let r = keyvault::import_vault(store, custody, opts.identity.as_ref(), v, &vt, create)?;
+        keyvault::delete_if_exported_deleted(store, v, &vt)?;
+        report.vaults += 1;
+        report.secret_versions += r.secrets;
+        report.key_versions += r.keys;
+        report.skipped.extend(r.skipped);
+    }
 
     // Custom roles, then assignments whose principal exists in the target.
     for d in &x.definitions {

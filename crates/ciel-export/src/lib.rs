@@ -7,14 +7,16 @@
 //! - [`names`]: blob names as file paths;
 //! - [`progress`]: a progress bar on terminals, log lines otherwise.
 //!
-//! Key Vault (vaults, secrets, keys) plugs in as a `keyvault/` section of the format: see
-//! docs/export-format.md for the planned layout and recipient encryption; the hook points are
-//! marked `KEYVAULT:` in this crate.
+//! - [`keyvault`]: vaults, every secret and key version (`keyvault/` in the format), secret
+//!   values and software private keys encrypted to the tenant's recipient ([`recipient`]: compact
+//!   JWE, RSA-OAEP-256 + A256GCM).
 
 pub mod erase;
 pub mod export;
 pub mod import;
+pub mod keyvault;
 pub mod manifest;
 pub mod names;
 pub mod progress;
 pub mod push;
+pub mod recipient;

@@ -73,6 +73,10 @@ pub struct Manifest {
     /// snapshots, bytes of blob content written.
     #[serde(default)]
     pub summary: BTreeMap<String, u64>,
+    /// Present when the export holds Key Vault material: the recipient it is encrypted to
+    /// (`alg`, `enc`, `kid` = the RSA key's RFC 7638 thumbprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyvault: Option<serde_json::Value>,
     /// Sorted by path.
     pub files: Vec<FileEntry>,
 }
@@ -516,6 +520,7 @@ mod tests {
             created_at: "now".into(),
             since: None,
             summary: BTreeMap::new(),
+            keyvault: None,
             files: j.entries(),
         }
     }

@@ -343,3 +343,128 @@ pub fn push(
     rep.seconds = secs;
     Ok(rep)
 }
+
+/// Where an export directory goes: a container given by a SAS URL
+/// (`https://acct.blob.core.windows.net/container?sv=…&sig=…`).
+pub struct ContainerSas {
+    /// `https://host[:port]/[account/]container`, without the query.
+    pub container_url: String,
+    /// The SAS query (without `?`).
+    pub sas: String,
+}
+
+impl ContainerSas {
+    /// Splits and checks a container SAS URL: http(s), a container in the path, a signature.
+    pub fn parse(uri: &str) -> Result<Self> {
+        let (base, query) = uri
+            .split_once('?')
+            .ok_or_else(|| anyhow!("the container URL carries no SAS token (no query)"))?;
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .ok_or_else(|| anyhow!("the container URL must be http(s)"))?;
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| anyhow!("the container URL names no container"))?;
+        if host.is_empty() || path.trim_matches('/').is_empty() {
+            bail!("the container URL names no container");
+        }
+        if !query.split('&').any(|kv| kv.starts_with("sig=")) {
+            bail!("the container URL's query is not a SAS token (no sig)");
+        }
+        Ok(Self {
+            container_url: base.trim_end_matches('/').to_string(),
+            sas: query.to_string(),
+        })
+    }
+
+    /// The host, for logs and audit entries (never the token).
+    pub fn host(&self) -> &str {
+        let rest = self
+            .container_url
+            .split_once("://")
+            .map(|(_, r)| r)
+            .unwrap_or(&self.container_url);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+/// Uploads a finished export directory into a container, each file as a block blob under
+/// `prefix/`, `manifest.json` last (a reader who sees it sees a complete export). Memory: one
+/// block. `extra_root` is a CA certificate (PEM) to trust besides the usual roots — this Ciel's
+/// own, when the container is one of its accounts.
+pub fn push_dir(
+    dir: &Path,
+    dest: &ContainerSas,
+    prefix: &str,
+    extra_root: Option<&[u8]>,
+) -> Result<(u64, u64)> {
+    use std::io::Read;
+    let mut b = reqwest::blocking::Client::builder().timeout(None);
+    if let Some(pem) = extra_root {
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_pem(pem).map_err(|e| anyhow!("CA certificate: {e}"))?,
+        );
+    }
+    let c = Client {
+        http: b.build().map_err(|e| anyhow!("HTTP client: {e}"))?,
+        base: dest.container_url.clone(),
+        sas: dest.sas.clone(),
+    };
+    let (m, _) = crate::manifest::Manifest::read(dir)?;
+    let mut paths: Vec<String> = m.files.iter().map(|f| f.path.clone()).collect();
+    paths.push(crate::manifest::MANIFEST.to_string());
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let prefix = prefix.trim_matches('/');
+    for rel in paths {
+        let name = if prefix.is_empty() {
+            rel.clone()
+        } else {
+            format!("{prefix}/{rel}")
+        };
+        let path = encode_path(&name);
+        let what = format!("upload of {name}");
+        let mut f = std::fs::File::open(dir.join(&rel))
+            .with_context(|| format!("reading {rel} of the export"))?;
+        let size = f.metadata()?.len();
+        if size as usize <= BLOCK {
+            let mut body = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut body)?;
+            let r = c.send(
+                c.http
+                    .put(c.url(&path, ""))
+                    .header("x-ms-blob-type", "BlockBlob")
+                    .body(body),
+                &what,
+            )?;
+            c.ok(r, &what)?;
+        } else {
+            let mut ids: Vec<String> = vec![];
+            loop {
+                let mut buf = Vec::with_capacity(BLOCK);
+                (&mut f).take(BLOCK as u64).read_to_end(&mut buf)?;
+                if buf.is_empty() {
+                    break;
+                }
+                let bid = B64.encode(format!("{:08}", ids.len()));
+                let q = format!(
+                    "comp=block&blockid={}",
+                    encode_path(&bid).replace('/', "%2F")
+                );
+                let r = c.send(c.http.put(c.url(&path, &q)).body(buf), &what)?;
+                c.ok(r, &what)?;
+                ids.push(bid);
+            }
+            let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+            for id in &ids {
+                xml.push_str(&format!("<Latest>{id}</Latest>"));
+            }
+            xml.push_str("</BlockList>");
+            let r = c.send(c.http.put(c.url(&path, "comp=blocklist")).body(xml), &what)?;
+            c.ok(r, &what)?;
+        }
+        files += 1;
+        bytes += size;
+    }
+    Ok((files, bytes))
+}

@@ -51,6 +51,11 @@ struct ExportRun {
     /// With --to-blob-endpoint: prefix of the destination containers' names.
     #[arg(long, default_value = "")]
     container_prefix: String,
+    /// The RSA public key (PEM `PUBLIC KEY` or JWK; a file, or the text) that Key Vault secret
+    /// values and software private keys are encrypted to (compact JWE, RSA-OAEP-256 + A256GCM).
+    /// Required when the tenant has vaults holding secrets or keys.
+    #[arg(long)]
+    recipient: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +91,10 @@ pub struct ImportArgs {
     /// Remove what an interrupted import of this export created, instead of resuming it.
     #[arg(long)]
     rollback: bool,
+    /// The recipient's RSA private key (PEM or JWK file) that opens the export's Key Vault
+    /// secrets and keys.
+    #[arg(long)]
+    identity: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -125,9 +134,43 @@ fn init_logs() {
     }
 }
 
+/// The deployment's endpoints: those its last `ciel up` served at (DIR/ciel.env, which records
+/// a `--domain`/`--listen` given on the command line), else the configuration's. Imported vaults
+/// get their `vaultUri` from them.
 fn endpoints(d: &DataDir) -> Result<Endpoints> {
     let cfg = config::Config::load(None, &d.root)?;
+    let env = platform::read_env_file(&d.env_file());
+    if let (Some(domain), Some(arm)) = (env.get("CIEL_DOMAIN"), env.get("CIEL_ARM_ENDPOINT")) {
+        let port = arm
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(443);
+        return Ok(Endpoints::new(domain, port));
+    }
     Ok(Endpoints::new(&cfg.domain, cfg.port()))
+}
+
+/// The deployment's key custody, as `ciel up` opens it (`[keyvault.custody]`). A failure is kept
+/// for later: only an export or import that meets Key Vault material needs it.
+fn custody(
+    d: &DataDir,
+    master: &std::sync::Arc<ciel_core::seal::MasterKey>,
+) -> Option<std::sync::Arc<dyn ciel_keyvault::custody::Custody>> {
+    let cfg = match config::Config::load(None, &d.root) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the configuration for the key custody");
+            return None;
+        }
+    };
+    match ciel_keyvault::custody::open(&cfg.keyvault.custody, master.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "the key custody backend does not open; Key Vault material cannot be read");
+            None
+        }
+    }
 }
 
 fn record(
@@ -179,7 +222,7 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
     let tenant = r.tenant.ok_or_else(|| anyhow!("--tenant is required"))?;
     let d = DataDir::new(&r.data_dir);
     let store = d.open_store()?;
-    let master = platform::master_key(&d, store.as_ref())?;
+    let master = std::sync::Arc::new(platform::master_key(&d, store.as_ref())?);
     if let Some(url) = r.to_blob_endpoint {
         let sas = r.sas.unwrap_or_default();
         let rep = push::push(
@@ -209,7 +252,14 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
     }
     let out = r.out.ok_or_else(|| anyhow!("--out is required"))?;
     let key = platform::audit_public_key(&d, store.as_ref())?;
+    let recipient = r
+        .recipient
+        .as_deref()
+        .map(ciel_export::recipient::Recipient::parse)
+        .transpose()?;
+    let custody = custody(&d, &master);
     let src = export::DataSource {
+        custody: custody.as_deref(),
         store: store.as_ref(),
         master: &master,
         blob_root: d.blobs(),
@@ -223,6 +273,7 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
             out: out.clone(),
             resume: r.resume,
             since: r.since,
+            recipient,
         },
     )?;
     record(
@@ -262,7 +313,13 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
             "{e} (ciel import writes into the data directory; stop its ciel up during the import)"
         )
     })?;
-    let master = platform::master_key(&d, store.as_ref())?;
+    let master = std::sync::Arc::new(platform::master_key(&d, store.as_ref())?);
+    let identity = a
+        .identity
+        .as_ref()
+        .map(|p| ciel_export::recipient::Identity::parse(&p.display().to_string()))
+        .transpose()?;
+    let custody = custody(&d, &master);
     let mut map = BTreeMap::new();
     for s in &a.subscriptions {
         let (o, n) = s
@@ -276,6 +333,7 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
         blob_root: d.blobs(),
         endpoints: endpoints(&d)?,
         journal_dir: d.root.join("imports"),
+        custody: custody.as_deref(),
     };
     if a.rollback {
         let removed = import::rollback(&t, &a.from, a.tenant.as_deref())?;
@@ -293,6 +351,7 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
             rename: a.rename,
             subscription_map: map,
             rollback: false,
+            identity,
         },
     )
     .map_err(|e| {
@@ -312,6 +371,12 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
         rep.verify_seconds,
         if rep.resumed { ", resumed" } else { "" }
     );
+    if rep.vaults > 0 {
+        println!(
+            "imported {} key vaults: {} secret versions, {} key versions",
+            rep.vaults, rep.secret_versions, rep.key_versions
+        );
+    }
     for r in &rep.renamed {
         println!("renamed: {r}");
     }

@@ -2,6 +2,7 @@
 
 mod compliance_cli;
 mod config;
+mod export_api;
 mod export_cli;
 mod http;
 mod master_shares;
@@ -742,7 +743,15 @@ fn up(
                 target,
             })
         };
+        let export = Arc::new(export_api::ExportEnv {
+            master: master.clone(),
+            custody: custody.clone(),
+            blob_root: d.blobs(),
+            work_dir: d.root.join("exports"),
+            ca_pem: std::fs::read(d.tls().join("ca.pem")).ok(),
+        });
         let app = Arc::new(http::App {
+            export,
             compliance,
             arm,
             blob,

@@ -209,6 +209,23 @@ pub trait Custody: Send + Sync + 'static {
     // label it was made for, authenticated under the vault key; these forms check it. The data
     // plane should call them with the same `vault/key/version` label it gave `generate`/`import`.
 
+    // --- Added with the tenant export (docs/export-format.md, "Key Vault"). ---
+
+    /// The private key behind `m` (made for `label`), for the tenant's export, where it leaves
+    /// encrypted to the tenant's recipient key. Backends whose keys never leave the hardware
+    /// answer `Unsupported`: the export lists such keys with their public part only.
+    fn export_private(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+    ) -> CustodyResult<PrivateKey> {
+        let _ = (vault_key, label, m);
+        Err(CustodyError::Unsupported(
+            "keys held in an HSM are not extractable".into(),
+        ))
+    }
+
     /// Fails with `Material` unless `m` was made for `label` under this `vault_key`.
     fn check_label(&self, vault_key: &[u8], label: &str, m: &KeyMaterial) -> CustodyResult<()> {
         let _ = (vault_key, label, m);

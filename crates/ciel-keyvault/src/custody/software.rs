@@ -437,6 +437,48 @@ impl Custody for SoftwareCustody {
         open_private(vault_key, m, Some(label)).map(|_| ())
     }
 
+    fn export_private(
+        &self,
+        vault_key: &[u8],
+        label: &str,
+        m: &KeyMaterial,
+    ) -> CustodyResult<PrivateKey> {
+        let k = open_private(vault_key, m, Some(label))?;
+        let public = k.public()?;
+        let (_, parts) = import_parts_of(k)?;
+        Ok(match (&parts, public) {
+            (
+                ImportParts::Rsa {
+                    n,
+                    e,
+                    d,
+                    p,
+                    q,
+                    dp,
+                    dq,
+                    qi,
+                },
+                _,
+            ) => PrivateKey::Rsa {
+                n: n.clone(),
+                e: e.clone(),
+                d: d.clone(),
+                p: p.clone(),
+                q: q.clone(),
+                dp: dp.clone(),
+                dq: dq.clone(),
+                qi: qi.clone(),
+            },
+            (ImportParts::Ec { curve, d }, PublicKey::Ec { x, y, .. }) => PrivateKey::Ec {
+                curve: *curve,
+                x,
+                y,
+                d: d.clone(),
+            },
+            _ => return Err(CustodyError::Material),
+        })
+    }
+
     fn sign_labelled(
         &self,
         vault_key: &[u8],
@@ -485,7 +527,10 @@ pub(crate) enum ImportParts {
 /// Validates an import as the software backend does, and returns its public key and complete
 /// components (CRT values computed from p and q when the JWK leaves them out).
 pub(crate) fn import_parts(key: &PrivateKey) -> CustodyResult<(PublicKey, ImportParts)> {
-    let k = Private::import(key)?;
+    import_parts_of(Private::import(key)?)
+}
+
+fn import_parts_of(k: Private) -> CustodyResult<(PublicKey, ImportParts)> {
     let public = k.public()?;
     let missing = || CustodyError::Backend("RSA key without its CRT values".into());
     let parts = match &k {

@@ -741,7 +741,7 @@ fn sign_alg(a: &str) -> KvResult<SignAlg> {
 
 /// Whether version `v` may run `op_name` now: enabled, within its validity period, and the
 /// operation among its `key_ops`.
-pub(crate) fn usable(v: &KvVersion, op_name: &str) -> KvResult<()> {
+pub fn usable(v: &KvVersion, op_name: &str) -> KvResult<()> {
     let refuse = |inner: &'static str, why: &str| {
         KvError::forbidden(
             inner,

@@ -31,6 +31,8 @@ pub struct App {
     pub sovereignty: serde_json::Value,
     /// What the compliance report needs (GET /providers/Ciel.Compliance/report).
     pub compliance: Arc<crate::compliance_cli::Live>,
+    /// What the tenant export API needs (POST /providers/Ciel.Export/exports).
+    pub export: Arc<crate::export_api::ExportEnv>,
 }
 
 /// The remote address, put in request extensions by the server loop.
@@ -304,6 +306,22 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
             return own_api(app, own, req, rid, peer).await;
         }
     }
+    if path.len() >= crate::export_api::PATH.len()
+        && path[..crate::export_api::PATH.len()].eq_ignore_ascii_case(crate::export_api::PATH)
+        && matches!(
+            path.as_bytes().get(crate::export_api::PATH.len()),
+            None | Some(b'/')
+        )
+    {
+        let Some(caller) = arm_caller(app, &req) else {
+            return arm_error(&ApiError::unauthorized(
+                "AuthenticationFailed",
+                "A valid bearer token for Resource Manager is required.",
+            ));
+        };
+        let env = app.export.clone();
+        return crate::export_api::handle(app, &env, caller, req, rid, peer).await;
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(body, app.max_body).await {
         Ok(b) => b,
@@ -345,6 +363,19 @@ impl OwnApi {
             OwnApi::ComplianceReport => "/providers/Ciel.Compliance/report",
         }
     }
+}
+
+/// The caller behind an ARM bearer token, if it verifies.
+fn arm_caller(app: &App, req: &Request<Body>) -> Option<ciel_core::Caller> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| {
+            app.tokens
+                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
+                .ok()
+        })
 }
 
 /// The checks every one of Ciel's own APIs shares: an ARM bearer token, GET, the api-version.
