@@ -720,7 +720,12 @@ def test_export_api_pushes_into_the_tenants_container(server_factory, tmp_path):
     for bad in ({}, {"properties": {"destination": {}}},
                 {"properties": {"destination": {"containerSasUri": f"https://{a}.blob.core.{DOMAIN}/exports"}}},
                 {"properties": {"destination": {"containerSasUri": dest}, "recipient": "not a key"}},
-                {"properties": {"destination": {"containerSasUri": dest}}}):  # the vault holds a secret
+                {"properties": {"destination": {"containerSasUri": dest}}},  # the vault holds a secret
+                # No outbound connection: only this deployment's own accounts are destinations.
+                {"properties": {"destination": {"containerSasUri": f"https://{a}.blob.core.windows.net/exports?{sas}"},
+                                "recipient": pub_pem.read_text()}},
+                {"properties": {"destination": {"containerSasUri": f"http://127.0.0.1:10000/devstoreaccount1/exports?{sas}"},
+                                "recipient": pub_pem.read_text()}}):
         r = call("POST", EXPORTS, json_body=bad)
         assert r.status_code == 400, (bad, describe(r))
         _check(r.json(), post["responses"]["400"]["content"]["application/json"]["schema"], schemas)

@@ -246,6 +246,16 @@ async fn create(
         Ok(d) => d,
         Err(e) => return bad(format!("'properties.destination.containerSasUri': {e}.")),
     };
+    // Ciel opens no outbound connection (the sovereignty statement says so and the test suite
+    // checks it): the server pushes only into this deployment's own accounts. Leaving for another
+    // endpoint is the tenant's own copy from there (azcopy, rclone) or the operator's
+    // `ciel export --to-blob-endpoint`.
+    if !is_own_blob_host(&app.endpoints, dest.host()) {
+        return bad(format!(
+            "'properties.destination.containerSasUri' must be a container of a storage account of this deployment (https://{{account}}.blob.{}/...); the server opens no connection elsewhere. Copy the export onwards from there with azcopy or rclone.",
+            app.endpoints.storage_suffix()
+        ));
+    }
     let recipient = match &p["recipient"] {
         Value::Null => None,
         Value::String(s) if s.trim_start().starts_with("-----BEGIN") => {
@@ -441,4 +451,40 @@ fn run(
     })();
     let _ = std::fs::remove_dir_all(&dir);
     res
+}
+
+/// `{account}.blob.core.D[:p]` of this deployment, the port included when it is not 443.
+fn is_own_blob_host(e: &ciel_core::config::Endpoints, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let suffix = format!(".blob.{}", e.storage_suffix());
+    host.strip_suffix(&suffix).is_some_and(|account| {
+        !account.is_empty()
+            && account
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_blob_host;
+    use ciel_core::config::Endpoints;
+
+    #[test]
+    fn only_own_accounts_are_destinations() {
+        let e = Endpoints::new("ciel.localhost", 8443);
+        assert!(is_own_blob_host(&e, "acct1.blob.core.ciel.localhost:8443"));
+        assert!(is_own_blob_host(&e, "ACCT1.blob.core.ciel.localhost:8443"));
+        assert!(!is_own_blob_host(&e, "acct1.blob.core.ciel.localhost"));
+        assert!(!is_own_blob_host(&e, "acct1.blob.core.windows.net"));
+        assert!(!is_own_blob_host(&e, "127.0.0.1:10000"));
+        assert!(!is_own_blob_host(
+            &e,
+            "evil.example/x.blob.core.ciel.localhost:8443"
+        ));
+        assert!(!is_own_blob_host(&e, ".blob.core.ciel.localhost:8443"));
+        assert!(!is_own_blob_host(&e, "a.b.blob.core.ciel.localhost:8443"));
+        let e443 = Endpoints::new("ciel.example.fr", 443);
+        assert!(is_own_blob_host(&e443, "acct.blob.core.ciel.example.fr"));
+    }
 }
