@@ -450,6 +450,21 @@ fn run(
         )
     })();
     let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = &res {
+        // A failed exit is evidence too (SecNumCloud 19.4): the tenant sees it in its trail.
+        let failed = ciel_core::audit::AuditDraft {
+            tenant_id: Some(tenant.to_string()),
+            actor: "system:export".into(),
+            action: "Ciel.Export/export/action".into(),
+            target: format!("{PATH}/{id}"),
+            outcome: "failure".into(),
+            details: json!({"error": format!("{e:#}").chars().filter(|c| !c.is_control()).take(500).collect::<String>(), "destinationHost": dest.host()}),
+            ..Default::default()
+        };
+        if let Err(ae) = store.append_audit(&[failed]) {
+            tracing::error!(error = %ae, export = %id, "could not audit a failed export");
+        }
+    }
     res
 }
 
