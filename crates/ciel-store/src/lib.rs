@@ -364,6 +364,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     // --- platform settings (small key/value facts: bootstrap ids, master-key check value)
     fn get_setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- policy ----
+    /// Creates or replaces a policy definition, set definition or assignment; true when created.
+    fn policy_put(&self, p: &PolicyObject, audit: &AuditDraft) -> Result<bool>;
+    /// By id (any casing).
+    fn policy_get(&self, id: &str) -> Result<PolicyObject>;
+    /// A tenant's objects of one kind (`policyDefinitions`, `policySetDefinitions`,
+    /// `policyAssignments`), in id order.
+    fn policy_list(&self, tenant_id: &str, kind: &str) -> Result<Vec<PolicyObject>>;
+    fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

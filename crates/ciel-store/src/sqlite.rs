@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 mod keyvault;
+mod policy;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -173,6 +174,15 @@ CREATE TABLE compliance_attestations (
   created INTEGER NOT NULL, expires INTEGER NOT NULL, evidence_name TEXT NOT NULL,
   evidence_sha256 TEXT NOT NULL, evidence_copy TEXT NOT NULL, note TEXT);
 CREATE INDEX compliance_attestations_req ON compliance_attestations(framework, requirement, created);
+"#,
+    // 9: Azure Policy (ciel-arm policy/): definitions, set definitions and assignments, each kept
+    // whole as its ARM body. `id_key` and `scope_key` are lower-cased ids (ARM ids ignore case).
+    r#"
+CREATE TABLE policy_objects (
+  id_key TEXT PRIMARY KEY, id TEXT NOT NULL, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
+  scope_key TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+  created INTEGER NOT NULL, changed INTEGER NOT NULL);
+CREATE INDEX policy_objects_kind ON policy_objects(tenant_id, kind);
 "#,
 ];
 
@@ -1034,6 +1044,7 @@ impl MetadataStore for SqliteStore {
                 "DELETE FROM role_assignments WHERE lower(scope) = ?1 OR lower(scope) LIKE ?2 ESCAPE '\\'",
                 params![scope, format!("{}/%", scope.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))],
             )?;
+            policy::delete_within(tx, &scope)?;
             tx.execute("DELETE FROM resource_groups WHERE subscription_id = ?1 AND name = ?2", params![subscription, name])?;
             append_in(tx, std::slice::from_ref(audit))?;
             Ok(())
@@ -2100,6 +2111,20 @@ impl MetadataStore for SqliteStore {
             )?;
             Ok(())
         })
+    }
+
+    // ---- policy ----
+    fn policy_put(&self, p: &PolicyObject, audit: &AuditDraft) -> Result<bool> {
+        self.write(|tx| policy::put(tx, p, audit))
+    }
+    fn policy_get(&self, id: &str) -> Result<PolicyObject> {
+        self.read(|c| policy::get(c, id))
+    }
+    fn policy_list(&self, tenant_id: &str, kind: &str) -> Result<Vec<PolicyObject>> {
+        self.read(|c| policy::list(c, tenant_id, kind))
+    }
+    fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| policy::delete(tx, id, audit))
     }
 }
 
