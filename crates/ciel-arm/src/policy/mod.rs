@@ -280,6 +280,8 @@ pub fn definition_by_id(
 
 /// One definition as an assignment applies it: compiled, with its parameters' values.
 pub struct Unit {
+    /// The definition's parameter declarations as written (for their spelling).
+    pub param_decls: Option<Value>,
     pub def_id: String,
     pub def_name: String,
     pub def_display: Option<String>,
@@ -290,6 +292,24 @@ pub struct Unit {
     pub set_id: Option<String>,
     pub set_name: Option<String>,
     pub reference_id: Option<String>,
+}
+
+impl Unit {
+    /// The parameters' values under their declared spelling, as `{"name": {"value": v}}`.
+    pub fn effective_parameters(&self, def_params: Option<&Value>) -> Value {
+        let spelled = |k: &str| {
+            def_params
+                .and_then(Value::as_object)
+                .and_then(|m| m.keys().find(|x| x.eq_ignore_ascii_case(k)).cloned())
+                .unwrap_or_else(|| k.to_string())
+        };
+        Value::Object(
+            self.params
+                .iter()
+                .map(|(k, v)| (spelled(k), json!({ "value": v })))
+                .collect(),
+        )
+    }
 }
 
 /// An assignment and its units.
@@ -447,6 +467,7 @@ fn compile_unit(
         def_id: def_body.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
         def_name: def_body.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
         def_display: props.get("displayName").and_then(Value::as_str).map(str::to_string),
+        param_decls: props.get("parameters").cloned(),
         category: props
             .pointer("/metadata/category")
             .and_then(Value::as_str)

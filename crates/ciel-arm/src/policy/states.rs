@@ -120,7 +120,6 @@ async fn candidates(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<Vec<Candidat
 fn state(a: &Applied, u: &Unit, c: &Candidate, effect: super::rule::Effect, non_compliant: bool, now: &str) -> Value {
     let rid = c.body["id"].as_str().unwrap_or("");
     let parsed = ResourceId::parse(rid);
-    let params: Map<String, Value> = u.params.iter().map(|(k, v)| (k.clone(), json!({"value": v}))).collect();
     json!({
         "@odata.id": null,
         "@odata.context": "https://management.azure.com/providers/Microsoft.PolicyInsights/policyStates/$metadata#latest/$entity",
@@ -128,7 +127,7 @@ fn state(a: &Applied, u: &Unit, c: &Candidate, effect: super::rule::Effect, non_
         "resourceId": rid,
         "policyAssignmentId": a.obj.id,
         "policyDefinitionId": u.def_id,
-        "effectiveParameters": Value::Object(params).to_string(),
+        "effectiveParameters": u.effective_parameters(u.param_decls.as_ref()).to_string(),
         "isCompliant": !non_compliant,
         "subscriptionId": parsed.as_ref().map(|p| p.subscription.clone()),
         "resourceType": c.body["type"],
