@@ -350,7 +350,8 @@ impl Arm {
                 role_definitions::dispatch(&ctx, None, &s[3..]).await
             }
             ["providers", p, kind, tail @ ..]
-                if eq(p, "Microsoft.Authorization") && policy::PolicyKind::parse(kind).is_some() =>
+                if eq(p, "Microsoft.Authorization")
+                    && policy::PolicyKind::parse(kind).is_some() =>
             {
                 let k = policy::PolicyKind::parse(kind).ok_or_else(|| unknown_path(&ctx))?;
                 policy::dispatch(&ctx, None, k, tail).await

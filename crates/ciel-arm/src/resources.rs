@@ -220,12 +220,14 @@ pub async fn dispatch_provider(
         && collection_type.is_none()
         && !id.segments.is_empty()
     {
-        let mut candidate = match (&m, ciel_store::run(&ctx.arm.store, {
-            let key = id.key();
-            move |s| ciel_store::Found::found(s.get_resource(&key))
-        })
-        .await?)
-        {
+        let mut candidate = match (
+            &m,
+            ciel_store::run(&ctx.arm.store, {
+                let key = id.key();
+                move |s| ciel_store::Found::found(s.get_resource(&key))
+            })
+            .await?,
+        ) {
             (&Method::PATCH, Some(r)) if r.tenant_id == ctx.caller.tenant_id => {
                 let mut b = r.body.clone();
                 policy::merge_patch(&mut b, body.as_ref().unwrap_or(&json!({})));

@@ -30,38 +30,158 @@ macro_rules! alias {
 
 /// The alias table (documented in docs/policy.md; keep both in step).
 pub const ALIASES: &[Alias] = &[
-    alias!(SA, "Microsoft.Storage/storageAccounts/allowBlobPublicAccess", "properties.allowBlobPublicAccess"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/supportsHttpsTrafficOnly", "properties.supportsHttpsTrafficOnly"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/minimumTlsVersion", "properties.minimumTlsVersion"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/allowSharedKeyAccess", "properties.allowSharedKeyAccess"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/publicNetworkAccess", "properties.publicNetworkAccess"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/allowCrossTenantReplication", "properties.allowCrossTenantReplication"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/defaultToOAuthAuthentication", "properties.defaultToOAuthAuthentication"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/accessTier", "properties.accessTier"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/isHnsEnabled", "properties.isHnsEnabled"),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/allowBlobPublicAccess",
+        "properties.allowBlobPublicAccess"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/supportsHttpsTrafficOnly",
+        "properties.supportsHttpsTrafficOnly"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/minimumTlsVersion",
+        "properties.minimumTlsVersion"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/allowSharedKeyAccess",
+        "properties.allowSharedKeyAccess"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/publicNetworkAccess",
+        "properties.publicNetworkAccess"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/allowCrossTenantReplication",
+        "properties.allowCrossTenantReplication"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/defaultToOAuthAuthentication",
+        "properties.defaultToOAuthAuthentication"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/accessTier",
+        "properties.accessTier"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/isHnsEnabled",
+        "properties.isHnsEnabled"
+    ),
     alias!(SA, "Microsoft.Storage/storageAccounts/sku.name", "sku.name"),
     alias!(SA, "Microsoft.Storage/storageAccounts/sku.tier", "sku.tier"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/encryption.keySource", "properties.encryption.keySource"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/encryption.requireInfrastructureEncryption", "properties.encryption.requireInfrastructureEncryption"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/networkAcls.defaultAction", "properties.networkAcls.defaultAction"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/networkAcls.bypass", "properties.networkAcls.bypass"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*]", "properties.networkAcls.ipRules[*]"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*].value", "properties.networkAcls.ipRules[*].value"),
-    alias!(SA, "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*].action", "properties.networkAcls.ipRules[*].action"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enablePurgeProtection", "properties.enablePurgeProtection"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enableSoftDelete", "properties.enableSoftDelete"),
-    alias!(KV, "Microsoft.KeyVault/vaults/softDeleteRetentionInDays", "properties.softDeleteRetentionInDays"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enableRbacAuthorization", "properties.enableRbacAuthorization"),
-    alias!(KV, "Microsoft.KeyVault/vaults/publicNetworkAccess", "properties.publicNetworkAccess"),
-    alias!(KV, "Microsoft.KeyVault/vaults/createMode", "properties.createMode"),
-    alias!(KV, "Microsoft.KeyVault/vaults/tenantId", "properties.tenantId"),
-    alias!(KV, "Microsoft.KeyVault/vaults/sku.name", "properties.sku.name"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enabledForDeployment", "properties.enabledForDeployment"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enabledForDiskEncryption", "properties.enabledForDiskEncryption"),
-    alias!(KV, "Microsoft.KeyVault/vaults/enabledForTemplateDeployment", "properties.enabledForTemplateDeployment"),
-    alias!(KV, "Microsoft.KeyVault/vaults/networkAcls.defaultAction", "properties.networkAcls.defaultAction"),
-    alias!(KV, "Microsoft.KeyVault/vaults/networkAcls.ipRules[*].value", "properties.networkAcls.ipRules[*].value"),
-    alias!(RESOURCE_GROUP_TYPE, "Microsoft.Resources/subscriptions/resourceGroups/managedBy", "managedBy"),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/encryption.keySource",
+        "properties.encryption.keySource"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/encryption.requireInfrastructureEncryption",
+        "properties.encryption.requireInfrastructureEncryption"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/networkAcls.defaultAction",
+        "properties.networkAcls.defaultAction"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/networkAcls.bypass",
+        "properties.networkAcls.bypass"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*]",
+        "properties.networkAcls.ipRules[*]"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*].value",
+        "properties.networkAcls.ipRules[*].value"
+    ),
+    alias!(
+        SA,
+        "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*].action",
+        "properties.networkAcls.ipRules[*].action"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enablePurgeProtection",
+        "properties.enablePurgeProtection"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enableSoftDelete",
+        "properties.enableSoftDelete"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/softDeleteRetentionInDays",
+        "properties.softDeleteRetentionInDays"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enableRbacAuthorization",
+        "properties.enableRbacAuthorization"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/publicNetworkAccess",
+        "properties.publicNetworkAccess"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/createMode",
+        "properties.createMode"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/tenantId",
+        "properties.tenantId"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/sku.name",
+        "properties.sku.name"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enabledForDeployment",
+        "properties.enabledForDeployment"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enabledForDiskEncryption",
+        "properties.enabledForDiskEncryption"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/enabledForTemplateDeployment",
+        "properties.enabledForTemplateDeployment"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/networkAcls.defaultAction",
+        "properties.networkAcls.defaultAction"
+    ),
+    alias!(
+        KV,
+        "Microsoft.KeyVault/vaults/networkAcls.ipRules[*].value",
+        "properties.networkAcls.ipRules[*].value"
+    ),
+    alias!(
+        RESOURCE_GROUP_TYPE,
+        "Microsoft.Resources/subscriptions/resourceGroups/managedBy",
+        "managedBy"
+    ),
 ];
 
 /// A field a rule names, resolved.
@@ -211,8 +331,11 @@ fn walk(r: &Value, path: &str) -> FieldValue {
 /// Property names in ARM bodies are matched without case, as Azure's aliases are.
 fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     let m = v.as_object()?;
-    m.get(key)
-        .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    m.get(key).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ pub async fn dispatch(ctx: &Ctx<'_>, scope: &ResourceId, rest: &[&str]) -> ArmRe
         [] if m == Method::GET => list(ctx, scope).await,
         [name] if m == Method::GET => {
             ctx.authorize(scope, READ).await?;
-            let o = load(ctx, scope, name).await?.ok_or_else(|| not_found(name))?;
+            let o = load(ctx, scope, name)
+                .await?
+                .ok_or_else(|| not_found(name))?;
             Ok(ArmResponse::json(StatusCode::OK, o.body))
         }
         [name] if m == Method::PUT => put(ctx, scope, name).await,
@@ -70,7 +72,8 @@ async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
     let below = |s: &str| s == key || s.starts_with(&format!("{key}/"));
     let above = |s: &str| s == key || key.starts_with(&format!("{s}/"));
     let f = filter.to_ascii_lowercase();
-    let by_def = super::eq_clause(filter).filter(|(k, _)| k.eq_ignore_ascii_case("policyDefinitionId"));
+    let by_def =
+        super::eq_clause(filter).filter(|(k, _)| k.eq_ignore_ascii_case("policyDefinitionId"));
     let keep: Box<dyn Fn(&PolicyObject) -> bool + Send> = match f.as_str() {
         "" => Box::new(move |o| above(&o.scope) || below(&o.scope)),
         "atscope()" => Box::new(move |o| above(&o.scope)),
@@ -101,7 +104,11 @@ async fn list(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<ArmResponse> {
         s.policy_list(&tenant, PolicyKind::Assignments.as_str())
     })
     .await?;
-    let value: Vec<Value> = all.into_iter().filter(|o| keep(o)).map(|o| o.body).collect();
+    let value: Vec<Value> = all
+        .into_iter()
+        .filter(|o| keep(o))
+        .map(|o| o.body)
+        .collect();
     Ok(ArmResponse::json(StatusCode::OK, json!({ "value": value })))
 }
 
@@ -121,10 +128,26 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
             )
         })?;
     let bad = |code: &str, m: String| ApiError::bad_request(code, m);
-    let Some(def_id) = props.get("policyDefinitionId").and_then(Value::as_str).map(str::to_string) else {
-        return refuse(ctx, WRITE, &id, bad("InvalidCreatePolicyAssignmentRequest", "The policy assignment needs 'properties.policyDefinitionId'.".into())).await;
+    let Some(def_id) = props
+        .get("policyDefinitionId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return refuse(
+            ctx,
+            WRITE,
+            &id,
+            bad(
+                "InvalidCreatePolicyAssignmentRequest",
+                "The policy assignment needs 'properties.policyDefinitionId'.".into(),
+            ),
+        )
+        .await;
     };
-    if def_id.to_ascii_lowercase().contains("/microsoft.management/managementgroups/") {
+    if def_id
+        .to_ascii_lowercase()
+        .contains("/microsoft.management/managementgroups/")
+    {
         return Err(super::management_groups());
     }
     // A custom definition is visible only within its own subscription.
@@ -147,38 +170,93 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     let def = match (checked, def_sub_ok) {
         (Ok(d), true) => d,
         (Err(None), _) | (Ok(_), false) => {
-            return refuse(ctx, WRITE, &id, ApiError::not_found("PolicyDefinitionNotFound", format!("The policy definition '{}' could not be found.", clip(&def_id)))).await
+            return refuse(
+                ctx,
+                WRITE,
+                &id,
+                ApiError::not_found(
+                    "PolicyDefinitionNotFound",
+                    format!(
+                        "The policy definition '{}' could not be found.",
+                        clip(&def_id)
+                    ),
+                ),
+            )
+            .await
         }
         (Err(Some(e)), _) => return refuse(ctx, WRITE, &id, bad(e.code, e.message)).await,
     };
-    let mode = props.get("enforcementMode").and_then(Value::as_str).unwrap_or("Default");
+    let mode = props
+        .get("enforcementMode")
+        .and_then(Value::as_str)
+        .unwrap_or("Default");
     let mode = if mode.eq_ignore_ascii_case("Default") {
         "Default"
     } else if mode.eq_ignore_ascii_case("DoNotEnforce") {
         "DoNotEnforce"
     } else {
-        return refuse(ctx, WRITE, &id, bad("InvalidEnforcementMode", format!("The enforcement mode '{}' is not valid (Default, DoNotEnforce).", clip(mode)))).await;
+        return refuse(
+            ctx,
+            WRITE,
+            &id,
+            bad(
+                "InvalidEnforcementMode",
+                format!(
+                    "The enforcement mode '{}' is not valid (Default, DoNotEnforce).",
+                    clip(mode)
+                ),
+            ),
+        )
+        .await;
     };
     let mut not_scopes = Vec::new();
     if let Some(n) = props.get("notScopes").filter(|n| !n.is_null()) {
         let Some(list) = n.as_array() else {
-            return refuse(ctx, WRITE, &id, bad("InvalidNotScopes", "'notScopes' must be an array of resource ids.".into())).await;
+            return refuse(
+                ctx,
+                WRITE,
+                &id,
+                bad(
+                    "InvalidNotScopes",
+                    "'notScopes' must be an array of resource ids.".into(),
+                ),
+            )
+            .await;
         };
         for s in list {
             match s.as_str().and_then(ResourceId::parse) {
                 Some(r) => not_scopes.push(json!(r.to_string())),
-                None if s.as_str().is_some_and(|x| x.to_ascii_lowercase().contains("/microsoft.management/")) => {
+                None if s
+                    .as_str()
+                    .is_some_and(|x| x.to_ascii_lowercase().contains("/microsoft.management/")) =>
+                {
                     return Err(super::management_groups());
                 }
                 None => {
-                    return refuse(ctx, WRITE, &id, bad("InvalidNotScopes", format!("The excluded scope '{}' is not a resource id.", clip(&s.to_string())))).await;
+                    return refuse(
+                        ctx,
+                        WRITE,
+                        &id,
+                        bad(
+                            "InvalidNotScopes",
+                            format!(
+                                "The excluded scope '{}' is not a resource id.",
+                                clip(&s.to_string())
+                            ),
+                        ),
+                    )
+                    .await;
                 }
             }
         }
     }
     if let Some(msgs) = props.get("nonComplianceMessages").filter(|n| !n.is_null()) {
         let ok = msgs.as_array().is_some_and(|a| {
-            a.iter().all(|m| m.get("message").and_then(Value::as_str).is_some_and(|s| !s.is_empty() && s.len() <= 1024))
+            a.iter().all(|m| {
+                m.get("message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty() && s.len() <= 1024)
+            })
         });
         if !ok {
             return refuse(ctx, WRITE, &id, bad("InvalidNonComplianceMessages", "'nonComplianceMessages' must be an array of {\"message\": text (1 to 1024 characters), \"policyDefinitionReferenceId\"?}.".into())).await;
@@ -187,8 +265,15 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     let existing = load(ctx, scope, name).await?;
     let now = ciel_core::time::now_unix();
     let created = existing.as_ref().map(|o| o.created).unwrap_or(now);
-    let stored_name = existing.as_ref().map(|o| o.name.clone()).unwrap_or_else(|| name.to_string());
-    let mut metadata = props.get("metadata").filter(|m| m.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let stored_name = existing
+        .as_ref()
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| name.to_string());
+    let mut metadata = props
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     super::stamp(&mut metadata, ctx, existing.as_ref().map(|o| &o.body), now);
     let mut out = json!({
         "id": id_at(scope, &stored_name),
@@ -229,7 +314,11 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     );
     let was_created = ciel_store::run(&ctx.arm.store, move |s| s.policy_put(&obj, &draft)).await?;
     Ok(ArmResponse::json(
-        if was_created { StatusCode::CREATED } else { StatusCode::OK },
+        if was_created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         out,
     ))
 }

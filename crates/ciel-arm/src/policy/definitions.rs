@@ -2,7 +2,7 @@
 //! listings) and custom definitions at subscription scope (create_or_update, get, list, delete).
 
 use super::rule::{self, Declared, Rule, RuleError};
-use super::{builtin, api_check, name_ok, refuse, PolicyKind};
+use super::{api_check, builtin, name_ok, refuse, PolicyKind};
 use crate::error::ArmResult;
 use crate::{clip, method_not_allowed, ArmResponse, Ctx};
 use ciel_core::{ApiError, ResourceId};
@@ -21,7 +21,9 @@ pub struct Compiled {
     pub rule: Rule,
 }
 
-const PARAM_TYPES: &[&str] = &["String", "Array", "Object", "Boolean", "Integer", "Float", "DateTime"];
+const PARAM_TYPES: &[&str] = &[
+    "String", "Array", "Object", "Boolean", "Integer", "Float", "DateTime",
+];
 
 /// Checks a parameter value against its declared type.
 pub fn type_ok(ty: &str, v: &Value) -> bool {
@@ -79,7 +81,10 @@ pub fn declarations(params: Option<&Value>) -> Result<Declared, RuleError> {
                 )));
             }
         }
-        if out.insert(name.to_ascii_lowercase(), decl.clone()).is_some() {
+        if out
+            .insert(name.to_ascii_lowercase(), decl.clone())
+            .is_some()
+        {
             return Err(err(format!(
                 "The parameter '{}' is declared twice.",
                 clip(name)
@@ -91,7 +96,10 @@ pub fn declarations(params: Option<&Value>) -> Result<Declared, RuleError> {
 
 /// Everything a definition's `properties` must satisfy before it is stored.
 pub fn compile(props: &Value) -> Result<Compiled, RuleError> {
-    let mode = props.get("mode").and_then(Value::as_str).unwrap_or("Indexed");
+    let mode = props
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("Indexed");
     let indexed = match mode.to_ascii_lowercase().as_str() {
         "indexed" => true,
         "all" => false,
@@ -213,7 +221,12 @@ fn list_json(ctx: &Ctx<'_>, custom: Vec<Value>, builtins: bool) -> ArmResult<Arm
     if builtins {
         all.extend(builtin::BUILTINS.iter().map(builtin::to_json));
     }
-    let value = match ctx.req.q("$filter").map(str::trim).filter(|f| !f.is_empty()) {
+    let value = match ctx
+        .req
+        .q("$filter")
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
         None => all,
         Some(f) => {
             let (field, v) = super::eq_clause(f).ok_or_else(|| bad_filter(f))?;
@@ -316,10 +329,19 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
         created,
         changed: now,
     };
-    let draft = ctx.draft(WRITE, &obj.id, "success", json!({"displayName": props.get("displayName")}));
+    let draft = ctx.draft(
+        WRITE,
+        &obj.id,
+        "success",
+        json!({"displayName": props.get("displayName")}),
+    );
     let was_created = ciel_store::run(&ctx.arm.store, move |s| s.policy_put(&obj, &draft)).await?;
     Ok(ArmResponse::json(
-        if was_created { StatusCode::CREATED } else { StatusCode::OK },
+        if was_created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         out,
     ))
 }

@@ -94,7 +94,8 @@ pub async fn dispatch(
     rest: &[&str],
 ) -> ArmResult<ArmResponse> {
     if let ([name, p, ns, more @ ..], Some(s)) = (rest, &scope) {
-        if p.eq_ignore_ascii_case("providers") && ns.eq_ignore_ascii_case("Microsoft.PolicyInsights")
+        if p.eq_ignore_ascii_case("providers")
+            && ns.eq_ignore_ascii_case("Microsoft.PolicyInsights")
         {
             return states::dispatch(ctx, s.clone(), Some((kind, name.to_string())), more).await;
         }
@@ -168,8 +169,14 @@ fn stamp(metadata: &mut Value, ctx: &Ctx<'_>, previous: Option<&Value>, now: i64
     let prev = previous.and_then(|b| b.pointer("/properties/metadata"));
     match prev {
         Some(p) => {
-            m.insert("createdBy".into(), p.get("createdBy").cloned().unwrap_or(Value::Null));
-            m.insert("createdOn".into(), p.get("createdOn").cloned().unwrap_or(Value::Null));
+            m.insert(
+                "createdBy".into(),
+                p.get("createdBy").cloned().unwrap_or(Value::Null),
+            );
+            m.insert(
+                "createdOn".into(),
+                p.get("createdOn").cloned().unwrap_or(Value::Null),
+            );
             m.insert("updatedBy".into(), json!(ctx.caller.object_id));
             m.insert("updatedOn".into(), json!(when));
         }
@@ -345,7 +352,9 @@ impl Applied {
         self.prop("displayName").cloned().unwrap_or(Value::Null)
     }
     pub fn parameters(&self) -> Value {
-        self.prop("parameters").cloned().unwrap_or_else(|| json!({}))
+        self.prop("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({}))
     }
     /// The assignment's non-compliance message for a unit (its reference id first, then the default).
     pub fn message_for(&self, u: &Unit) -> Option<String> {
@@ -388,7 +397,10 @@ pub fn effective_params(
             let value = v.as_object().and_then(|o| o.get("value")).ok_or_else(|| {
                 err(
                     "InvalidPolicyParameters",
-                    format!("The parameter '{}' must be given as {{\"value\": ...}}.", clip(k)),
+                    format!(
+                        "The parameter '{}' must be given as {{\"value\": ...}}.",
+                        clip(k)
+                    ),
                 )
             })?;
             if !declared.contains_key(&k.to_ascii_lowercase()) {
@@ -407,7 +419,10 @@ pub fn effective_params(
     let mut out = Map::new();
     for (name, decl) in declared {
         let ty = decl.get("type").and_then(Value::as_str).unwrap_or("String");
-        let v = match given_l.remove(name).or_else(|| decl.get("defaultValue").cloned()) {
+        let v = match given_l
+            .remove(name)
+            .or_else(|| decl.get("defaultValue").cloned())
+        {
             Some(v) => v,
             None => {
                 return Err(err(
@@ -451,10 +466,7 @@ pub fn effective_params(
     Ok(out)
 }
 
-fn compile_unit(
-    def_body: &Value,
-    params: Map<String, Value>,
-) -> Result<Unit, RuleError> {
+fn compile_unit(def_body: &Value, params: Map<String, Value>) -> Result<Unit, RuleError> {
     let props = def_body.get("properties").cloned().unwrap_or(Value::Null);
     let compiled = definitions::compile(&props)?;
     // An effect given by a parameter must name an effect the engine applies.
@@ -464,9 +476,20 @@ fn compile_unit(
     };
     rule::check_effect(&env.eval(&compiled.rule.effect))?;
     Ok(Unit {
-        def_id: def_body.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
-        def_name: def_body.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-        def_display: props.get("displayName").and_then(Value::as_str).map(str::to_string),
+        def_id: def_body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        def_name: def_body
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        def_display: props
+            .get("displayName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         param_decls: props.get("parameters").cloned(),
         category: props
             .pointer("/metadata/category")
@@ -507,7 +530,10 @@ pub fn units_for(
     };
     let mut out = Vec::new();
     for m in members {
-        let mid = m.get("policyDefinitionId").and_then(Value::as_str).unwrap_or("");
+        let mid = m
+            .get("policyDefinitionId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let def = match definition_by_id(s, tenant, mid) {
             Ok(Some((PolicyKind::Definitions, d))) => d,
             _ => {
@@ -534,7 +560,10 @@ pub fn units_for(
         let p = effective_params(&ddecl, Some(&Value::Object(given_m)), &format!("'{mid}'"))?;
         let mut u = compile_unit(&def, p)?;
         u.set_id = Some(tid.to_string());
-        u.set_name = target.get("name").and_then(Value::as_str).map(str::to_string);
+        u.set_name = target
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         u.reference_id = m
             .get("policyDefinitionReferenceId")
             .and_then(Value::as_str)
@@ -644,7 +673,11 @@ pub async fn enforce(
     resource: &mut Value,
     indexed_type: bool,
 ) -> ArmResult<Pending> {
-    let id = resource.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let all = load_all(&ctx.arm.store, &ctx.caller.tenant_id).await?;
     let applied: Vec<&Applied> = all.iter().filter(|a| a.covers(&id)).collect();
     let mut pending = Pending::default();
@@ -688,7 +721,11 @@ pub async fn enforce(
                 Some((effect @ (Effect::Deny | Effect::Audit), true)) => {
                     let mut info = identifiers(a, u, effect);
                     info["complianceState"] = json!("NonCompliant");
-                    info["enforcementMode"] = json!(if a.enforced() { "Default" } else { "DoNotEnforce" });
+                    info["enforcementMode"] = json!(if a.enforced() {
+                        "Default"
+                    } else {
+                        "DoNotEnforce"
+                    });
                     pending.drafts.push(ctx.draft(
                         "Microsoft.Authorization/policies/audit/action",
                         &id,
@@ -740,8 +777,12 @@ pub async fn enforce(
         .map(|v| json!({"type": "PolicyViolation", "info": v}))
         .collect();
     Err(ArmError::Disallowed(
-        ApiError::new(http::StatusCode::FORBIDDEN, "RequestDisallowedByPolicy", message)
-            .with_target(name),
+        ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "RequestDisallowedByPolicy",
+            message,
+        )
+        .with_target(name),
         Value::Array(info),
     ))
 }

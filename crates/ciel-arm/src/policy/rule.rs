@@ -363,7 +363,9 @@ fn get_ci<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
 
 pub fn parse_cond(v: &Value, declared: &Declared, depth: usize) -> Result<Cond, RuleError> {
     if depth > 32 {
-        return Err(bad("The policy rule is nested too deeply (more than 32 levels)."));
+        return Err(bad(
+            "The policy rule is nested too deeply (more than 32 levels).",
+        ));
     }
     let obj = v
         .as_object()
@@ -375,10 +377,11 @@ pub fn parse_cond(v: &Value, declared: &Declared, depth: usize) -> Result<Cond, 
                     "A '{group}' condition must not have other properties."
                 )));
             }
-            let items = list
-                .as_array()
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| bad(format!("'{group}' must be a non-empty array of conditions.")))?;
+            let items = list.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+                bad(format!(
+                    "'{group}' must be a non-empty array of conditions."
+                ))
+            })?;
             let parsed = items
                 .iter()
                 .map(|c| parse_cond(c, declared, depth + 1))
@@ -412,13 +415,19 @@ pub fn parse_cond(v: &Value, declared: &Declared, depth: usize) -> Result<Cond, 
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))
             .map(|(_, o)| *o)
-            .ok_or_else(|| bad(format!("The condition operator '{}' is not valid.", clip(k))))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "The condition operator '{}' is not valid.",
+                    clip(k)
+                ))
+            })?;
         if found.is_some() {
             return Err(bad("A condition must have exactly one operator."));
         }
         found = Some((op, val));
     }
-    let (op, val) = found.ok_or_else(|| bad("A condition has no operator (equals, in, like...)."))?;
+    let (op, val) =
+        found.ok_or_else(|| bad("A condition has no operator (equals, in, like...)."))?;
     let rhs = parse_value(val, declared)?;
     if let Expr::Lit(l) = &rhs {
         match op {
@@ -463,7 +472,8 @@ pub fn parse_rule(rule: &Value, declared: &Declared) -> Result<Rule, RuleError> 
             }
         }
     }
-    let static_modify = matches!(&effect, Expr::Lit(Value::String(s)) if s.eq_ignore_ascii_case("modify"));
+    let static_modify =
+        matches!(&effect, Expr::Lit(Value::String(s)) if s.eq_ignore_ascii_case("modify"));
     if static_modify && modify.is_empty() {
         return Err(bad(
             "A 'modify' effect needs 'details.operations' (addOrReplace, add or remove on tags).",
@@ -499,7 +509,10 @@ fn parse_modify(o: &Value, declared: &Declared) -> Result<ModifyOp, RuleError> {
     let obj = o
         .as_object()
         .ok_or_else(|| bad("Each modify operation must be an object."))?;
-    let op = match get_ci(obj, "operation").and_then(Value::as_str).map(str::to_ascii_lowercase) {
+    let op = match get_ci(obj, "operation")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+    {
         Some(s) if s == "addorreplace" => TagOp::AddOrReplace,
         Some(s) if s == "add" => TagOp::Add,
         Some(s) if s == "remove" => TagOp::Remove,
@@ -521,7 +534,8 @@ fn parse_modify(o: &Value, declared: &Declared) -> Result<ModifyOp, RuleError> {
         if !matches!(f, Field::Tag(_)) {
             return Err(RuleError {
                 code: "FeatureNotSupported",
-                message: "This cloud's 'modify' effect changes tags only (field tags['name']).".into(),
+                message: "This cloud's 'modify' effect changes tags only (field tags['name'])."
+                    .into(),
             });
         }
     }
@@ -734,7 +748,10 @@ pub fn like(s: &str, p: &str) -> bool {
 /// `match`: `#` a digit, `?` a letter, `.` any character, anything else itself.
 fn matches_pattern(s: &str, p: &str, insensitive: bool) -> bool {
     let (s, p): (Vec<char>, Vec<char>) = if insensitive {
-        (s.to_lowercase().chars().collect(), p.to_lowercase().chars().collect())
+        (
+            s.to_lowercase().chars().collect(),
+            p.to_lowercase().chars().collect(),
+        )
     } else {
         (s.chars().collect(), p.chars().collect())
     };
@@ -804,12 +821,20 @@ mod tests {
     fn holds(cond: Value, params: Value, resource: Value) -> bool {
         let d: Declared = params
             .as_object()
-            .map(|m| m.keys().map(|k| (k.to_ascii_lowercase(), json!({}))).collect())
+            .map(|m| {
+                m.keys()
+                    .map(|k| (k.to_ascii_lowercase(), json!({})))
+                    .collect()
+            })
             .unwrap_or_default();
         let c = parse_cond(&cond, &d, 0).expect("parses");
         let p: Map<String, Value> = params
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         Env {
             params: &p,
@@ -827,9 +852,21 @@ mod tests {
     #[test]
     fn equals_ignores_case_and_compares_booleans_by_text() {
         let r = sa(json!({"allowBlobPublicAccess": true}));
-        assert!(holds(json!({"field": "TYPE", "equals": "microsoft.storage/STORAGEACCOUNTS"}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "Microsoft.Storage/storageAccounts/allowBlobPublicAccess", "equals": "True"}), json!({}), r.clone()));
-        assert!(!holds(json!({"field": "Microsoft.Storage/storageAccounts/allowBlobPublicAccess", "equals": false}), json!({}), r));
+        assert!(holds(
+            json!({"field": "TYPE", "equals": "microsoft.storage/STORAGEACCOUNTS"}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "Microsoft.Storage/storageAccounts/allowBlobPublicAccess", "equals": "True"}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(!holds(
+            json!({"field": "Microsoft.Storage/storageAccounts/allowBlobPublicAccess", "equals": false}),
+            json!({}),
+            r
+        ));
     }
 
     #[test]
@@ -851,8 +888,16 @@ mod tests {
         assert!(!like("ab", "a*b*b"));
         assert!(like("anything", "*"));
         assert!(!like("abc", "abcd"));
-        assert!(holds(json!({"field": "name", "like": "ACC*"}), json!({}), sa(json!({}))));
-        assert!(holds(json!({"field": "name", "notLike": "x*"}), json!({}), sa(json!({}))));
+        assert!(holds(
+            json!({"field": "name", "like": "ACC*"}),
+            json!({}),
+            sa(json!({}))
+        ));
+        assert!(holds(
+            json!({"field": "name", "notLike": "x*"}),
+            json!({}),
+            sa(json!({}))
+        ));
     }
 
     #[test]
@@ -866,38 +911,95 @@ mod tests {
     #[test]
     fn exists_in_contains_and_tags() {
         let r = sa(json!({}));
-        assert!(holds(json!({"field": "tags['env']", "exists": "true"}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "tags.owner", "exists": false}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "tags", "containsKey": "ENV"}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "tags[env]", "in": ["dev", "prod"]}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "id", "contains": "/RESOURCEGROUPS/rg/"}), json!({}), r.clone()));
-        assert!(holds(json!({"field": "tags[missing]", "notIn": ["a"]}), json!({}), r.clone()));
-        assert!(!holds(json!({"field": "tags[missing]", "equals": "a"}), json!({}), r));
+        assert!(holds(
+            json!({"field": "tags['env']", "exists": "true"}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "tags.owner", "exists": false}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "tags", "containsKey": "ENV"}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "tags[env]", "in": ["dev", "prod"]}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "id", "contains": "/RESOURCEGROUPS/rg/"}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "tags[missing]", "notIn": ["a"]}),
+            json!({}),
+            r.clone()
+        ));
+        assert!(!holds(
+            json!({"field": "tags[missing]", "equals": "a"}),
+            json!({}),
+            r
+        ));
     }
 
     #[test]
     fn parameters_and_concat() {
         let r = sa(json!({}));
         let c = json!({"field": "[concat('tags[', parameters('tagName'), ']')]", "equals": "[parameters('tagValue')]"});
-        assert!(holds(c.clone(), json!({"tagName": "env", "tagValue": "prod"}), r.clone()));
-        assert!(!holds(c, json!({"tagName": "env", "tagValue": "dev"}), r.clone()));
-        assert!(holds(json!({"field": "location", "in": "[parameters('allowed')]"}), json!({"allowed": ["FranceCentral"]}), r.clone()));
-        assert!(holds(json!({"value": "[toLower(field('name'))]", "equals": "acct"}), json!({}), r));
+        assert!(holds(
+            c.clone(),
+            json!({"tagName": "env", "tagValue": "prod"}),
+            r.clone()
+        ));
+        assert!(!holds(
+            c,
+            json!({"tagName": "env", "tagValue": "dev"}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"field": "location", "in": "[parameters('allowed')]"}),
+            json!({"allowed": ["FranceCentral"]}),
+            r.clone()
+        ));
+        assert!(holds(
+            json!({"value": "[toLower(field('name'))]", "equals": "acct"}),
+            json!({}),
+            r
+        ));
     }
 
     #[test]
     fn star_fields_hold_for_every_member() {
         let mk = |ips: Value| json!({"type": "Microsoft.Storage/storageAccounts", "properties": {"networkAcls": {"ipRules": ips}}});
         let c = json!({"field": "Microsoft.Storage/storageAccounts/networkAcls.ipRules[*].value", "like": "10.*"});
-        assert!(holds(c.clone(), json!({}), mk(json!([{"value": "10.0.0.1"}, {"value": "10.1.1.1"}]))));
-        assert!(!holds(c.clone(), json!({}), mk(json!([{"value": "10.0.0.1"}, {"value": "8.8.8.8"}]))));
+        assert!(holds(
+            c.clone(),
+            json!({}),
+            mk(json!([{"value": "10.0.0.1"}, {"value": "10.1.1.1"}]))
+        ));
+        assert!(!holds(
+            c.clone(),
+            json!({}),
+            mk(json!([{"value": "10.0.0.1"}, {"value": "8.8.8.8"}]))
+        ));
         assert!(holds(c, json!({}), mk(json!([]))));
     }
 
     #[test]
     fn refusals_name_the_problem() {
         let d = declared(&["known"]);
-        let e = parse_cond(&json!({"field": "Microsoft.Storage/storageAccounts/bogus", "equals": "x"}), &d, 0).unwrap_err();
+        let e = parse_cond(
+            &json!({"field": "Microsoft.Storage/storageAccounts/bogus", "equals": "x"}),
+            &d,
+            0,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidPolicyAlias");
         assert!(e.message.contains("bogus"));
         let e = parse_cond(&json!({"field": "name", "sameAs": "x"}), &d, 0).unwrap_err();
@@ -905,13 +1007,22 @@ mod tests {
         assert!(e.message.contains("sameAs"));
         let e = parse_cond(&json!({"field": "name", "in": "x"}), &d, 0).unwrap_err();
         assert_eq!(e.code, "InvalidPolicyRule");
-        let e = parse_cond(&json!({"field": "name", "equals": "[parameters('unknown')]"}), &d, 0).unwrap_err();
+        let e = parse_cond(
+            &json!({"field": "name", "equals": "[parameters('unknown')]"}),
+            &d,
+            0,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "UndefinedPolicyParameter");
         let e = parse_cond(&json!({"allOf": []}), &d, 0).unwrap_err();
         assert_eq!(e.code, "InvalidPolicyRule");
         let e = parse_rule(&json!({"if": {"field": "name", "equals": "x"}, "then": {"effect": "deployIfNotExists"}}), &d).unwrap_err();
         assert_eq!(e.code, "FeatureNotSupported");
-        let e = parse_rule(&json!({"if": {"field": "name", "equals": "x"}, "then": {"effect": "explode"}}), &d).unwrap_err();
+        let e = parse_rule(
+            &json!({"if": {"field": "name", "equals": "x"}, "then": {"effect": "explode"}}),
+            &d,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidPolicyRule");
         let e = parse_rule(&json!({"if": {"field": "name", "equals": "[resourceGroup().location]"}, "then": {"effect": "deny"}}), &d).unwrap_err();
         assert!(e.message.contains("resourceGroup"));
@@ -928,7 +1039,10 @@ mod tests {
         let mut r = json!({"tags": {"env": "prod", "temp": "1"}});
         let p = Map::new();
         let snapshot = r.clone();
-        let env = Env { params: &p, resource: &snapshot };
+        let env = Env {
+            params: &p,
+            resource: &snapshot,
+        };
         assert!(apply_modify(&env, &rule.modify, &mut r));
         assert_eq!(r["tags"], json!({"env": "prod", "cost": "shared"}));
         let e = parse_rule(&json!({"if": {"field": "name", "equals": "x"}, "then": {"effect": "modify", "details": {"operations": [

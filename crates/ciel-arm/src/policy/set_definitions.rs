@@ -20,7 +20,10 @@ pub fn custom_id(sub: &str, name: &str) -> String {
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(
         "PolicySetDefinitionNotFound",
-        format!("The policy set definition '{}' could not be found.", clip(name)),
+        format!(
+            "The policy set definition '{}' could not be found.",
+            clip(name)
+        ),
     )
 }
 
@@ -129,7 +132,12 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     let tenant = ctx.caller.tenant_id.clone();
     let ids: Vec<String> = members
         .iter()
-        .map(|m| m.get("policyDefinitionId").and_then(Value::as_str).unwrap_or("").to_string())
+        .map(|m| {
+            m.get("policyDefinitionId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     let defs = ciel_store::run(&ctx.arm.store, move |s| {
         ids.iter()
@@ -140,7 +148,10 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     let mut fixed = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, (m, d)) in members.iter().zip(defs).enumerate() {
-        let mid = m.get("policyDefinitionId").and_then(Value::as_str).unwrap_or("");
+        let mid = m
+            .get("policyDefinitionId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let Some((PolicyKind::Definitions, def)) = d else {
             return refuse(
                 ctx,
@@ -155,21 +166,34 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
         };
         let ddecl = match definitions::declarations(def.pointer("/properties/parameters")) {
             Ok(d) => d,
-            Err(e) => return refuse(ctx, WRITE, &id, ApiError::bad_request(e.code, e.message)).await,
+            Err(e) => {
+                return refuse(ctx, WRITE, &id, ApiError::bad_request(e.code, e.message)).await
+            }
         };
-        let given = m.get("parameters").and_then(Value::as_object).cloned().unwrap_or_default();
+        let given = m
+            .get("parameters")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         for (k, v) in &given {
             let problem = if !ddecl.contains_key(&k.to_ascii_lowercase()) {
                 Some(rule::RuleError {
                     code: "UndefinedPolicyParameter",
-                    message: format!("The parameter '{}' is not defined in the policy definition '{}'.", clip(k), clip(mid)),
+                    message: format!(
+                        "The parameter '{}' is not defined in the policy definition '{}'.",
+                        clip(k),
+                        clip(mid)
+                    ),
                 })
             } else if let Some(Value::String(x)) = v.get("value") {
                 rule::parse_expr(x, &declared).err()
             } else if v.get("value").is_none() {
                 Some(rule::RuleError {
                     code: "InvalidPolicyParameters",
-                    message: format!("The parameter '{}' must be given as {{\"value\": ...}}.", clip(k)),
+                    message: format!(
+                        "The parameter '{}' must be given as {{\"value\": ...}}.",
+                        clip(k)
+                    ),
                 })
             } else {
                 None
@@ -188,7 +212,10 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
                     &id,
                     ApiError::bad_request(
                         "MissingPolicyParameter",
-                        format!("The policy parameter '{pname}' of '{}' has no value in the set.", clip(mid)),
+                        format!(
+                            "The policy parameter '{pname}' of '{}' has no value in the set.",
+                            clip(mid)
+                        ),
                     ),
                 )
                 .await;
@@ -207,7 +234,10 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
                 &id,
                 ApiError::bad_request(
                     "InvalidPolicySetDefinition",
-                    format!("The policyDefinitionReferenceId '{}' is used twice.", clip(&rid)),
+                    format!(
+                        "The policyDefinitionReferenceId '{}' is used twice.",
+                        clip(&rid)
+                    ),
                 ),
             )
             .await;
@@ -221,8 +251,15 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
     let existing = load(ctx, &sub, name).await?;
     let now = ciel_core::time::now_unix();
     let created = existing.as_ref().map(|o| o.created).unwrap_or(now);
-    let stored_name = existing.as_ref().map(|o| o.name.clone()).unwrap_or_else(|| name.to_string());
-    let mut metadata = props.get("metadata").filter(|m| m.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let stored_name = existing
+        .as_ref()
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| name.to_string());
+    let mut metadata = props
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     super::stamp(&mut metadata, ctx, existing.as_ref().map(|o| &o.body), now);
     let out = json!({
         "id": custom_id(&sub, &stored_name),
@@ -249,10 +286,19 @@ async fn put(ctx: &Ctx<'_>, scope: &ResourceId, name: &str) -> ArmResult<ArmResp
         created,
         changed: now,
     };
-    let draft = ctx.draft(WRITE, &obj.id, "success", json!({"members": out["properties"]["policyDefinitions"].as_array().map(Vec::len)}));
+    let draft = ctx.draft(
+        WRITE,
+        &obj.id,
+        "success",
+        json!({"members": out["properties"]["policyDefinitions"].as_array().map(Vec::len)}),
+    );
     let was_created = ciel_store::run(&ctx.arm.store, move |s| s.policy_put(&obj, &draft)).await?;
     Ok(ArmResponse::json(
-        if was_created { StatusCode::CREATED } else { StatusCode::OK },
+        if was_created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         out,
     ))
 }

@@ -87,7 +87,11 @@ async fn candidates(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<Vec<Candidat
         };
         let groups = match (&sc.resource_group, sc.segments.is_empty()) {
             (_, false) => vec![],
-            (Some(rg), true) => s.get_resource_group(&sc.subscription, rg).found()?.into_iter().collect(),
+            (Some(rg), true) => s
+                .get_resource_group(&sc.subscription, rg)
+                .found()?
+                .into_iter()
+                .collect(),
             (None, true) => s.list_resource_groups(&sc.subscription, None, 100_000)?,
         };
         Ok((resources, groups))
@@ -97,12 +101,20 @@ async fn candidates(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<Vec<Candidat
     for g in groups {
         let body = crate::resource_groups::to_json(&g);
         let id = ResourceId::resource_group(&g.subscription_id, &g.name);
-        if ctx.can(&id, "Microsoft.Resources/subscriptions/resourceGroups/read").await? {
-            out.push(Candidate { body, indexed: false });
+        if ctx
+            .can(&id, "Microsoft.Resources/subscriptions/resourceGroups/read")
+            .await?
+        {
+            out.push(Candidate {
+                body,
+                indexed: false,
+            });
         }
     }
     for r in resources.into_iter().filter(|r| r.tenant_id == tenant) {
-        let Some(id) = ResourceId::parse(&r.id) else { continue };
+        let Some(id) = ResourceId::parse(&r.id) else {
+            continue;
+        };
         if !ctx.can(&id, &format!("{}/read", r.rtype)).await? {
             continue;
         }
@@ -112,12 +124,22 @@ async fn candidates(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<Vec<Candidat
             o.insert("name".into(), json!(r.name));
             o.insert("type".into(), json!(r.rtype));
         }
-        out.push(Candidate { body, indexed: r.location.is_some() });
+        out.push(Candidate {
+            body,
+            indexed: r.location.is_some(),
+        });
     }
     Ok(out)
 }
 
-fn state(a: &Applied, u: &Unit, c: &Candidate, effect: super::rule::Effect, non_compliant: bool, now: &str) -> Value {
+fn state(
+    a: &Applied,
+    u: &Unit,
+    c: &Candidate,
+    effect: super::rule::Effect,
+    non_compliant: bool,
+    now: &str,
+) -> Value {
     let rid = c.body["id"].as_str().unwrap_or("");
     let parsed = ResourceId::parse(rid);
     json!({
@@ -164,7 +186,9 @@ async fn compute(
 ) -> ArmResult<Vec<Value>> {
     let all = load_all(&ctx.arm.store, &ctx.caller.tenant_id).await?;
     let assignment_id = match within {
-        Some((PolicyKind::Assignments, name)) => Some(super::assignments::id_at(scope, name).to_ascii_lowercase()),
+        Some((PolicyKind::Assignments, name)) => {
+            Some(super::assignments::id_at(scope, name).to_ascii_lowercase())
+        }
         _ => None,
     };
     let definition = match within {
@@ -189,7 +213,10 @@ async fn compute(
         for u in &a.units {
             if let Some(d) = &definition {
                 let by_def = u.def_name.to_ascii_lowercase() == *d;
-                let by_set = u.set_name.as_deref().is_some_and(|s| s.to_ascii_lowercase() == *d);
+                let by_set = u
+                    .set_name
+                    .as_deref()
+                    .is_some_and(|s| s.to_ascii_lowercase() == *d);
                 if !(by_def || by_set) {
                     continue;
                 }
@@ -241,7 +268,11 @@ fn filter(f: &str) -> Result<Vec<(String, bool, Value)>, ApiError> {
     }
     parts.push(&f[start..]);
     for p in parts {
-        let p = p.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let p = p
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         let lp = p.to_ascii_lowercase();
         let (pos, neg) = match (lp.find(" eq "), lp.find(" ne ")) {
             (Some(i), _) => (i, false),
@@ -270,7 +301,10 @@ fn filter(f: &str) -> Result<Vec<(String, bool, Value)>, ApiError> {
 }
 
 fn get_ci<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
-    v.as_object()?.iter().find(|(x, _)| x.eq_ignore_ascii_case(k)).map(|(_, v)| v)
+    v.as_object()?
+        .iter()
+        .find(|(x, _)| x.eq_ignore_ascii_case(k))
+        .map(|(_, v)| v)
 }
 
 fn query(ctx: &Ctx<'_>, mut states: Vec<Value>) -> ArmResult<ArmResponse> {
@@ -283,10 +317,25 @@ fn query(ctx: &Ctx<'_>, mut states: Vec<Value>) -> ArmResult<ArmResponse> {
             .into());
         }
     }
-    if let Some(f) = ctx.req.q("$filter").map(str::trim).filter(|f| !f.is_empty()) {
+    if let Some(f) = ctx
+        .req
+        .q("$filter")
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
         let clauses = filter(f)?;
-        if let Some((field, _, _)) = clauses.iter().find(|(k, _, _)| states.first().is_some_and(|s| get_ci(s, k).is_none())) {
-            return Err(ApiError::bad_request("InvalidFilterInQueryString", format!("The property '{}' is not a policy state property.", clip(field))).into());
+        if let Some((field, _, _)) = clauses
+            .iter()
+            .find(|(k, _, _)| states.first().is_some_and(|s| get_ci(s, k).is_none()))
+        {
+            return Err(ApiError::bad_request(
+                "InvalidFilterInQueryString",
+                format!(
+                    "The property '{}' is not a policy state property.",
+                    clip(field)
+                ),
+            )
+            .into());
         }
         states.retain(|s| {
             clauses.iter().all(|(k, neg, v)| {
@@ -299,28 +348,50 @@ fn query(ctx: &Ctx<'_>, mut states: Vec<Value>) -> ArmResult<ArmResponse> {
             })
         });
     }
-    if let Some(o) = ctx.req.q("$orderby").map(str::trim).filter(|o| !o.is_empty()) {
+    if let Some(o) = ctx
+        .req
+        .q("$orderby")
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
         let mut it = o.split_whitespace();
         let field = it.next().unwrap_or("").to_string();
         let desc = it.next().is_some_and(|d| d.eq_ignore_ascii_case("desc"));
         states.sort_by(|a, b| {
             let ka = get_ci(a, &field).map(|v| v.to_string()).unwrap_or_default();
             let kb = get_ci(b, &field).map(|v| v.to_string()).unwrap_or_default();
-            if desc { kb.cmp(&ka) } else { ka.cmp(&kb) }
+            if desc {
+                kb.cmp(&ka)
+            } else {
+                ka.cmp(&kb)
+            }
         });
     }
     if let Some(t) = ctx.req.q("$top") {
-        let n: usize = t.parse().map_err(|_| ApiError::bad_request("InvalidTopParameter", "$top must be a non-negative integer."))?;
+        let n: usize = t.parse().map_err(|_| {
+            ApiError::bad_request(
+                "InvalidTopParameter",
+                "$top must be a non-negative integer.",
+            )
+        })?;
         states.truncate(n);
     }
-    if let Some(sel) = ctx.req.q("$select").map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(sel) = ctx
+        .req
+        .q("$select")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let fields: Vec<&str> = sel.split(',').map(str::trim).collect();
         states = states
             .into_iter()
             .map(|s| {
                 let mut m = Map::new();
                 for f in &fields {
-                    if let Some((k, v)) = s.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(f))) {
+                    if let Some((k, v)) = s
+                        .as_object()
+                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)))
+                    {
                         m.insert(k.clone(), v.clone());
                     }
                 }
@@ -339,19 +410,35 @@ fn query(ctx: &Ctx<'_>, mut states: Vec<Value>) -> ArmResult<ArmResponse> {
 }
 
 fn summarize(ctx: &Ctx<'_>, scope: &ResourceId, states: Vec<Value>) -> ArmResponse {
-    let non: Vec<&Value> = states.iter().filter(|s| s["complianceState"] == "NonCompliant").collect();
+    let non: Vec<&Value> = states
+        .iter()
+        .filter(|s| s["complianceState"] == "NonCompliant")
+        .collect();
     let count_unique = |v: &[&Value], k: &str| {
-        v.iter().filter_map(|s| s[k].as_str()).map(str::to_ascii_lowercase).collect::<std::collections::BTreeSet<_>>().len()
+        v.iter()
+            .filter_map(|s| s[k].as_str())
+            .map(str::to_ascii_lowercase)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     };
     let details = |v: &[&Value], k: &str| {
-        let nc = v.iter().filter(|s| s["complianceState"] == "NonCompliant").filter_map(|s| s[k].as_str()).map(str::to_ascii_lowercase).collect::<std::collections::BTreeSet<_>>().len();
+        let nc = v
+            .iter()
+            .filter(|s| s["complianceState"] == "NonCompliant")
+            .filter_map(|s| s[k].as_str())
+            .map(str::to_ascii_lowercase)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let all = count_unique(v, k);
         json!([{"complianceState": "noncompliant", "count": nc}, {"complianceState": "compliant", "count": all - nc}])
     };
     let all_refs: Vec<&Value> = states.iter().collect();
     let mut by_assignment: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
     for s in &states {
-        by_assignment.entry(s["policyAssignmentId"].as_str().unwrap_or("").to_string()).or_default().push(s);
+        by_assignment
+            .entry(s["policyAssignmentId"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(s);
     }
     let assignments: Vec<Value> = by_assignment
         .iter()
