@@ -7,6 +7,7 @@ tests."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import uuid
@@ -169,6 +170,7 @@ def test_allowed_locations_never_relaxes_residency(pol):
 def test_allowed_locations_for_resource_groups(pol):
     s = pol["s"]
     sub = f"/subscriptions/{s.sub}"
+    before = _rg(s, location="francesouth")   # exists before the assignment: shown non-compliant
     a, r = _assign(s, sub, _builtin(ALLOWED_RG_LOCATIONS), {"listOfAllowedLocations": ["francecentral"]})
     assert r.status_code == 201, describe(r)
     try:
@@ -180,7 +182,16 @@ def test_allowed_locations_for_resource_groups(pol):
         p = pol["az"].fails("group", "create", "-n", name, "-l", "francesouth")
         assert "RequestDisallowedByPolicy" in p.stderr, p.stderr
         assert pol["az"]("group", "create", "-n", name, "-l", "francecentral")["name"] == name
-        # Resources in a France South group are not resource groups: the rule does not apply to them.
+        # An update of the old group is judged on the merged result: still France South.
+        r = s.arm_call("PATCH", _rg_id(s, before), params={"api-version": "2021-04-01"}, json_body={"tags": {"a": "b"}})
+        _disallowed(r, a, ALLOWED_RG_LOCATIONS)
+        states = pol["az"]("policy", "state", "list", "--filter",
+                           f"policyAssignmentName eq '{a}' and complianceState eq 'NonCompliant'")
+        assert [x["resourceId"].lower() for x in states] == [_rg_id(s, before).lower()], states
+        assert states[0]["resourceType"].lower() == "microsoft.resources/subscriptions/resourcegroups", states
+        # Resources are not groups: the rule does not judge them, wherever their group is.
+        _, r = _put_account(s, before, location="francesouth")
+        assert r.status_code in (200, 201), describe(r)
     finally:
         _unassign(s, sub, a)
 
@@ -493,9 +504,14 @@ def test_policy_writes_need_policy_rights(pol, role_ids_pol):
     name, r = _assign(s, _rg_id(s, rg), _builtin(NOT_ALLOWED_TYPES),
                       {"listOfResourceTypesNotAllowed": ["Microsoft.Storage/storageAccounts"]}, token=tok)
     assert r.status_code == 201, describe(r)
-    # Every policy change is in the activity log.
+    # Every policy change is audited and in the activity log.
     rows = _audit(s, "Microsoft.Authorization/policyAssignments/write", name)
     assert rows and rows[0][1] == "success", rows
+    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    events = pol["az"]("monitor", "activity-log", "list", "--start-time", since, "--max-events", "1000")
+    assert any(e["operationName"]["value"] == "Microsoft.Authorization/policyAssignments/write"
+               and e["resourceId"].lower().endswith(f"/policyassignments/{name}") for e in events), \
+        [e["operationName"]["value"] for e in events][:50]
 
 
 def test_deleting_a_group_removes_its_assignments(pol):

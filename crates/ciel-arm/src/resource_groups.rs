@@ -204,7 +204,7 @@ async fn update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> 
         g.managed_by = m.as_str().map(str::to_string);
     }
     g.changed = ciel_core::time::now_unix();
-    let mut candidate = to_json(&g);
+    let mut candidate = crate::policy::group_candidate(&g);
     let pending = crate::policy::enforce(ctx, WRITE, &mut candidate, false).await?;
     if pending.tags_modified {
         g.tags = candidate["tags"].clone();

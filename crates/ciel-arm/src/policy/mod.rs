@@ -803,3 +803,10 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
         _ => *target = patch.clone(),
     }
 }
+
+/// A resource group as rules see it: its ARM body, typed as Azure Policy types groups.
+pub fn group_candidate(g: &ciel_store::ResourceGroup) -> Value {
+    let mut v = crate::resource_groups::to_json(g);
+    v["type"] = json!(aliases::RESOURCE_GROUP_TYPE);
+    v
+}

@@ -99,7 +99,7 @@ async fn candidates(ctx: &Ctx<'_>, scope: &ResourceId) -> ArmResult<Vec<Candidat
     .await?;
     let mut out = Vec::new();
     for g in groups {
-        let body = crate::resource_groups::to_json(&g);
+        let body = super::group_candidate(&g);
         let id = ResourceId::resource_group(&g.subscription_id, &g.name);
         if ctx
             .can(&id, "Microsoft.Resources/subscriptions/resourceGroups/read")
