@@ -221,7 +221,11 @@ pub fn erase(
         rep.definitions += 1;
     }
     // Policy objects: assignments first, then the sets and definitions they named.
-    for kind in ["policyAssignments", "policySetDefinitions", "policyDefinitions"] {
+    for kind in [
+        "policyAssignments",
+        "policySetDefinitions",
+        "policyDefinitions",
+    ] {
         for o in store.policy_list(tenant, kind)? {
             store.policy_delete(
                 &o.id,

@@ -674,7 +674,10 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
     // Azure Policy: custom definitions, sets and assignments, as their ARM bodies.
     for (kind, rel) in [
         ("policyDefinitions", "authorization/policyDefinitions.json"),
-        ("policySetDefinitions", "authorization/policySetDefinitions.json"),
+        (
+            "policySetDefinitions",
+            "authorization/policySetDefinitions.json",
+        ),
         ("policyAssignments", "authorization/policyAssignments.json"),
     ] {
         let objs: Vec<Value> = store

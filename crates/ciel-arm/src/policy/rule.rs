@@ -523,11 +523,7 @@ fn parse_modify(o: &Value, declared: &Declared) -> Result<ModifyOp, RuleError> {
         }
     };
     let field = parse_subject(
-        &Map::from_iter(
-            get_ci(obj, "field")
-                .map(|f| ("field".to_string(), f.clone()))
-                .into_iter(),
-        ),
+        &Map::from_iter(get_ci(obj, "field").map(|f| ("field".to_string(), f.clone()))),
         declared,
     )?;
     if let Subject::Field(f) = &field {
