@@ -25,6 +25,8 @@ RG_API = "2021-04-01"
 SUB_API = "2022-12-01"
 AUTHZ_API = "2022-04-01"
 KV_API = "2026-02-01"
+POLICY_API = "2023-04-01"
+INSIGHTS_API = "2019-10-01"
 MARKER = "tenant-a-secret-marker-7f3c"
 
 # (id, method, path, body, kind). kind: "read" / "write" for subscription-scoped routes;
@@ -79,6 +81,39 @@ ROUTES = [
     ("get-role-definition", "GET",
      f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/roleDefinitions/{{reader_guid}}"
      f"?api-version={AUTHZ_API}", None, "read"),
+    # Azure Policy (Microsoft.Authorization policy objects, Microsoft.PolicyInsights states).
+    ("list-policy-definitions-tenant", "GET",
+     f"/providers/Microsoft.Authorization/policyDefinitions?api-version={POLICY_API}", None, "public"),
+    ("list-policy-definitions", "GET",
+     f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/policyDefinitions?api-version={POLICY_API}", None, "read"),
+    ("create-policy-definition", "PUT",
+     f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/policyDefinitions/sec-probe?api-version={POLICY_API}",
+     {"properties": {"mode": "All", "policyRule": {"if": {"field": "type", "equals": "x/y"},
+                                                   "then": {"effect": "audit"}}}}, "write"),
+    ("list-policy-set-definitions", "GET",
+     f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/policySetDefinitions?api-version={POLICY_API}",
+     None, "read"),
+    ("list-policy-assignments-sub", "GET",
+     f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/policyAssignments?api-version={POLICY_API}",
+     None, "read"),
+    ("list-policy-assignments-rg", "GET",
+     f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.Authorization/policyAssignments"
+     f"?api-version={POLICY_API}", None, "read"),
+    ("create-policy-assignment-rg", "PUT",
+     f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.Authorization/policyAssignments/sec-probe"
+     f"?api-version={POLICY_API}",
+     {"properties": {"policyDefinitionId": "/providers/Microsoft.Authorization/policyDefinitions/"
+                                           "6c112d4e-5bc7-47ae-a041-ea2d9dccd749",
+                     "parameters": {"listOfResourceTypesNotAllowed": {"value": ["x/y"]}}}}, "write"),
+    ("delete-policy-assignment-sub", "DELETE",
+     f"/subscriptions/{{sub}}/providers/Microsoft.Authorization/policyAssignments/sec-probe?api-version={POLICY_API}",
+     None, "write"),
+    ("query-policy-states", "POST",
+     f"/subscriptions/{{sub}}/providers/Microsoft.PolicyInsights/policyStates/latest/queryResults"
+     f"?api-version={INSIGHTS_API}", None, "read"),
+    ("trigger-policy-evaluation", "POST",
+     f"/subscriptions/{{sub}}/providers/Microsoft.PolicyInsights/policyStates/latest/triggerEvaluation"
+     f"?api-version={INSIGHTS_API}", None, "write"),
     ("get-operation-status", "GET", "{operation_url}", None, "operation"),
     # Key Vault's control plane (a provider behind the same router).
     ("get-vault", "GET", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"

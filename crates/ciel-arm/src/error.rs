@@ -11,6 +11,9 @@ pub enum ArmError {
     Identity(#[from] ciel_identity::IdentityError),
     #[error("audit: {0}")]
     Audit(#[from] ciel_audit::AuditError),
+    /// A write refused by a policy: the error and its `additionalInfo` (PolicyViolation entries).
+    #[error("{0}")]
+    Disallowed(ApiError, serde_json::Value),
 }
 
 impl From<ApiError> for ArmError {
@@ -22,7 +25,7 @@ impl From<ApiError> for ArmError {
 impl ArmError {
     pub fn into_api(self) -> ApiError {
         match self {
-            ArmError::Api(e) => e,
+            ArmError::Api(e) | ArmError::Disallowed(e, _) => e,
             ArmError::Identity(e) => e.to_arm(),
             ArmError::Store(ciel_store::StoreError::NotFound) => {
                 ApiError::not_found("ResourceNotFound", "The resource was not found.")

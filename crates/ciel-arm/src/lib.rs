@@ -11,6 +11,7 @@ pub mod cmk;
 pub mod error;
 pub mod metadata;
 pub mod operations;
+pub mod policy;
 pub mod provider;
 pub mod resource_groups;
 pub mod resources;
@@ -255,8 +256,15 @@ impl Arm {
         match self.route(&req).await {
             Ok(r) => r,
             Err(e) => {
+                let info = match &e {
+                    ArmError::Disallowed(_, info) => Some(info.clone()),
+                    _ => None,
+                };
                 let api = e.into_api();
                 let mut r = ArmResponse::error(&api);
+                if let (Some(info), Some(b)) = (info, r.body.as_mut()) {
+                    b["error"]["additionalInfo"] = info;
+                }
                 if api.status == StatusCode::UNAUTHORIZED {
                     let v = format!(
                         "Bearer authorization_uri=\"{}/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"{}\"",
@@ -340,6 +348,16 @@ impl Arm {
                 if eq(p, "Microsoft.Authorization") =>
             {
                 role_definitions::dispatch(&ctx, None, &s[3..]).await
+            }
+            ["providers", p, kind, tail @ ..]
+                if eq(p, "Microsoft.Authorization")
+                    && policy::PolicyKind::parse(kind).is_some() =>
+            {
+                let k = policy::PolicyKind::parse(kind).ok_or_else(|| unknown_path(&ctx))?;
+                policy::dispatch(&ctx, None, k, tail).await
+            }
+            ["providers", p, ..] if eq(p, "Microsoft.Management") => {
+                Err(policy::management_groups())
             }
             ["subscriptions", sub, rest @ ..] => self.route_subscription(&ctx, sub, rest).await,
             _ => Err(ApiError::not_found(
@@ -437,8 +455,12 @@ impl Arm {
         rest: &[&str],
     ) -> ArmResult<ArmResponse> {
         // Extension resources on a provider resource: `.../providers/NS/type/name/providers/Microsoft.Authorization/...`
+        // (or Microsoft.PolicyInsights, the compliance of that resource).
         if let Some(pos) = rest.iter().position(|x| eq(x, "providers")) {
-            if pos % 2 == 0 && rest.len() > pos + 1 && eq(rest[pos + 1], "Microsoft.Authorization")
+            let ext = rest.get(pos + 1).copied().unwrap_or("");
+            if pos % 2 == 0
+                && !eq(ns, "Microsoft.Authorization")
+                && (eq(ext, "Microsoft.Authorization") || eq(ext, "Microsoft.PolicyInsights"))
             {
                 let mut id = scope.clone();
                 id.namespace = Some(ns.to_string());
@@ -449,11 +471,17 @@ impl Arm {
                 if id.segments.is_empty() {
                     return Err(unknown_path(ctx));
                 }
+                if eq(ext, "Microsoft.PolicyInsights") {
+                    return policy::states::dispatch(ctx, id, None, &rest[pos + 2..]).await;
+                }
                 return self.route_authorization(ctx, id, &rest[pos + 2..]).await;
             }
         }
         if eq(ns, "Microsoft.Authorization") {
             return self.route_authorization(ctx, scope, rest).await;
+        }
+        if eq(ns, "Microsoft.PolicyInsights") {
+            return policy::states::dispatch(ctx, scope, None, rest).await;
         }
         let Some(p) = self.provider(ns) else {
             return Err(ApiError::bad_request(
@@ -480,6 +508,10 @@ impl Arm {
             }
             [kind, tail @ ..] if eq(kind, "roleDefinitions") => {
                 role_definitions::dispatch(ctx, Some(scope), tail).await
+            }
+            [kind, tail @ ..] if policy::PolicyKind::parse(kind).is_some() => {
+                let k = policy::PolicyKind::parse(kind).ok_or_else(|| unknown_path(ctx))?;
+                policy::dispatch(ctx, Some(scope), k, tail).await
             }
             _ => Err(unknown_path(ctx)),
         }

@@ -127,7 +127,15 @@ async fn create_or_update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Arm
             return Err(e);
         }
     };
-    let tags = tags_from(&body)?;
+    let mut tags = tags_from(&body)?;
+    let mut candidate = json!({
+        "id": scope.to_string(), "name": name, "type": crate::policy::aliases::RESOURCE_GROUP_TYPE,
+        "location": region.name, "tags": tags, "managedBy": body.get("managedBy"),
+    });
+    let pending = crate::policy::enforce(ctx, WRITE, &mut candidate, false).await?;
+    if pending.tags_modified {
+        tags = candidate["tags"].clone();
+    }
     let managed_by = body
         .get("managedBy")
         .and_then(|v| v.as_str())
@@ -164,6 +172,7 @@ async fn create_or_update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<Arm
     let g2 = g.clone();
     let created =
         ciel_store::run(&ctx.arm.store, move |s| s.put_resource_group(&g2, &draft)).await?;
+    pending.record(ctx).await?;
     Ok(ArmResponse::json(
         if created {
             StatusCode::CREATED
@@ -195,9 +204,15 @@ async fn update(ctx: &Ctx<'_>, sub: &str, name: &str) -> ArmResult<ArmResponse> 
         g.managed_by = m.as_str().map(str::to_string);
     }
     g.changed = ciel_core::time::now_unix();
+    let mut candidate = crate::policy::group_candidate(&g);
+    let pending = crate::policy::enforce(ctx, WRITE, &mut candidate, false).await?;
+    if pending.tags_modified {
+        g.tags = candidate["tags"].clone();
+    }
     let draft = ctx.draft(WRITE, &scope.to_string(), "success", json!({"patch": true}));
     let g2 = g.clone();
     ciel_store::run(&ctx.arm.store, move |s| s.put_resource_group(&g2, &draft)).await?;
+    pending.record(ctx).await?;
     Ok(ArmResponse::json(StatusCode::OK, to_json(&g)))
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::ArmResult;
 use crate::provider::{ProviderRequest, ProviderResponse, ResourceProvider};
-use crate::{api_version, check_location, clip, operations, ArmResponse, Ctx};
+use crate::{api_version, check_location, clip, operations, policy, ArmResponse, Ctx};
 use ciel_core::{ApiError, ResourceId};
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -211,6 +211,43 @@ pub async fn dispatch_provider(
             return Err(e);
         }
     }
+    // Policy: against the resource as it would be stored, after residency (which no policy
+    // can relax) and before the provider writes anything.
+    let mut body = body;
+    let mut pending = None;
+    if (m == Method::PUT || m == Method::PATCH)
+        && action.is_none()
+        && collection_type.is_none()
+        && !id.segments.is_empty()
+    {
+        let mut candidate = match (
+            &m,
+            ciel_store::run(&ctx.arm.store, {
+                let key = id.key();
+                move |s| ciel_store::Found::found(s.get_resource(&key))
+            })
+            .await?,
+        ) {
+            (&Method::PATCH, Some(r)) if r.tenant_id == ctx.caller.tenant_id => {
+                let mut b = r.body.clone();
+                policy::merge_patch(&mut b, body.as_ref().unwrap_or(&json!({})));
+                b
+            }
+            _ => body.clone().unwrap_or_else(|| json!({})),
+        };
+        if let Some(o) = candidate.as_object_mut() {
+            o.insert("id".into(), json!(id.to_string()));
+            o.insert("name".into(), json!(id.name().unwrap_or("")));
+            o.insert("type".into(), json!(full_type));
+        }
+        let pend = policy::enforce(ctx, &rbac_action, &mut candidate, info.located).await?;
+        if pend.tags_modified {
+            if let Some(b) = body.as_mut().and_then(|b| b.as_object_mut()) {
+                b.insert("tags".into(), candidate["tags"].clone());
+            }
+        }
+        pending = Some(pend);
+    }
     let resp = p
         .handle(ProviderRequest {
             method: m,
@@ -225,6 +262,9 @@ pub async fn dispatch_provider(
             client_ip: ctx.req.client_ip.clone(),
         })
         .await?;
+    if let Some(pend) = pending {
+        pend.record(ctx).await?;
+    }
     Ok(match resp {
         ProviderResponse::Done {
             status,

@@ -79,6 +79,8 @@ pub struct EraseReport {
     pub groups: usize,
     pub assignments: usize,
     pub definitions: usize,
+    /// Policy definitions, set definitions and assignments.
+    pub policies: usize,
     pub principals: usize,
 }
 
@@ -218,6 +220,26 @@ pub fn erase(
         )?;
         rep.definitions += 1;
     }
+    // Policy objects: assignments first, then the sets and definitions they named.
+    for kind in [
+        "policyAssignments",
+        "policySetDefinitions",
+        "policyDefinitions",
+    ] {
+        for o in store.policy_list(tenant, kind)? {
+            store.policy_delete(
+                &o.id,
+                &draft(
+                    tenant,
+                    actor,
+                    &format!("Microsoft.Authorization/{kind}/delete"),
+                    &o.id,
+                    json!({"with": "tenantErasure"}),
+                ),
+            )?;
+            rep.policies += 1;
+        }
+    }
     for p in store.list_principals(tenant, None)? {
         store.delete_principal(
             &p.object_id,
@@ -236,7 +258,7 @@ pub fn erase(
     // the objects labelled `{vault}/...` from the token (docs/operations.md).
     store.append_audit(&[draft(tenant, actor, "Ciel.Tenant/erase/action", &target, json!({
         "storageAccounts": rep.accounts, "keyVaults": rep.vaults, "resourceGroups": rep.groups, "roleAssignments": rep.assignments,
-        "customRoles": rep.definitions, "principals": rep.principals, "withoutNotice": notice_days.is_none()
+        "customRoles": rep.definitions, "policies": rep.policies, "principals": rep.principals, "withoutNotice": notice_days.is_none()
     }))])?;
     store.set_setting(
         &setting(tenant),

@@ -717,6 +717,23 @@ pub fn export(src: &DataSource<'_>, opts: &ExportOptions) -> Result<ExportReport
         .collect();
     x.count("roleDefinitions", defs.len() as u64);
     x.json_file("authorization/roleDefinitions.json", &json!(defs))?;
+    // Azure Policy: custom definitions, sets and assignments, as their ARM bodies.
+    for (kind, rel) in [
+        ("policyDefinitions", "authorization/policyDefinitions.json"),
+        (
+            "policySetDefinitions",
+            "authorization/policySetDefinitions.json",
+        ),
+        ("policyAssignments", "authorization/policyAssignments.json"),
+    ] {
+        let objs: Vec<Value> = store
+            .policy_list(&tenant.id, kind)?
+            .into_iter()
+            .map(|o| o.body)
+            .collect();
+        x.count(kind, objs.len() as u64);
+        x.json_file(rel, &json!(objs))?;
+    }
 
     for a in &accounts {
         x.account(a)?;

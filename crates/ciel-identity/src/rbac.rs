@@ -20,6 +20,7 @@ pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 pub const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
 pub const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+pub const RESOURCE_POLICY_CONTRIBUTOR: &str = "36243c78-bf99-498c-9df9-86d9f8d28608";
 pub const STORAGE_BLOB_DATA_OWNER: &str = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b";
 pub const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
 pub const STORAGE_BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
@@ -79,6 +80,22 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         name: "User Access Administrator",
         description: "Lets you manage user access to Azure resources.",
         actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
+        not_actions: &[],
+        data_actions: &[],
+    },
+    BuiltinRole {
+        guid: RESOURCE_POLICY_CONTRIBUTOR,
+        name: "Resource Policy Contributor",
+        description: "Users with rights to create/modify resource policy, create support ticket and read resources/hierarchy.",
+        actions: &[
+            "*/read",
+            "Microsoft.Authorization/policyassignments/*",
+            "Microsoft.Authorization/policydefinitions/*",
+            "Microsoft.Authorization/policyexemptions/*",
+            "Microsoft.Authorization/policysetdefinitions/*",
+            "Microsoft.PolicyInsights/*",
+            "Microsoft.Support/*",
+        ],
         not_actions: &[],
         data_actions: &[],
     },

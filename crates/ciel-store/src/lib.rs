@@ -392,6 +392,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes at most `limit` entries with a sequence number up to `seq` and up to the anchor;
     /// returns how many.
     fn delete_audit_through(&self, seq: i64, limit: usize) -> Result<usize>;
+    // ---- policy ----
+    /// Creates or replaces a policy definition, set definition or assignment; true when created.
+    fn policy_put(&self, p: &PolicyObject, audit: &AuditDraft) -> Result<bool>;
+    /// By id (any casing).
+    fn policy_get(&self, id: &str) -> Result<PolicyObject>;
+    /// A tenant's objects of one kind (`policyDefinitions`, `policySetDefinitions`,
+    /// `policyAssignments`), in id order.
+    fn policy_list(&self, tenant_id: &str, kind: &str) -> Result<Vec<PolicyObject>>;
+    fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

@@ -415,3 +415,20 @@ pub struct MfaFactor {
     pub locked_until: Option<i64>,
     pub created: i64,
 }
+
+/// A Microsoft.Authorization policy object: a custom definition, a set definition or an
+/// assignment, kept as its ARM body (the policy engine in ciel-arm reads the body).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyObject {
+    /// Canonical ARM id, e.g. `/subscriptions/S/providers/Microsoft.Authorization/policyAssignments/a`.
+    pub id: String,
+    pub tenant_id: String,
+    /// `policyDefinitions`, `policySetDefinitions` or `policyAssignments`.
+    pub kind: String,
+    /// The scope it is defined or assigned at (canonical id).
+    pub scope: String,
+    pub name: String,
+    pub body: serde_json::Value,
+    pub created: i64,
+    pub changed: i64,
+}

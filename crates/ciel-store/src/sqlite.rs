@@ -12,6 +12,7 @@ use std::sync::{Condvar, Mutex};
 
 mod keyvault;
 mod mfa;
+mod policy;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -189,6 +190,15 @@ CREATE TABLE mfa_factors (
 CREATE TABLE audit_anchor (
   id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, ts TEXT NOT NULL,
   key_id TEXT NOT NULL, signature TEXT NOT NULL, set_at INTEGER NOT NULL);
+"#,
+    // 11: Azure Policy (ciel-arm policy/): definitions, set definitions and assignments, each kept
+    // whole as its ARM body. `id_key` and `scope_key` are lower-cased ids (ARM ids ignore case).
+    r#"
+CREATE TABLE policy_objects (
+  id_key TEXT PRIMARY KEY, id TEXT NOT NULL, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
+  scope_key TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+  created INTEGER NOT NULL, changed INTEGER NOT NULL);
+CREATE INDEX policy_objects_kind ON policy_objects(tenant_id, kind);
 "#,
 ];
 
@@ -1050,6 +1060,7 @@ impl MetadataStore for SqliteStore {
                 "DELETE FROM role_assignments WHERE lower(scope) = ?1 OR lower(scope) LIKE ?2 ESCAPE '\\'",
                 params![scope, format!("{}/%", scope.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))],
             )?;
+            policy::delete_within(tx, &scope)?;
             tx.execute("DELETE FROM resource_groups WHERE subscription_id = ?1 AND name = ?2", params![subscription, name])?;
             append_in(tx, std::slice::from_ref(audit))?;
             Ok(())
@@ -2207,6 +2218,20 @@ impl MetadataStore for SqliteStore {
             )?;
             Ok(n)
         })
+    }
+
+    // ---- policy ----
+    fn policy_put(&self, p: &PolicyObject, audit: &AuditDraft) -> Result<bool> {
+        self.write(|tx| policy::put(tx, p, audit))
+    }
+    fn policy_get(&self, id: &str) -> Result<PolicyObject> {
+        self.read(|c| policy::get(c, id))
+    }
+    fn policy_list(&self, tenant_id: &str, kind: &str) -> Result<Vec<PolicyObject>> {
+        self.read(|c| policy::list(c, tenant_id, kind))
+    }
+    fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| policy::delete(tx, id, audit))
     }
 }
 

@@ -409,8 +409,8 @@ pub fn erase_cmd(a: EraseArgs) -> Result<()> {
         if a.now { None } else { Some(a.notice_days) },
     )?;
     println!(
-        "tenant {} erased: {} storage accounts (keys destroyed, then data), {} key vaults (with their keys and secrets), {} resource groups, {} role assignments, {} custom roles, {} principals",
-        a.tenant, rep.accounts, rep.vaults, rep.groups, rep.assignments, rep.definitions, rep.principals
+        "tenant {} erased: {} storage accounts (keys destroyed, then data), {} key vaults (with their keys and secrets), {} resource groups, {} role assignments, {} custom roles, {} policy objects, {} principals",
+        a.tenant, rep.accounts, rep.vaults, rep.groups, rep.assignments, rep.definitions, rep.policies, rep.principals
     );
     Ok(())
 }
