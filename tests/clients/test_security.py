@@ -25,6 +25,7 @@ RG_API = "2021-04-01"
 SUB_API = "2022-12-01"
 AUTHZ_API = "2022-04-01"
 KV_API = "2026-02-01"
+LOCKBOX_API = "2018-02-28-preview"
 MARKER = "tenant-a-secret-marker-7f3c"
 
 # (id, method, path, body, kind). kind: "read" / "write" for subscription-scoped routes;
@@ -99,6 +100,13 @@ ROUTES = [
          {"tenantId": "{tenant}", "objectId": "{attacker_oid}", "permissions": {"secrets": ["all"]}}]}}, "write"),
     ("delete-vault", "DELETE", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
      f"?api-version={KV_API}", None, "write"),
+    # Customer Lockbox (the tenant's side of operator access): a Reader lists, only a role holding
+    # requests/updateApproval/action decides.
+    ("list-lockbox-requests", "GET",
+     f"/subscriptions/{{sub}}/providers/Microsoft.CustomerLockbox/requests?api-version={LOCKBOX_API}", None, "read"),
+    ("approve-lockbox-request", "POST",
+     f"/subscriptions/{{sub}}/providers/Microsoft.CustomerLockbox/requests/{{new_ra}}/updateApproval"
+     f"?api-version={LOCKBOX_API}", {"status": "Approve", "reason": "pwned"}, "write"),
 ]
 ROUTE_IDS = [r[0] for r in ROUTES]
 WRITE_IDS = [r[0] for r in ROUTES if r[4] == "write"]
