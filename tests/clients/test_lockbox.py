@@ -313,7 +313,10 @@ def test_lockbox_end_to_end(ciel, az, data, tenant_b, role_ids):
     assert ("Microsoft.CustomerLockbox/requests/updateApproval/action", "Succeeded") in ops, ops
     assert ("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read", "Succeeded") in ops, ops
     assert ("Microsoft.KeyVault/vaults/secrets/getSecret/action", "Succeeded") in ops, ops
-    assert all(e["caller"] in (f"operator:{op['name']}", ciel.client_id) for e in trail), [e["caller"] for e in trail]
+    callers = {e["caller"] for e in trail}
+    assert {f"operator:{op['name']}", ciel.client_id} <= callers, callers
+    # The Reader's attempt to approve is on the trail too, as a failure.
+    assert any(e["caller"] == reader["appId"] and e["status"]["value"] == "Failed" for e in trail), callers
     denied = [e for e in events if e["caller"] == f"operator:{op['name']}" and e["status"]["value"] == "Failed"]
     reasons = {e["properties"].get("reason") for e in denied}
     assert {"LockboxNoApprovedGrant", "LockboxGrantExpired", "LockboxNoSuchAccess"} <= reasons, reasons
@@ -376,19 +379,26 @@ def test_operator_api_bad_input(ciel):
     _check(r.json(), {"$ref": "#/components/schemas/LockboxRequestList"}, json.loads(DOC.read_text())["components"]["schemas"])
 
 
+def rows_of_break_glass(ciel) -> int:
+    return audit_rows(ciel, "SELECT COUNT(*) FROM audit_log WHERE action = 'Microsoft.CustomerLockbox/requests/breakGlass/action'"
+                            " AND details LIKE ?", "%INC-2026-0042%")[0][0]
+
+
 def test_break_glass_is_loud_and_visible_to_the_tenant(ciel, az, data):
     a, b = new_operator(ciel), new_operator(ciel)
     args = ["operator", "break-glass", "--tenant", ciel.tenant, "--subscription", ciel.sub,
             "--scope", data["in"]["container_id"], "--reason", "tenant unreachable, data corruption spreading",
             "--duration", "600", "--access", "blob.read", "--incident", "INC-2026-0042", "--operator", a["name"]]
     # One operator alone, or a wrong second code: refused, nothing granted.
-    p = ciel.cli_raw(*args, "--code", code(a), "--second-operator", a["name"], "--second-code", code(a))
+    p = ciel.cli_raw(*args, "--code", "000000", "--second-operator", a["name"], "--second-code", "000000")
     assert p.returncode != 0 and "two distinct" in p.stderr, p.stderr
-    p = ciel.cli_raw(*args, "--code", code(a), "--second-operator", b["name"], "--second-code", "000001")
-    assert p.returncode != 0, p.stdout
+    wrong = "000001" if totp(a["totp"]["secret"], time.time()) != "000001" else "000002"
+    p = ciel.cli_raw(*args, "--code", wrong, "--second-operator", b["name"], "--second-code", code(b))
+    assert p.returncode != 0 and "wrong" in p.stderr, p.stderr
+    assert rows_of_break_glass(ciel) == 0
     p = ciel.cli_raw(*args, "--code", code(a), "--second-operator", b["name"], "--second-code", code(b), output_json=True)
     assert p.returncode == 0, p.stderr
-    assert "BREAK-GLASS" in p.stderr
+    assert "BREAK-GLASS" in p.stderr and rows_of_break_glass(ciel) == 1
     g = json.loads(p.stdout)
     rid = g["name"]
     assert g["properties"]["breakGlass"] is True and g["properties"]["status"] == "Approved"
