@@ -1353,6 +1353,34 @@ mod tests {
         );
         s.put_resource_group(&rg("francecentral"), &draft).unwrap();
         assert_eq!(status("residency.resources"), CheckStatus::Pass);
+        // An operator whose second factor is not confirmed turns operator access red; once
+        // confirmed, green again (a disabled operator does not count).
+        let op = ciel_store::OperatorRec {
+            id: "o1".into(),
+            name: "alice".into(),
+            password_hash: "x".into(),
+            disabled: false,
+            failed_logins: 0,
+            locked_until: None,
+            created: 1,
+        };
+        s.put_operator(&op, &draft).unwrap();
+        assert_eq!(status("operator.access_grants"), CheckStatus::Fail);
+        let f = ciel_store::MfaFactor {
+            subject: "operator:alice".into(),
+            tenant_id: None,
+            kind: "totp".into(),
+            sealed_secret: vec![1],
+            confirmed: false,
+            last_step: 0,
+            failed: 0,
+            locked_until: None,
+            created: 1,
+        };
+        s.put_mfa_factor(&f, &draft).unwrap();
+        assert_eq!(status("operator.access_grants"), CheckStatus::Fail);
+        s.mfa_accept_step("operator:alice", 5, &draft).unwrap();
+        assert_eq!(status("operator.access_grants"), CheckStatus::Pass);
     }
 
     #[test]
