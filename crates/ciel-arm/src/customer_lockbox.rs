@@ -77,8 +77,7 @@ impl CustomerLockboxProvider {
         match found {
             Some(r)
                 if r.tenant_id == req.caller.tenant_id
-                    && r.subscription_id
-                        .eq_ignore_ascii_case(&req.id.subscription) =>
+                    && r.subscription_id.eq_ignore_ascii_case(&req.id.subscription) =>
             {
                 Ok(r)
             }
@@ -86,17 +85,23 @@ impl CustomerLockboxProvider {
         }
     }
 
-    async fn update_approval(&self, req: &ProviderRequest, id: &str) -> ArmResult<ProviderResponse> {
+    async fn update_approval(
+        &self,
+        req: &ProviderRequest,
+        id: &str,
+    ) -> ArmResult<ProviderResponse> {
         let body = req.json()?;
         let decision = body
             .get("status")
             .and_then(|s| s.as_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let reason = body
-            .get("reason")
-            .and_then(|s| s.as_str())
-            .map(|s| s.chars().filter(|c| !c.is_control()).take(512).collect::<String>());
+        let reason = body.get("reason").and_then(|s| s.as_str()).map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(512)
+                .collect::<String>()
+        });
         let r = self.load(req, id).await?;
         let now = ciel_core::time::now_unix();
         let current = status_at(&r, now).to_string();
@@ -138,7 +143,8 @@ impl CustomerLockboxProvider {
         );
         d.outcome = "success".into();
         let n = next.clone();
-        let won = ciel_store::run(&self.store, move |s| s.decide_lockbox_request(&n, from, &d)).await?;
+        let won =
+            ciel_store::run(&self.store, move |s| s.decide_lockbox_request(&n, from, &d)).await?;
         if !won {
             return Err(ApiError::conflict(
                 "LockboxRequestStateConflict",

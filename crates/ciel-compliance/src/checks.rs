@@ -1155,7 +1155,10 @@ fn operator_access(ctx: &Context<'_>) -> ciel_store::Result<Outcome> {
     } else {
         (
             CheckStatus::Fail,
-            format!("operator(s) without a confirmed second factor: {}", weak.join(", ")),
+            format!(
+                "operator(s) without a confirmed second factor: {}",
+                weak.join(", ")
+            ),
             evidence,
         )
     })

@@ -110,14 +110,23 @@ pub fn check(
             "lockboxRequestId": g.id, "accessType": need, "breakGlass": g.break_glass,
             "expirationDateTime": ciel_core::time::unix_to_rfc3339(g.expires),
         }),
-        (None, None) => json!({"reason": "LockboxNoSuchAccess", "detail": "no access kind covers this action"}),
+        (None, None) => {
+            json!({"reason": "LockboxNoSuchAccess", "detail": "no access kind covers this action"})
+        }
         (None, Some(need)) => {
             // Say why, for the tenant reading its trail: an expired grant is the usual case.
             let mine: Vec<&LockboxRequestRec> = requests
                 .iter()
-                .filter(|r| r.operator.eq_ignore_ascii_case(name) && r.access.iter().any(|a| a == need) && within(target, &r.scope))
+                .filter(|r| {
+                    r.operator.eq_ignore_ascii_case(name)
+                        && r.access.iter().any(|a| a == need)
+                        && within(target, &r.scope)
+                })
                 .collect();
-            let reason = if mine.iter().any(|r| status_at(r, now) == "Expired" && r.decided.is_some()) {
+            let reason = if mine
+                .iter()
+                .any(|r| status_at(r, now) == "Expired" && r.decided.is_some())
+            {
                 "LockboxGrantExpired"
             } else if mine.iter().any(|r| status_at(r, now) == "Revoked") {
                 "LockboxGrantRevoked"
@@ -166,7 +175,8 @@ mod tests {
         }
     }
 
-    const ACC: &str = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acc";
+    const ACC: &str =
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acc";
 
     #[test]
     fn scope_containment_is_by_segment_and_without_case() {
@@ -174,7 +184,10 @@ mod tests {
         assert!(within(&c, ACC));
         assert!(within(&c, &c.to_uppercase()));
         assert!(within(&c, "/subscriptions/s1"));
-        assert!(!within(&format!("{ACC}/blobServices/default/containers/ab"), &c));
+        assert!(!within(
+            &format!("{ACC}/blobServices/default/containers/ab"),
+            &c
+        ));
         assert!(!within(&format!("{ACC}2"), ACC));
         assert!(!within(ACC, &c));
         assert!(!within(ACC, ""));
@@ -186,13 +199,39 @@ mod tests {
         let g = grant(ACC, &[BLOB_READ], "Approved", 100);
         assert!(covers(&g, "alice", "t1", &c, BLOB_READ, 50));
         assert!(covers(&g, "ALICE", "t1", &c, BLOB_READ, 99));
-        assert!(!covers(&g, "alice", "t1", &c, BLOB_READ, 100), "expired at its end");
-        assert!(!covers(&g, "alice", "t1", &c, SECRET_READ, 50), "another access kind");
-        assert!(!covers(&g, "bob", "t1", &c, BLOB_READ, 50), "another operator");
-        assert!(!covers(&g, "alice", "t2", &c, BLOB_READ, 50), "another tenant");
-        assert!(!covers(&g, "alice", "t1", "/subscriptions/s1/resourceGroups/other", BLOB_READ, 50));
+        assert!(
+            !covers(&g, "alice", "t1", &c, BLOB_READ, 100),
+            "expired at its end"
+        );
+        assert!(
+            !covers(&g, "alice", "t1", &c, SECRET_READ, 50),
+            "another access kind"
+        );
+        assert!(
+            !covers(&g, "bob", "t1", &c, BLOB_READ, 50),
+            "another operator"
+        );
+        assert!(
+            !covers(&g, "alice", "t2", &c, BLOB_READ, 50),
+            "another tenant"
+        );
+        assert!(!covers(
+            &g,
+            "alice",
+            "t1",
+            "/subscriptions/s1/resourceGroups/other",
+            BLOB_READ,
+            50
+        ));
         for s in ["Pending", "Denied", "Revoked"] {
-            assert!(!covers(&grant(ACC, &[BLOB_READ], s, 100), "alice", "t1", &c, BLOB_READ, 50));
+            assert!(!covers(
+                &grant(ACC, &[BLOB_READ], s, 100),
+                "alice",
+                "t1",
+                &c,
+                BLOB_READ,
+                50
+            ));
         }
         assert_eq!(status_at(&g, 100), "Expired");
         assert_eq!(status_at(&grant(ACC, &[], "Pending", 5), 6), "Expired");

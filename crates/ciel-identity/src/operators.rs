@@ -143,17 +143,19 @@ impl TokenService {
                 }
                 other => other.into(),
             })?;
-        let totp = self.mfa.enroll(
-            &subject(name),
-            None,
-            name,
-            &MfaAttempt {
-                actor,
-                request_id: None,
-                client_ip: None,
-            },
-        )
-        .map_err(mfa_internal)?;
+        let totp = self
+            .mfa
+            .enroll(
+                &subject(name),
+                None,
+                name,
+                &MfaAttempt {
+                    actor,
+                    request_id: None,
+                    client_ip: None,
+                },
+            )
+            .map_err(mfa_internal)?;
         Ok(CreatedOperator {
             name: rec.name,
             id: rec.id,
@@ -250,7 +252,9 @@ impl TokenService {
             outcome: if result.is_ok() { "success" } else { "denied" }.into(),
             details: match &result {
                 Ok(_) => json!({"amr": ["pwd", "otp"]}),
-                Err(e) => json!({"error": format!("AADSTS{}", e.aadsts()), "reason": e.to_string()}),
+                Err(e) => {
+                    json!({"error": format!("AADSTS{}", e.aadsts()), "reason": e.to_string()})
+                }
             },
             request_id: Some(request_id.to_string()),
             client_ip: client_ip.map(str::to_string),

@@ -119,7 +119,10 @@ fn open(dir: &OpDir) -> Result<(Store, Arc<TokenService>)> {
         .map_err(|e| anyhow!("{e}"))?;
     let mfa = Mfa::new(store.clone(), master, format!("Ciel {}", cfg.domain));
     let endpoints = ciel_core::config::Endpoints::new(&cfg.domain, cfg.port());
-    Ok((store.clone(), TokenService::new(store, ring, mfa, endpoints)))
+    Ok((
+        store.clone(),
+        TokenService::new(store, ring, mfa, endpoints),
+    ))
 }
 
 fn show(output: crate::Output, v: &serde_json::Value, table: impl FnOnce()) {
@@ -180,9 +183,11 @@ pub fn run(cmd: OperatorCmd) -> Result<()> {
             tokens
                 .set_operator_disabled(store.as_ref(), &name, false, &actor)
                 .map_err(|e| anyhow!("{e}"))?;
-            show(dir.output, &json!({"name": name, "disabled": false}), || {
-                println!("operator {name} enabled")
-            });
+            show(
+                dir.output,
+                &json!({"name": name, "disabled": false}),
+                || println!("operator {name} enabled"),
+            );
         }
         OperatorCmd::ResetMfa { name, dir } => {
             let (store, tokens) = open(&dir)?;
@@ -220,8 +225,17 @@ fn break_glass(b: BreakGlass, actor: &str) -> Result<()> {
         .get_subscription(&b.subscription)
         .ok()
         .filter(|s| s.tenant_id == b.tenant)
-        .ok_or_else(|| anyhow!("subscription {} is not a subscription of tenant {}", b.subscription, b.tenant))?;
-    let scope = b.scope.clone().unwrap_or_else(|| format!("/subscriptions/{}", sub.id));
+        .ok_or_else(|| {
+            anyhow!(
+                "subscription {} is not a subscription of tenant {}",
+                b.subscription,
+                b.tenant
+            )
+        })?;
+    let scope = b
+        .scope
+        .clone()
+        .unwrap_or_else(|| format!("/subscriptions/{}", sub.id));
     let scope_id = ciel_core::ResourceId::parse(&scope)
         .filter(|i| i.subscription.eq_ignore_ascii_case(&sub.id))
         .ok_or_else(|| anyhow!("--scope must be a resource id within the subscription"))?;
@@ -298,6 +312,12 @@ fn break_glass(b: BreakGlass, actor: &str) -> Result<()> {
     );
     tracing::error!(lockbox_request = %r.id, tenant = %r.tenant_id, operator = %r.operator, incident = %b.incident, "break-glass access granted");
     let v = ciel_arm::customer_lockbox::request_json(&r, now);
-    crate::print(b.dir.output, &v, || println!("break-glass grant {} until {}", r.id, ciel_core::time::unix_to_rfc3339(r.expires)));
+    crate::print(b.dir.output, &v, || {
+        println!(
+            "break-glass grant {} until {}",
+            r.id,
+            ciel_core::time::unix_to_rfc3339(r.expires)
+        )
+    });
     Ok(())
 }

@@ -200,7 +200,12 @@ impl Ctx<'_> {
     /// An operator holds no role and is in no access policy: only an approved lockbox grant
     /// covering the action on this vault (or object) lets the call through; the check writes the
     /// tenant's audit entry either way.
-    async fn authorize_operator(&self, family: &str, name: Option<&str>, full: &str) -> KvResult<()> {
+    async fn authorize_operator(
+        &self,
+        family: &str,
+        name: Option<&str>,
+        full: &str,
+    ) -> KvResult<()> {
         let mut target = self.vault_id.clone();
         if let Some(n) = name {
             target.segments.push((family.to_string(), n.to_string()));

@@ -66,7 +66,16 @@ pub async fn token(app: &App, req: Request<Body>, rid: &str, peer: Option<String
     resp
 }
 
-fn draft(caller: &Caller, tenant: Option<&str>, action: &str, target: &str, outcome: &str, details: Value, rid: &str, ip: Option<&str>) -> AuditDraft {
+fn draft(
+    caller: &Caller,
+    tenant: Option<&str>,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    details: Value,
+    rid: &str,
+    ip: Option<&str>,
+) -> AuditDraft {
     AuditDraft {
         tenant_id: tenant.map(str::to_string),
         actor: caller.display(),
@@ -80,13 +89,15 @@ fn draft(caller: &Caller, tenant: Option<&str>, action: &str, target: &str, outc
 }
 
 async fn audit(app: &App, d: AuditDraft) -> Result<(), ApiError> {
-    ciel_store::run(&app.store, move |s| s.append_audit(std::slice::from_ref(&d)))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            ApiError::internal()
-        })
+    ciel_store::run(&app.store, move |s| {
+        s.append_audit(std::slice::from_ref(&d))
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        tracing::error!(error = %e, "audit append failed");
+        ApiError::internal()
+    })
 }
 
 pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
@@ -110,11 +121,10 @@ async fn handle_inner(
         .map(|t| t.trim().to_string())
         .unwrap_or_default();
     let (tokens, store) = (app.tokens.clone(), app.store.clone());
-    let verified = tokio::task::spawn_blocking(move || {
-        tokens.verify_operator(store.as_ref(), &token, "")
-    })
-    .await
-    .map_err(|_| ApiError::internal())?;
+    let verified =
+        tokio::task::spawn_blocking(move || tokens.verify_operator(store.as_ref(), &token, ""))
+            .await
+            .map_err(|_| ApiError::internal())?;
     let caller = match verified {
         Ok(c) => c,
         Err(e) => {
@@ -198,7 +208,10 @@ async fn handle_inner(
         )),
         _ => Err(ApiError::not_found(
             "InvalidResourceType",
-            format!("The path '{}' is not part of Ciel.Operator.", ciel_arm::clip(&path)),
+            format!(
+                "The path '{}' is not part of Ciel.Operator.",
+                ciel_arm::clip(&path)
+            ),
         )),
     }
 }
@@ -219,8 +232,8 @@ async fn create(
     ip: Option<&str>,
 ) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::bad_request("InvalidRequestContent", m.to_string());
-    let b: Value = serde_json::from_slice(body)
-        .map_err(|_| bad("The request body must be a JSON object."))?;
+    let b: Value =
+        serde_json::from_slice(body).map_err(|_| bad("The request body must be a JSON object."))?;
     let s = |k: &str| b.get(k).and_then(|v| v.as_str()).map(str::trim);
     let tenant = s("tenantId").ok_or_else(|| bad("'tenantId' is required."))?;
     let sub = s("subscriptionId").ok_or_else(|| bad("'subscriptionId' is required."))?;
@@ -242,7 +255,11 @@ async fn create(
     let mut access: Vec<String> = b
         .get("accessTypes")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     access.sort();
     access.dedup();
@@ -252,7 +269,9 @@ async fn create(
             ACCESS_KINDS.join(", ")
         )));
     }
-    let scope_s = s("scope").map(str::to_string).unwrap_or_else(|| format!("/subscriptions/{sub}"));
+    let scope_s = s("scope")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("/subscriptions/{sub}"));
     let scope = ResourceId::parse(&scope_s)
         .filter(|i| i.subscription.eq_ignore_ascii_case(sub))
         .ok_or_else(|| bad("'scope' must be a resource id within the subscription (the subscription, a resource group, a storage account, a container or a vault)."))?;
@@ -263,7 +282,11 @@ async fn create(
     let Some(sub_rec) = sub_rec.filter(|x| x.tenant_id == t) else {
         return Err(ApiError::not_found(
             "SubscriptionNotFound",
-            format!("The subscription '{}' is not a subscription of tenant '{}'.", ciel_arm::clip(sub), ciel_arm::clip(tenant)),
+            format!(
+                "The subscription '{}' is not a subscription of tenant '{}'.",
+                ciel_arm::clip(sub),
+                ciel_arm::clip(tenant)
+            ),
         ));
     };
     let now = ciel_core::time::now_unix();
