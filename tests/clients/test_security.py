@@ -209,6 +209,28 @@ def test_no_token_is_401(ciel, world, route_id):
     _no_leak(r, ciel, world)
 
 
+# Ciel.Operator (the operators' own API, docs/openapi/ciel.json): an operator token only; no token
+# and a tenant's token (even the admin's) are both 401, and both are audited.
+OPERATOR_ROUTES = [
+    ("operator-list-requests", "GET", "/providers/Ciel.Operator/lockboxRequests?api-version=2026-11-01", None),
+    ("operator-get-request", "GET", "/providers/Ciel.Operator/lockboxRequests/{new_ra}?api-version=2026-11-01", None),
+    ("operator-create-request", "POST", "/providers/Ciel.Operator/lockboxRequests?api-version=2026-11-01",
+     {"tenantId": "{tenant}", "subscriptionId": "{sub}", "justification": "x", "accessTypes": ["blob.read"],
+      "durationSeconds": 60}),
+]
+
+
+@pytest.mark.parametrize("route", OPERATOR_ROUTES, ids=[o[0] for o in OPERATOR_ROUTES])
+@pytest.mark.parametrize("who", ["anonymous", "tenant-admin"])
+def test_operator_api_needs_an_operator_token(ciel, world, route, who):
+    _, method, path, body = route
+    token = None if who == "anonymous" else ciel.admin_token()
+    r = ciel.request(method, _fmt(path, world.facts), token=token, json_body=_fmt(body, world.facts))
+    expect_arm_error(r, 401, is_authn_code)
+    world.denied_request_ids.append(r.headers["x-ms-request-id"])
+    _no_leak(r, ciel, world)
+
+
 @pytest.mark.parametrize("route", GRAPH_ROUTES, ids=[g[0] for g in GRAPH_ROUTES])
 def test_graph_no_token_is_401(ciel, world, route):
     _, method, path, body = route
