@@ -15,6 +15,7 @@ import hmac
 import json
 import sqlite3
 import struct
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +27,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import BlobServiceClient
 
-from cieltest import DOMAIN, claims_of, describe, expect_arm_error
+from cieltest import DOMAIN, ciel_bin, claims_of, describe, expect_arm_error
 from test_sovereignty import _check
 
 LOCKBOX_API = "2018-02-28-preview"
@@ -221,6 +222,20 @@ def test_operator_sign_in_needs_the_code_refuses_replays_and_locks_out(ciel):
     assert op_api(ciel, "GET", "lockboxRequests", tok).status_code == 200
     ciel.cli("operator", "disable", op2["name"])
     assert op_api(ciel, "GET", "lockboxRequests", tok).status_code == 401
+
+
+def test_ciel_operator_login_is_a_client_of_the_token_endpoint(ciel):
+    op = new_operator(ciel)
+    base = [ciel_bin(), "operator", "login", "--url", ciel.login, "--name", op["name"], "--ca", ciel.ca]
+    p = subprocess.run(base + ["--code", "000000" if totp(op["totp"]["secret"], time.time()) != "000000" else "000001"],
+                       input=op["password"] + "\n", capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "wrong" in p.stderr, p.stderr
+    p = subprocess.run(base + ["--password", op["password"]], input=code(op) + "\n", capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    tok = p.stdout.strip()
+    assert claims_of(tok)["idtyp"] == "operator"
+    assert op_api(ciel, "GET", "lockboxRequests", tok).status_code == 200
 
 
 def test_lockbox_end_to_end(ciel, az, data, tenant_b, role_ids):

@@ -66,9 +66,33 @@ pub enum OperatorCmd {
         #[command(flatten)]
         dir: OpDir,
     },
+    /// Sign in as an operator (password and TOTP code) and print the operator token, for
+    /// `az rest --headers "Authorization=Bearer $(ciel operator login ...)"` or an SDK.
+    Login(Login),
     /// Emergency access when the tenant cannot answer: two operators' TOTP codes and an
     /// incident reference; the tenant is told through its lockbox list, activity log and audit.
     BreakGlass(BreakGlass),
+}
+
+#[derive(Args)]
+pub struct Login {
+    /// The login endpoint, e.g. https://login.ciel.example:8443
+    #[arg(long, env = "CIEL_LOGIN_URL")]
+    url: String,
+    #[arg(long)]
+    name: String,
+    /// Read from standard input when absent.
+    #[arg(long, env = "CIEL_OPERATOR_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// The current TOTP code; read from standard input when absent.
+    #[arg(long, env = "CIEL_OPERATOR_CODE", hide_env_values = true)]
+    code: Option<String>,
+    /// PEM file of the CA to trust (the private CA of a Ciel deployment: DIR/tls/ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Also write the token to this file (mode 0600).
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -200,6 +224,7 @@ pub fn run(cmd: OperatorCmd) -> Result<()> {
             });
         }
         OperatorCmd::BreakGlass(b) => break_glass(b, &actor)?,
+        OperatorCmd::Login(l) => login(l)?,
     }
     Ok(())
 }
@@ -319,5 +344,62 @@ fn break_glass(b: BreakGlass, actor: &str) -> Result<()> {
             ciel_core::time::unix_to_rfc3339(r.expires)
         )
     });
+    Ok(())
+}
+
+fn read_line(prompt: &str) -> Result<String> {
+    use std::io::Write;
+    eprint!("{prompt}: ");
+    std::io::stderr().flush()?;
+    let mut s = String::new();
+    std::io::stdin().read_line(&mut s)?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// A client of the operator token endpoint, like any other: nothing here touches the data
+/// directory, so it runs from an operator's workstation.
+fn login(l: Login) -> Result<()> {
+    let password = match l.password {
+        Some(p) => p,
+        None => read_line("password")?,
+    };
+    let code = match l.code {
+        Some(c) => c,
+        None => read_line("TOTP code")?,
+    };
+    let mut b = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(ca) = &l.ca {
+        let pem = std::fs::read(ca).map_err(|e| anyhow!("reading {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).map_err(|e| anyhow!("{}: {e}", ca.display()))?,
+        );
+    }
+    let client = b.build().map_err(|e| anyhow!("HTTP client: {e}"))?;
+    let url = format!(
+        "{}/operators/oauth2/v2.0/token",
+        l.url.trim_end_matches('/')
+    );
+    let r = client
+        .post(&url)
+        .form(&[
+            ("grant_type", "password"),
+            ("username", l.name.as_str()),
+            ("password", password.as_str()),
+            ("totp_code", code.trim()),
+        ])
+        .send()
+        .map_err(|e| anyhow!("{url}: {e}"))?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().map_err(|e| anyhow!("{url}: {e}"))?;
+    let Some(token) = body["access_token"].as_str().filter(|_| status.is_success()) else {
+        bail!(
+            "sign-in refused ({status}): {}",
+            body["error_description"].as_str().unwrap_or("no description")
+        );
+    };
+    if let Some(path) = &l.save {
+        crate::platform::write_private(path, token.as_bytes())?;
+    }
+    println!("{token}");
     Ok(())
 }
