@@ -391,10 +391,15 @@ fn login(l: Login) -> Result<()> {
         .map_err(|e| anyhow!("{url}: {e}"))?;
     let status = r.status();
     let body: serde_json::Value = r.json().map_err(|e| anyhow!("{url}: {e}"))?;
-    let Some(token) = body["access_token"].as_str().filter(|_| status.is_success()) else {
+    let Some(token) = body["access_token"]
+        .as_str()
+        .filter(|_| status.is_success())
+    else {
         bail!(
             "sign-in refused ({status}): {}",
-            body["error_description"].as_str().unwrap_or("no description")
+            body["error_description"]
+                .as_str()
+                .unwrap_or("no description")
         );
     };
     if let Some(path) = &l.save {

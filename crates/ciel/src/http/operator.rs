@@ -66,28 +66,6 @@ pub async fn token(app: &App, req: Request<Body>, rid: &str, peer: Option<String
     resp
 }
 
-fn draft(
-    caller: &Caller,
-    tenant: Option<&str>,
-    action: &str,
-    target: &str,
-    outcome: &str,
-    details: Value,
-    rid: &str,
-    ip: Option<&str>,
-) -> AuditDraft {
-    AuditDraft {
-        tenant_id: tenant.map(str::to_string),
-        actor: caller.display(),
-        action: action.to_string(),
-        target: target.to_string(),
-        outcome: outcome.to_string(),
-        details,
-        request_id: Some(rid.to_string()),
-        client_ip: ip.map(str::to_string),
-    }
-}
-
 async fn audit(app: &App, d: AuditDraft) -> Result<(), ApiError> {
     ciel_store::run(&app.store, move |s| {
         s.append_audit(std::slice::from_ref(&d))
@@ -308,17 +286,17 @@ async fn create(
         break_glass: false,
         incident: s("supportRequest").map(|x| x.chars().take(128).collect()),
     };
-    let d = draft(
-        caller,
-        Some(&r.tenant_id),
-        "Microsoft.CustomerLockbox/requests/write",
-        &request_id_path(&r),
-        "success",
-        json!({"lockboxRequestId": r.id, "operator": r.operator, "scope": r.scope,
+    let d = AuditDraft {
+        tenant_id: Some(r.tenant_id.clone()),
+        actor: caller.display(),
+        action: "Microsoft.CustomerLockbox/requests/write".into(),
+        target: request_id_path(&r),
+        outcome: "success".into(),
+        details: json!({"lockboxRequestId": r.id, "operator": r.operator, "scope": r.scope,
                "accessTypes": r.access, "durationSeconds": r.duration_secs, "justification": r.justification}),
-        rid,
-        ip,
-    );
+        request_id: Some(rid.to_string()),
+        client_ip: ip.map(str::to_string),
+    };
     let rec = r.clone();
     ciel_store::run(&app.store, move |s| s.put_lockbox_request(&rec, &d))
         .await
