@@ -390,7 +390,9 @@ fn login(l: Login) -> Result<()> {
         .send()
         .map_err(|e| anyhow!("{url}: {e}"))?;
     let status = r.status();
-    let body: serde_json::Value = r.json().map_err(|e| anyhow!("{url}: {e}"))?;
+    let text = r.text().map_err(|e| anyhow!("{url}: {e}"))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| anyhow!("{url} answered {status} without JSON"))?;
     let Some(token) = body["access_token"]
         .as_str()
         .filter(|_| status.is_success())
