@@ -27,6 +27,7 @@ AUTHZ_API = "2022-04-01"
 KV_API = "2026-02-01"
 POLICY_API = "2023-04-01"
 INSIGHTS_API = "2019-10-01"
+LOCKBOX_API = "2018-02-28-preview"
 MARKER = "tenant-a-secret-marker-7f3c"
 
 # (id, method, path, body, kind). kind: "read" / "write" for subscription-scoped routes;
@@ -134,6 +135,13 @@ ROUTES = [
          {"tenantId": "{tenant}", "objectId": "{attacker_oid}", "permissions": {"secrets": ["all"]}}]}}, "write"),
     ("delete-vault", "DELETE", f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.KeyVault/vaults/{{vault}}"
      f"?api-version={KV_API}", None, "write"),
+    # Customer Lockbox (the tenant's side of operator access): a Reader lists, only a role holding
+    # requests/updateApproval/action decides.
+    ("list-lockbox-requests", "GET",
+     f"/subscriptions/{{sub}}/providers/Microsoft.CustomerLockbox/requests?api-version={LOCKBOX_API}", None, "read"),
+    ("approve-lockbox-request", "POST",
+     f"/subscriptions/{{sub}}/providers/Microsoft.CustomerLockbox/requests/{{new_ra}}/updateApproval"
+     f"?api-version={LOCKBOX_API}", {"status": "Approve", "reason": "pwned"}, "write"),
 ]
 ROUTE_IDS = [r[0] for r in ROUTES]
 WRITE_IDS = [r[0] for r in ROUTES if r[4] == "write"]
@@ -231,6 +239,28 @@ def _no_leak(r: requests.Response, ciel, w):
 @pytest.mark.parametrize("route_id", ROUTE_IDS)
 def test_no_token_is_401(ciel, world, route_id):
     r, _ = _call(ciel, world, route_id, token=None)
+    expect_arm_error(r, 401, is_authn_code)
+    world.denied_request_ids.append(r.headers["x-ms-request-id"])
+    _no_leak(r, ciel, world)
+
+
+# Ciel.Operator (the operators' own API, docs/openapi/ciel.json): an operator token only; no token
+# and a tenant's token (even the admin's) are both 401, and both are audited.
+OPERATOR_ROUTES = [
+    ("operator-list-requests", "GET", "/providers/Ciel.Operator/lockboxRequests?api-version=2026-11-01", None),
+    ("operator-get-request", "GET", "/providers/Ciel.Operator/lockboxRequests/{new_ra}?api-version=2026-11-01", None),
+    ("operator-create-request", "POST", "/providers/Ciel.Operator/lockboxRequests?api-version=2026-11-01",
+     {"tenantId": "{tenant}", "subscriptionId": "{sub}", "justification": "x", "accessTypes": ["blob.read"],
+      "durationSeconds": 60}),
+]
+
+
+@pytest.mark.parametrize("route", OPERATOR_ROUTES, ids=[o[0] for o in OPERATOR_ROUTES])
+@pytest.mark.parametrize("who", ["anonymous", "tenant-admin"])
+def test_operator_api_needs_an_operator_token(ciel, world, route, who):
+    _, method, path, body = route
+    token = None if who == "anonymous" else ciel.admin_token()
+    r = ciel.request(method, _fmt(path, world.facts), token=token, json_body=_fmt(body, world.facts))
     expect_arm_error(r, 401, is_authn_code)
     world.denied_request_ids.append(r.headers["x-ms-request-id"])
     _no_leak(r, ciel, world)

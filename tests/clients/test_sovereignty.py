@@ -22,8 +22,12 @@ def _check(value, schema, defs, where="statement"):
     types = schema.get("type")
     if types is not None:
         allowed = types if isinstance(types, list) else [types]
-        kinds = {"object": dict, "array": list, "string": str, "null": type(None), "integer": int, "boolean": bool}
-        assert any(isinstance(value, kinds[t]) for t in allowed), f"{where}: {value!r} is not {allowed}"
+        kinds = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool,
+                 "integer": int, "number": (int, float)}
+        assert any(isinstance(value, kinds[t]) and (t in ("boolean",) or not isinstance(value, bool))
+                   for t in allowed), f"{where}: {value!r} is not {allowed}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
     if "const" in schema:
         assert value == schema["const"], f"{where}: {value!r} != {schema['const']!r}"
     if "enum" in schema:

@@ -8,6 +8,7 @@
 pub mod activity_log;
 pub mod api_version;
 pub mod cmk;
+pub mod customer_lockbox;
 pub mod error;
 pub mod metadata;
 pub mod operations;

@@ -6,6 +6,9 @@ use serde::Serialize;
 pub enum PrincipalKind {
     ServicePrincipal,
     User,
+    /// A platform operator (the operator directory): no role in any tenant; reaches tenant data
+    /// only through an approved lockbox grant.
+    Operator,
 }
 
 impl PrincipalKind {
@@ -13,6 +16,7 @@ impl PrincipalKind {
         match self {
             PrincipalKind::ServicePrincipal => "ServicePrincipal",
             PrincipalKind::User => "User",
+            PrincipalKind::Operator => "Operator",
         }
     }
 }

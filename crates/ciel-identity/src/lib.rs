@@ -6,8 +6,10 @@ pub mod audiences;
 pub mod directory;
 pub mod error;
 pub mod keys;
+pub mod lockbox;
 pub mod mfa;
 pub mod oidc;
+pub mod operators;
 pub mod rbac;
 pub mod token;
 

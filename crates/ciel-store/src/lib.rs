@@ -401,6 +401,28 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `policyAssignments`), in id order.
     fn policy_list(&self, tenant_id: &str, kind: &str) -> Result<Vec<PolicyObject>>;
     fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()>;
+
+    // ---- lockbox ----
+    /// Adds an operator to the operator directory (`Conflict` when the name is taken).
+    fn put_operator(&self, o: &OperatorRec, audit: &AuditDraft) -> Result<()>;
+    fn get_operator(&self, name: &str) -> Result<OperatorRec>;
+    fn list_operators(&self) -> Result<Vec<OperatorRec>>;
+    /// Replaces an operator's mutable state (disabled, login failures, lock); the audit entry is
+    /// optional because a login's own entry is written by the token path.
+    fn update_operator(&self, o: &OperatorRec, audit: Option<&AuditDraft>) -> Result<()>;
+    fn put_lockbox_request(&self, r: &LockboxRequestRec, audit: &AuditDraft) -> Result<()>;
+    fn get_lockbox_request(&self, id: &str) -> Result<LockboxRequestRec>;
+    /// Newest first; one tenant's, or all.
+    fn list_lockbox_requests(&self, tenant_id: Option<&str>) -> Result<Vec<LockboxRequestRec>>;
+    /// Writes a decision (approve, deny, revoke) if the stored status is still `from_status`
+    /// (compare-and-swap: two administrators deciding at once cannot both win). `Ok(false)` when
+    /// the status had changed.
+    fn decide_lockbox_request(
+        &self,
+        r: &LockboxRequestRec,
+        from_status: &str,
+        audit: &AuditDraft,
+    ) -> Result<bool>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

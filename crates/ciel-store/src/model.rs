@@ -432,3 +432,45 @@ pub struct PolicyObject {
     pub created: i64,
     pub changed: i64,
 }
+
+/// A platform operator: a member of the operator directory, separate from every tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OperatorRec {
+    pub id: String,
+    /// Unique, case-insensitive.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub created: i64,
+}
+
+/// An operator's request for access to a tenant's data (Customer Lockbox), and once approved the
+/// grant it becomes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockboxRequestRec {
+    pub id: String,
+    pub tenant_id: String,
+    pub subscription_id: String,
+    /// The operator's name.
+    pub operator: String,
+    /// The resource id the access is limited to (a subscription, group, account, container, vault).
+    pub scope: String,
+    /// Access kinds asked for (`blob.read`, `secret.read`, `key.operations`).
+    pub access: Vec<String>,
+    pub justification: String,
+    pub duration_secs: i64,
+    /// `Pending`, `Approved`, `Denied`, `Revoked` as stored; `Expired` is derived at read time.
+    pub status: String,
+    pub created: i64,
+    pub decided: Option<i64>,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    /// Pending: the deadline to decide; approved: the end of the access.
+    pub expires: i64,
+    pub break_glass: bool,
+    /// Break-glass: the incident reference and the second operator who confirmed.
+    pub incident: Option<String>,
+}

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 mod keyvault;
+mod lockbox;
 mod mfa;
 mod policy;
 
@@ -199,6 +200,20 @@ CREATE TABLE policy_objects (
   scope_key TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
   created INTEGER NOT NULL, changed INTEGER NOT NULL);
 CREATE INDEX policy_objects_kind ON policy_objects(tenant_id, kind);
+"#,
+    // 12: the operator directory (no tenant) and Customer Lockbox requests/grants.
+    r#"
+CREATE TABLE operators (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE, password_hash TEXT NOT NULL,
+  disabled INTEGER NOT NULL, failed_logins INTEGER NOT NULL, locked_until INTEGER,
+  created INTEGER NOT NULL);
+CREATE TABLE lockbox_requests (
+  id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, subscription_id TEXT NOT NULL,
+  operator TEXT NOT NULL, scope TEXT NOT NULL, access TEXT NOT NULL, justification TEXT NOT NULL,
+  duration_secs INTEGER NOT NULL, status TEXT NOT NULL, created INTEGER NOT NULL,
+  decided INTEGER, decided_by TEXT, decision_reason TEXT, expires INTEGER NOT NULL,
+  break_glass INTEGER NOT NULL, incident TEXT);
+CREATE INDEX lockbox_requests_tenant ON lockbox_requests(tenant_id, created);
 "#,
 ];
 
@@ -2232,6 +2247,37 @@ impl MetadataStore for SqliteStore {
     }
     fn policy_delete(&self, id: &str, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| policy::delete(tx, id, audit))
+    }
+
+    // ---- lockbox ----
+    fn put_operator(&self, o: &OperatorRec, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| lockbox::put_operator(tx, o, audit))
+    }
+    fn get_operator(&self, name: &str) -> Result<OperatorRec> {
+        self.read(|c| lockbox::get_operator(c, name))
+    }
+    fn list_operators(&self) -> Result<Vec<OperatorRec>> {
+        self.read(lockbox::list_operators)
+    }
+    fn update_operator(&self, o: &OperatorRec, audit: Option<&AuditDraft>) -> Result<()> {
+        self.write(|tx| lockbox::update_operator(tx, o, audit))
+    }
+    fn put_lockbox_request(&self, r: &LockboxRequestRec, audit: &AuditDraft) -> Result<()> {
+        self.write(|tx| lockbox::put_request(tx, r, audit))
+    }
+    fn get_lockbox_request(&self, id: &str) -> Result<LockboxRequestRec> {
+        self.read(|c| lockbox::get_request(c, id))
+    }
+    fn list_lockbox_requests(&self, tenant_id: Option<&str>) -> Result<Vec<LockboxRequestRec>> {
+        self.read(|c| lockbox::list_requests(c, tenant_id))
+    }
+    fn decide_lockbox_request(
+        &self,
+        r: &LockboxRequestRec,
+        from_status: &str,
+        audit: &AuditDraft,
+    ) -> Result<bool> {
+        self.write(|tx| lockbox::decide(tx, r, from_status, audit))
     }
 }
 

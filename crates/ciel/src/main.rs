@@ -6,6 +6,7 @@ mod export_api;
 mod export_cli;
 mod http;
 mod master_shares;
+mod operator_cli;
 mod platform;
 mod sovereignty;
 mod tls;
@@ -80,6 +81,12 @@ enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
+    },
+    /// The operator directory (platform staff, separate from every tenant) and break-glass
+    /// access (docs/security.md, operator access).
+    Operator {
+        #[command(subcommand)]
+        cmd: operator_cli::OperatorCmd,
     },
     /// The tamper-evident audit log.
     Audit {
@@ -307,6 +314,7 @@ fn main() -> Result<()> {
             log_json,
         } => up(dir, domain, listen, config, log_json),
         Cmd::Export(a) => export_cli::export_cmd(a),
+        Cmd::Operator { cmd } => operator_cli::run(cmd),
         Cmd::Import(a) => export_cli::import_cmd(a),
         Cmd::Tenant { cmd } => match cmd {
             TenantCmd::Erase(a) => export_cli::erase_cmd(a),
@@ -718,6 +726,7 @@ fn up(
             providers: vec![
                 ciel_storage::StorageProvider::new(store.clone(), master.clone(), endpoints.clone(), d.blobs(), Some(cmk.clone())),
                 ciel_keyvault::KeyVaultProvider::new(store.clone(), custody.clone(), endpoints.clone()),
+                Arc::new(ciel_arm::customer_lockbox::CustomerLockboxProvider { store: store.clone() }),
             ],
         });
         let purger = ciel_keyvault::spawn_sweeper(vault.clone());

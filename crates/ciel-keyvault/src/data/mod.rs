@@ -140,6 +140,9 @@ impl Ctx<'_> {
         policy: &str,
     ) -> KvResult<()> {
         let full = format!("Microsoft.KeyVault/vaults/{action}");
+        if self.caller.kind == ciel_core::PrincipalKind::Operator {
+            return self.authorize_operator(family, name, &full).await;
+        }
         let rbac = self.vault.body["properties"]["enableRbacAuthorization"]
             .as_bool()
             .unwrap_or(true);
@@ -192,6 +195,39 @@ impl Ctx<'_> {
                 format!("The caller does not have the '{policy}' permission on {family} in this vault's access policies."),
             )
         })
+    }
+
+    /// An operator holds no role and is in no access policy: only an approved lockbox grant
+    /// covering the action on this vault (or object) lets the call through; the check writes the
+    /// tenant's audit entry either way.
+    async fn authorize_operator(
+        &self,
+        family: &str,
+        name: Option<&str>,
+        full: &str,
+    ) -> KvResult<()> {
+        let mut target = self.vault_id.clone();
+        if let Some(n) = name {
+            target.segments.push((family.to_string(), n.to_string()));
+        }
+        let (c, target, action, rid, ip) = (
+            self.caller.clone(),
+            target.to_string(),
+            full.to_string(),
+            self.request_id.clone(),
+            self.client_ip.clone(),
+        );
+        let ok = ciel_store::run(&self.svc.store, move |s| {
+            ciel_identity::lockbox::check(s, &c, &target, &action, &rid, ip.as_deref())
+        })
+        .await?;
+        if ok {
+            return Ok(());
+        }
+        Err(KvError::forbidden(
+            "Forbidden",
+            format!("Operators reach vault data only under an approved, unexpired Customer Lockbox request covering this vault and '{full}'."),
+        ))
     }
 
     /// The vault's own key, opened by custody (on the blocking pool: an HSM call can block).
@@ -387,7 +423,16 @@ impl KeyVaultService {
             request_id: Some(rid.to_string()),
             client_ip: ip.clone(),
         };
-        let caller = match self.tokens.verify(token, Audience::KeyVault) {
+        let verified = match self.tokens.verify(token, Audience::KeyVault) {
+            Ok(c) => Ok(c),
+            // An operator's token authenticates; `Ctx::authorize` allows only what an approved
+            // lockbox grant of the vault's tenant covers.
+            Err(e) => self
+                .tokens
+                .verify_operator(self.store.as_ref(), token, &v.tenant_id)
+                .map_err(|_| e),
+        };
+        let caller = match verified {
             Ok(c) => c,
             Err(e) => {
                 let d = deny(format!("{e}"), None);

@@ -162,11 +162,44 @@ impl Ctx<'_> {
         id
     }
 
+    /// An operator holds no role: only an approved lockbox grant covering the action at this
+    /// scope lets the call through (the check writes the tenant's audit entry either way).
+    async fn authorize_operator(
+        &self,
+        c: &ciel_core::Caller,
+        scope: &ResourceId,
+        action: &str,
+    ) -> BlobResult<()> {
+        let (c, target, action, rid, ip) = (
+            c.clone(),
+            scope.to_string(),
+            action.to_string(),
+            self.request_id.clone(),
+            self.client_ip.clone(),
+        );
+        let ok = ciel_store::run(&self.svc.store, move |s| {
+            ciel_identity::lockbox::check(s, &c, &target, &action, &rid, ip.as_deref())
+        })
+        .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(BlobError::new(
+                StatusCode::FORBIDDEN,
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized: operators reach tenant data only under an approved, unexpired Customer Lockbox request covering this resource and access.",
+            ))
+        }
+    }
+
     /// RBAC for token callers and for the principal behind a user delegation SAS (whose rights
     /// bound the SAS's). Account-key holders have full access; other SAS and anonymous callers
     /// were checked against the operation before dispatch. Denials are audited.
     pub async fn authorize(&self, scope: &ResourceId, action: &str, data: bool) -> BlobResult<()> {
         let (oid, tid) = match &self.principal {
+            Principal::Token(c) if c.kind == ciel_core::PrincipalKind::Operator => {
+                return self.authorize_operator(c, scope, action).await;
+            }
             Principal::Token(c) => (c.object_id.clone(), c.tenant_id.clone()),
             Principal::Sas(sas::SasGrant {
                 kind: sas::SasKind::UserDelegation { oid, tid },
@@ -735,7 +768,12 @@ impl BlobService {
         match self.tokens.verify_for(token.trim(), &audiences) {
             Ok(c) if c.tenant_id == account.tenant_id => Ok(c),
             Ok(_) => Err("CrossTenant".into()),
-            Err(e) => Err(format!("{e}")),
+            // An operator's token: it authenticates, and `Ctx::authorize` allows only what an
+            // approved lockbox grant of this account's tenant covers.
+            Err(e) => self
+                .tokens
+                .verify_operator(self.store.as_ref(), token.trim(), &account.tenant_id)
+                .map_err(|_| format!("{e}")),
         }
     }
 

@@ -59,6 +59,7 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
             &json!({"ver": "1.0", "account_type": "Managed", "domain_name": user.rsplit('@').next().unwrap_or(""),
                     "cloud_instance_name": e.domain, "cloud_audience_urn": "urn:federation:MicrosoftOnline"}),
         ),
+        (Method::POST, ["operators", "oauth2", "v2.0", "token"]) => super::operator::token(app, req, rid, peer).await,
         (Method::POST, [t, "oauth2", "v2.0", "token"]) | (Method::POST, [t, "oauth2", "token"]) if is_tenant_segment(t) => {
             let t = t.to_string();
             token(app, req, t, rid, peer).await

@@ -5,6 +5,7 @@
 pub mod graph;
 pub mod login;
 pub mod metrics;
+pub mod operator;
 pub mod server;
 
 use axum::body::Body;
@@ -297,6 +298,11 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
     let path = req.uri().path();
+    if path.len() >= operator::PREFIX.len()
+        && path[..operator::PREFIX.len()].eq_ignore_ascii_case(operator::PREFIX)
+    {
+        return operator::handle(app, req, rid, peer).await;
+    }
     for own in [
         OwnApi::SovereigntyStatement,
         OwnApi::AuditExport,
