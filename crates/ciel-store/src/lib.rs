@@ -383,6 +383,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         audit: &AuditDraft,
     ) -> Result<()>;
     fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()>;
+
+    // ---- mfa policy ----
+    /// A tenant's MFA requirement (`off`, `admins`, `all`); `None` when never set (off).
+    fn get_tenant_mfa_policy(&self, tenant_id: &str) -> Result<Option<String>>;
+    fn put_tenant_mfa_policy(
+        &self,
+        tenant_id: &str,
+        require: &str,
+        updated_by: &str,
+        audit: &AuditDraft,
+    ) -> Result<()>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

@@ -12,6 +12,7 @@ use std::sync::{Condvar, Mutex};
 
 mod keyvault;
 mod mfa;
+mod mfa_policy;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -182,6 +183,15 @@ CREATE TABLE mfa_factors (
   subject TEXT PRIMARY KEY, tenant_id TEXT, kind TEXT NOT NULL, sealed_secret BLOB NOT NULL,
   confirmed INTEGER NOT NULL, last_step INTEGER NOT NULL, failed INTEGER NOT NULL,
   locked_until INTEGER, created INTEGER NOT NULL);
+"#,
+    // 10: MFA sign-ins. A refresh token remembers whether its sign-in gave a second factor (so a
+    // refresh keeps `amr: mfa`, and one without it is refused once the user must have MFA); a
+    // tenant's MFA policy (`off`, `admins`, `all`).
+    r#"
+ALTER TABLE refresh_tokens ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tenant_mfa_policies (
+  tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE, require TEXT NOT NULL,
+  updated INTEGER NOT NULL, updated_by TEXT NOT NULL);
 "#,
 ];
 
@@ -1927,8 +1937,8 @@ impl MetadataStore for SqliteStore {
         self.write(|tx| {
             tx.execute("DELETE FROM refresh_tokens WHERE expires < ?1", [ciel_core::time::now_unix()])?;
             tx.execute(
-                "INSERT INTO refresh_tokens (hash, object_id, tenant_id, client_id, created, expires) VALUES (?1,?2,?3,?4,?5,?6)",
-                params![t.hash, t.object_id, t.tenant_id, t.client_id, t.created, t.expires],
+                "INSERT INTO refresh_tokens (hash, object_id, tenant_id, client_id, created, expires, mfa) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                params![t.hash, t.object_id, t.tenant_id, t.client_id, t.created, t.expires, t.mfa],
             )?;
             Ok(())
         })
@@ -1936,7 +1946,7 @@ impl MetadataStore for SqliteStore {
     fn take_refresh_token(&self, hash: &str) -> Result<RefreshToken> {
         self.write(|tx| {
             let t = not_found(tx.query_row(
-                "SELECT hash, object_id, tenant_id, client_id, created, expires FROM refresh_tokens WHERE hash = ?1",
+                "SELECT hash, object_id, tenant_id, client_id, created, expires, mfa FROM refresh_tokens WHERE hash = ?1",
                 [hash],
                 |r| {
                     Ok(RefreshToken {
@@ -1946,6 +1956,7 @@ impl MetadataStore for SqliteStore {
                         client_id: r.get(3)?,
                         created: r.get(4)?,
                         expires: r.get(5)?,
+                        mfa: r.get(6)?,
                     })
                 },
             ))?;
@@ -2135,6 +2146,20 @@ impl MetadataStore for SqliteStore {
     }
     fn delete_mfa_factor(&self, subject: &str, audit: &AuditDraft) -> Result<()> {
         self.write(|tx| mfa::delete(tx, subject, audit))
+    }
+
+    // ---- mfa policy ----
+    fn get_tenant_mfa_policy(&self, tenant_id: &str) -> Result<Option<String>> {
+        self.read(|c| mfa_policy::get(c, tenant_id))
+    }
+    fn put_tenant_mfa_policy(
+        &self,
+        tenant_id: &str,
+        require: &str,
+        updated_by: &str,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| mfa_policy::put(tx, tenant_id, require, updated_by, audit))
     }
 }
 
