@@ -45,7 +45,7 @@ fn random_token(prefix: &str) -> String {
 }
 
 /// What the client asked for, kept until the token is issued.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRequest {
     /// The tenant segment of the request: a GUID or an alias (`organizations`, `common`).
     pub tenant: String,
