@@ -22,7 +22,7 @@ def _check(value, schema, defs, where="statement"):
     types = schema.get("type")
     if types is not None:
         allowed = types if isinstance(types, list) else [types]
-        kinds = {"object": dict, "array": list, "string": str, "null": type(None)}
+        kinds = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool, "integer": int}
         assert any(isinstance(value, kinds[t]) for t in allowed), f"{where}: {value!r} is not {allowed}"
     if "const" in schema:
         assert value == schema["const"], f"{where}: {value!r} != {schema['const']!r}"

@@ -5,6 +5,7 @@ mod config;
 mod export_cli;
 mod http;
 mod master_shares;
+mod mfa_cli;
 mod platform;
 mod sovereignty;
 mod tls;
@@ -133,6 +134,8 @@ enum TenantCmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Change a tenant's settings: who must sign in with a second factor (`--require-mfa`).
+    Update(mfa_cli::TenantUpdateArgs),
     /// Erase a tenant after its notice period (`--notice` records the notice; 21 days by default):
     /// its storage accounts' keys are destroyed (crypto-erasure), then its data.
     Erase(export_cli::EraseArgs),
@@ -209,6 +212,11 @@ enum UserCmd {
         tenant: String,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// A user's second factor (TOTP): enroll, confirm, status, reset.
+    Mfa {
+        #[command(subcommand)]
+        cmd: mfa_cli::MfaCmd,
     },
 }
 
@@ -297,6 +305,7 @@ fn main() -> Result<()> {
         Cmd::Import(a) => export_cli::import_cmd(a),
         Cmd::Tenant { cmd } => match cmd {
             TenantCmd::Erase(a) => export_cli::erase_cmd(a),
+            TenantCmd::Update(a) => mfa_cli::tenant_update(a),
             TenantCmd::Create {
                 dir,
                 name,
@@ -406,6 +415,7 @@ fn main() -> Result<()> {
             }
         },
         Cmd::User { cmd } => match cmd {
+            UserCmd::Mfa { cmd } => mfa_cli::mfa_cmd(cmd),
             UserCmd::Create {
                 dir,
                 tenant,
@@ -651,6 +661,7 @@ fn up(
         };
         let mfa = ciel_identity::mfa::Mfa::new(store.clone(), master.clone(), format!("Ciel {}", cfg.domain));
         let tokens = TokenService::new(store.clone(), ring, mfa, endpoints.clone());
+        tokens.devices.set_lifetime(cfg.device_code_lifetime_secs);
         // Opening an HSM loads its module and logs in: a failure stops the start, clearly.
         let custody = {
             let (c, m) = (cfg.keyvault.custody.clone(), master.clone());

@@ -3,7 +3,9 @@
 //! each layer's errors to Azure's wire shapes.
 
 pub mod graph;
+pub mod devicelogin;
 pub mod login;
+pub mod mfa_api;
 pub mod metrics;
 pub mod server;
 
@@ -295,6 +297,12 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
     let path = req.uri().path();
+    if path
+        .get(..mfa_api::PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(mfa_api::PREFIX))
+    {
+        return mfa_api::handle(app, req, rid, peer).await;
+    }
     for own in [
         OwnApi::SovereigntyStatement,
         OwnApi::AuditExport,
