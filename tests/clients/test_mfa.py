@@ -153,7 +153,13 @@ def _role_id(ciel, name: str) -> str:
 def _audit(ciel, tenant: str | None = None) -> list[dict]:
     r = subprocess.run([ciel_bin(), "audit", "export", "--data-dir", str(ciel.data_dir), "--tenant",
                         tenant or ciel.tenant], capture_output=True, text=True, timeout=120, check=True)
-    return [x for x in map(json.loads, r.stdout.splitlines()) if x.get("type") == "entry"]
+    out = []
+    for x in map(json.loads, r.stdout.splitlines()):
+        if x.get("type") == "entry":
+            if isinstance(x.get("details"), str):
+                x["details"] = json.loads(x["details"] or "{}")
+            out.append(x)
+    return out
 
 
 def _audit_without_tenant(ciel, action: str) -> list[tuple]:
