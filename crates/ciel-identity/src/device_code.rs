@@ -165,7 +165,8 @@ impl DeviceFlows {
 
     /// A shorter lifetime, for tests of expiry (`CIEL_DEVICE_CODE_LIFETIME_SECS`).
     pub fn set_lifetime(&self, secs: i64) {
-        self.lifetime.store(secs.clamp(1, DEVICE_CODE_LIFETIME), Ordering::Relaxed);
+        self.lifetime
+            .store(secs.clamp(1, DEVICE_CODE_LIFETIME), Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -296,23 +297,24 @@ impl DeviceFlows {
             }
         }
         let code = normalize_user_code(user_code);
-        let found = inner
-            .by_user_code
-            .get(&code)
-            .copied()
-            .filter(|h| {
-                inner
-                    .flows
-                    .get(h)
-                    .map(|f| f.expires >= now && matches!(f.state, State::Pending))
-                    .unwrap_or(false)
-            });
+        let found = inner.by_user_code.get(&code).copied().filter(|h| {
+            inner
+                .flows
+                .get(h)
+                .map(|f| f.expires >= now && matches!(f.state, State::Pending))
+                .unwrap_or(false)
+        });
         let Some(device) = found else {
             let e = inner.wrong.entry(client.to_string()).or_insert((0, now));
             e.0 += 1;
             return Err(UserCodeError::Wrong);
         };
-        Ok(Self::new_page(&mut inner, device, PageStep::Credentials, now))
+        Ok(Self::new_page(
+            &mut inner,
+            device,
+            PageStep::Credentials,
+            now,
+        ))
     }
 
     fn new_page(inner: &mut Inner, device: Hash, step: PageStep, now: i64) -> String {
@@ -330,7 +332,11 @@ impl DeviceFlows {
 
     /// Takes a page token (each is good for one submission) and returns its step and the
     /// request of its flow, if the flow is still waiting.
-    pub fn take_page(&self, token: &str, now: i64) -> Option<(PageHandle, PageStep, DeviceRequest)> {
+    pub fn take_page(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Option<(PageHandle, PageStep, DeviceRequest)> {
         let mut inner = self.lock();
         Self::purge(&mut inner, now);
         let p = inner.pages.remove(&hash(token))?;
@@ -408,7 +414,10 @@ mod tests {
             Err(PollError::Pending)
         );
         // Another client cannot redeem it.
-        assert_eq!(d.poll(&s.device_code, "other", ms + 12000), Err(PollError::BadCode));
+        assert_eq!(
+            d.poll(&s.device_code, "other", ms + 12000),
+            Err(PollError::BadCode)
+        );
         let t = d
             .enter_user_code(&format!(" {}-", s.user_code.to_lowercase()), "ip", 1001)
             .unwrap();
@@ -417,7 +426,13 @@ mod tests {
         // A page token is good once.
         assert!(d.take_page(&t, 1002).is_none());
         let t2 = d
-            .next_page(&h, PageStep::Totp { object_id: "u".into() }, 1003)
+            .next_page(
+                &h,
+                PageStep::Totp {
+                    object_id: "u".into(),
+                },
+                1003,
+            )
             .unwrap();
         assert!(d.approve(
             &h,
@@ -435,7 +450,10 @@ mod tests {
         let (_, a) = d.poll(&s.device_code, "cli", ms + 20000).unwrap();
         assert!(a.mfa);
         // Single use.
-        assert_eq!(d.poll(&s.device_code, "cli", ms + 30000), Err(PollError::BadCode));
+        assert_eq!(
+            d.poll(&s.device_code, "cli", ms + 30000),
+            Err(PollError::BadCode)
+        );
     }
 
     #[test]
@@ -444,28 +462,49 @@ mod tests {
         d.set_lifetime(10);
         let s = d.start(req(), 0);
         assert_eq!(s.expires_in, 10);
-        assert_eq!(d.enter_user_code(&s.user_code, "ip", 11), Err(UserCodeError::Wrong));
-        assert_eq!(d.poll(&s.device_code, "cli", 11_000), Err(PollError::Expired));
-        assert_eq!(d.poll(&s.device_code, "cli", 17_000), Err(PollError::BadCode));
+        assert_eq!(
+            d.enter_user_code(&s.user_code, "ip", 11),
+            Err(UserCodeError::Wrong)
+        );
+        assert_eq!(
+            d.poll(&s.device_code, "cli", 11_000),
+            Err(PollError::Expired)
+        );
+        assert_eq!(
+            d.poll(&s.device_code, "cli", 17_000),
+            Err(PollError::BadCode)
+        );
 
         let s = d.start(req(), 100);
         let t = d.enter_user_code(&s.user_code, "ip2", 100).unwrap();
         let (h, _, _) = d.take_page(&t, 100).unwrap();
         assert!(d.decline(&h));
-        assert_eq!(d.poll(&s.device_code, "cli", 101_000), Err(PollError::Declined));
+        assert_eq!(
+            d.poll(&s.device_code, "cli", 101_000),
+            Err(PollError::Declined)
+        );
 
         let s = d.start(req(), 200);
         for _ in 0..USER_CODE_ATTEMPTS - 1 {
-            assert_eq!(d.enter_user_code("BBBBBBBBB", "ip3", 200), Err(UserCodeError::Wrong));
+            assert_eq!(
+                d.enter_user_code("BBBBBBBBB", "ip3", 200),
+                Err(UserCodeError::Wrong)
+            );
         }
         // The first wrong code of the window counted too: the tenth is the last.
-        assert_eq!(d.enter_user_code("BBBBBBBBB", "ip3", 200), Err(UserCodeError::Wrong));
+        assert_eq!(
+            d.enter_user_code("BBBBBBBBB", "ip3", 200),
+            Err(UserCodeError::Wrong)
+        );
         assert_eq!(
             d.enter_user_code(&s.user_code, "ip3", 201),
             Err(UserCodeError::Throttled)
         );
         // Another address is not affected; the window passes.
         assert!(d.enter_user_code(&s.user_code, "ip4", 201).is_ok());
-        assert_eq!(d.enter_user_code("BBBBBBBBB", "ip3", 200 + USER_CODE_WINDOW + 1), Err(UserCodeError::Wrong));
+        assert_eq!(
+            d.enter_user_code("BBBBBBBBB", "ip3", 200 + USER_CODE_WINDOW + 1),
+            Err(UserCodeError::Wrong)
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct PageClient<'a> {
 #[derive(Debug)]
 pub enum PageOutcome {
     /// Ask for username and password.
-    Credentials { token: String, error: Option<String> },
+    Credentials {
+        token: String,
+        error: Option<String>,
+    },
     /// Ask for a code of the user's factor.
     Totp {
         token: String,
@@ -44,7 +47,8 @@ pub enum PageOutcome {
     Failed { error: String },
 }
 
-const EXPIRED: &str = "This sign-in has expired or was already completed. Start again from your device.";
+const EXPIRED: &str =
+    "This sign-in has expired or was already completed. Start again from your device.";
 
 fn now() -> i64 {
     ciel_core::time::now_unix()
@@ -62,7 +66,11 @@ impl TokenService {
     ) -> Result<(), IdentityError> {
         self.audit(AuditDraft {
             tenant_id: user.map(|u| u.tenant_id.clone()),
-            actor: actor.chars().filter(|c| !c.is_control()).take(128).collect(),
+            actor: actor
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect(),
             action: format!("identity/devicelogin/{action}"),
             target: user
                 .map(|u| u.object_id.clone())
@@ -83,7 +91,14 @@ impl TokenService {
                     UserCodeError::Wrong => "wrong user code",
                     UserCodeError::Throttled => "too many wrong user codes",
                 };
-                self.page_audit(c, None, "anonymous", "usercode", "denied", json!({"reason": reason}))?;
+                self.page_audit(
+                    c,
+                    None,
+                    "anonymous",
+                    "usercode",
+                    "denied",
+                    json!({"reason": reason}),
+                )?;
                 Ok(PageOutcome::UserCode {
                     error: match e {
                         UserCodeError::Wrong => "That code is not valid or has expired. Check the code shown on your device.".into(),
@@ -103,7 +118,9 @@ impl TokenService {
         c: &PageClient,
     ) -> Result<PageOutcome, IdentityError> {
         let Some((h, PageStep::Credentials, req)) = self.devices.take_page(token, now()) else {
-            return Ok(PageOutcome::UserCode { error: EXPIRED.into() });
+            return Ok(PageOutcome::UserCode {
+                error: EXPIRED.into(),
+            });
         };
         let user = match self.check_password(username, password, &req.tenant) {
             Ok(u) => u,
@@ -122,13 +139,17 @@ impl TokenService {
                     }
                     _ => "Your account or password is incorrect.",
                 };
-                return Ok(match self.devices.next_page(&h, PageStep::Credentials, now()) {
-                    Some(token) => PageOutcome::Credentials {
-                        token,
-                        error: Some(error.into()),
+                return Ok(
+                    match self.devices.next_page(&h, PageStep::Credentials, now()) {
+                        Some(token) => PageOutcome::Credentials {
+                            token,
+                            error: Some(error.into()),
+                        },
+                        None => PageOutcome::UserCode {
+                            error: EXPIRED.into(),
+                        },
                     },
-                    None => PageOutcome::UserCode { error: EXPIRED.into() },
-                });
+                );
             }
             Err(e) => return Err(e),
         };
@@ -182,16 +203,27 @@ impl TokenService {
     }
 
     /// Step 3: a code of the factor (confirming it, when it was enrolled on step 2).
-    pub fn page_totp(&self, token: &str, code: &str, c: &PageClient) -> Result<PageOutcome, IdentityError> {
+    pub fn page_totp(
+        &self,
+        token: &str,
+        code: &str,
+        c: &PageClient,
+    ) -> Result<PageOutcome, IdentityError> {
         let (h, step, object_id) = match self.devices.take_page(token, now()) {
             Some((h, s @ PageStep::Totp { .. }, _)) | Some((h, s @ PageStep::Enrol { .. }, _)) => {
                 let oid = match &s {
-                    PageStep::Totp { object_id } | PageStep::Enrol { object_id } => object_id.clone(),
+                    PageStep::Totp { object_id } | PageStep::Enrol { object_id } => {
+                        object_id.clone()
+                    }
                     PageStep::Credentials => String::new(),
                 };
                 (h, s, oid)
             }
-            _ => return Ok(PageOutcome::UserCode { error: EXPIRED.into() }),
+            _ => {
+                return Ok(PageOutcome::UserCode {
+                    error: EXPIRED.into(),
+                })
+            }
         };
         let user = self.store().get_principal(&object_id)?;
         let upn = user.upn.clone().unwrap_or_default();
@@ -253,7 +285,9 @@ impl TokenService {
     ) -> PageOutcome {
         match self.devices.next_page(h, step, now()) {
             Some(token) => render(token),
-            None => PageOutcome::UserCode { error: EXPIRED.into() },
+            None => PageOutcome::UserCode {
+                error: EXPIRED.into(),
+            },
         }
     }
 
@@ -282,7 +316,9 @@ impl TokenService {
         Ok(if ok {
             PageOutcome::Done
         } else {
-            PageOutcome::UserCode { error: EXPIRED.into() }
+            PageOutcome::UserCode {
+                error: EXPIRED.into(),
+            }
         })
     }
 }

@@ -2,10 +2,10 @@
 //! verification for the resource side (ARM, Graph, later Storage and Key Vault).
 
 use crate::audiences::{Audiences, Service};
+use crate::device_code::{DeviceFlows, DeviceRequest, DeviceStart};
 use crate::directory::{verify_client_secret, verify_password};
 use crate::error::TokenRejection;
 use crate::keys::KeyRing;
-use crate::device_code::{DeviceFlows, DeviceRequest, DeviceStart};
 use crate::mfa::Mfa;
 use crate::{
     IdentityError, ACCESS_TOKEN_LIFETIME, LEEWAY_SECS, LOCKOUT_SECS, LOCKOUT_THRESHOLD,
@@ -298,7 +298,14 @@ impl TokenService {
                     MfaNeed::Verify => return Err(IdentityError::MfaRequired),
                     MfaNeed::Enrol => return Err(IdentityError::MfaEnrolmentRequired),
                 }
-                self.user_tokens(&user, &client_id, resource.as_deref(), want_refresh, f, false)
+                self.user_tokens(
+                    &user,
+                    &client_id,
+                    resource.as_deref(),
+                    want_refresh,
+                    f,
+                    false,
+                )
             }
             "urn:ietf:params:oauth:grant-type:device_code" => {
                 let code = f
@@ -476,7 +483,11 @@ impl TokenService {
     /// What the user must give beyond the password: a code of the factor they have, or an
     /// enrolment the tenant requires.
     pub fn mfa_need(&self, user: &Principal) -> Result<MfaNeed, IdentityError> {
-        if self.mfa.is_required(&user.object_id).map_err(mfa_internal)? {
+        if self
+            .mfa
+            .is_required(&user.object_id)
+            .map_err(mfa_internal)?
+        {
             return Ok(MfaNeed::Verify);
         }
         Ok(match self.mfa_policy(&user.tenant_id)? {
@@ -515,7 +526,9 @@ impl TokenService {
             }
             let scope = form.get("scope").cloned();
             if let Some(s) = &scope {
-                if let Some(r) = Audiences::resource_from_scope(s).map_err(IdentityError::InvalidScope)? {
+                if let Some(r) =
+                    Audiences::resource_from_scope(s).map_err(IdentityError::InvalidScope)?
+                {
                     self.audience(&r)?;
                 }
             }
@@ -534,8 +547,16 @@ impl TokenService {
             ))
         })();
         let draft = AuditDraft {
-            tenant_id: if is_alias(tenant) { None } else { Some(clip(tenant)) },
-            actor: clip(form.get("client_id").map(String::as_str).unwrap_or("anonymous")),
+            tenant_id: if is_alias(tenant) {
+                None
+            } else {
+                Some(clip(tenant))
+            },
+            actor: clip(
+                form.get("client_id")
+                    .map(String::as_str)
+                    .unwrap_or("anonymous"),
+            ),
             action: "identity/devicecode/start".into(),
             target: "devicecode".into(),
             outcome: if result.is_ok() { "success" } else { "denied" }.into(),

@@ -101,9 +101,11 @@ pub fn mfa_cmd(cmd: MfaCmd) -> Result<()> {
             let u = user(store.as_ref(), &a.upn)?;
             mfa.verify(&u.object_id, &code, &attempt())
                 .map_err(|e| anyhow!("{e}"))?;
-            print(a.output, &json!({"objectId": u.object_id, "confirmed": true}), || {
-                println!("second factor of {} confirmed", a.upn)
-            });
+            print(
+                a.output,
+                &json!({"objectId": u.object_id, "confirmed": true}),
+                || println!("second factor of {} confirmed", a.upn),
+            );
             Ok(())
         }
         MfaCmd::Status(a) => {
@@ -128,9 +130,11 @@ pub fn mfa_cmd(cmd: MfaCmd) -> Result<()> {
             let u = user(store.as_ref(), &a.upn)?;
             mfa.reset(&u.object_id, &attempt())
                 .map_err(|e| anyhow!("{e}"))?;
-            print(a.output, &json!({"objectId": u.object_id, "enrolled": false}), || {
-                println!("second factor of {} removed", a.upn)
-            });
+            print(
+                a.output,
+                &json!({"objectId": u.object_id, "enrolled": false}),
+                || println!("second factor of {} removed", a.upn),
+            );
             Ok(())
         }
     }

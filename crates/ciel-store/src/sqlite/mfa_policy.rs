@@ -22,7 +22,9 @@ pub(super) fn put(
     audit: &AuditDraft,
 ) -> Result<()> {
     let exists: bool = tx
-        .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant_id], |_| Ok(true))
+        .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant_id], |_| {
+            Ok(true)
+        })
         .optional()?
         .unwrap_or(false);
     if !exists {

@@ -50,7 +50,11 @@ pub async fn devicecode(
                 "interval": s.interval,
                 "message": format!("To sign in, use a web browser to open the page {page} and enter the code {} to authenticate.", s.user_code),
             });
-            v[if v1 { "verification_url" } else { "verification_uri" }] = json!(page);
+            v[if v1 {
+                "verification_url"
+            } else {
+                "verification_uri"
+            }] = json!(page);
             json_response(StatusCode::OK, &v)
         }
         Ok(Err(e)) => {
@@ -86,7 +90,10 @@ pub async fn page(app: &App, req: Request<Body>, rid: &str, peer: Option<String>
     if !origin_ok {
         return html(
             StatusCode::FORBIDDEN,
-            &shell("Sign-in refused", "<p id=\"error\">This form can only be sent from the sign-in page itself.</p>"),
+            &shell(
+                "Sign-in refused",
+                "<p id=\"error\">This form can only be sent from the sign-in page itself.</p>",
+            ),
         );
     }
     let body = match read_body(req.into_body(), FORM_LIMIT).await {
@@ -122,12 +129,18 @@ pub async fn page(app: &App, req: Request<Body>, rid: &str, peer: Option<String>
             tracing::error!(request_id = %rid, error = %e, "device login failed");
             html(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &shell("Sign-in failed", "<p id=\"error\">The sign-in service failed. Try again.</p>"),
+                &shell(
+                    "Sign-in failed",
+                    "<p id=\"error\">The sign-in service failed. Try again.</p>",
+                ),
             )
         }
         Err(_) => html(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &shell("Sign-in failed", "<p id=\"error\">The sign-in service failed. Try again.</p>"),
+            &shell(
+                "Sign-in failed",
+                "<p id=\"error\">The sign-in service failed. Try again.</p>",
+            ),
         ),
     }
 }
@@ -292,7 +305,10 @@ fn html(status: StatusCode, body: &str) -> Response {
             "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(http::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
     h.insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

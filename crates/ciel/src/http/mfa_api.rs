@@ -123,14 +123,17 @@ fn internal<E: std::fmt::Display>(e: E) -> ApiError {
 
 fn mfa_error(e: MfaError) -> ApiError {
     match e {
-        MfaError::NotEnrolled => ApiError::conflict("MfaNotEnrolled", "No second factor is enrolled."),
-        MfaError::Invalid | MfaError::Replayed => ApiError::bad_request(
-            "InvalidMfaCode",
-            "The code is wrong or was already used.",
-        ),
+        MfaError::NotEnrolled => {
+            ApiError::conflict("MfaNotEnrolled", "No second factor is enrolled.")
+        }
+        MfaError::Invalid | MfaError::Replayed => {
+            ApiError::bad_request("InvalidMfaCode", "The code is wrong or was already used.")
+        }
         MfaError::Locked(until) => ApiError::forbidden(
             "MfaLocked",
-            format!("The second factor is locked after repeated wrong codes until {until} (Unix time)."),
+            format!(
+                "The second factor is locked after repeated wrong codes until {until} (Unix time)."
+            ),
         ),
         MfaError::Internal(m) => internal(m),
     }
@@ -141,7 +144,10 @@ fn code_of(body: &serde_json::Value) -> Result<String, ApiError> {
         .and_then(|c| c.as_str())
         .map(str::to_string)
         .ok_or_else(|| {
-            ApiError::bad_request("InvalidRequestContent", "The body must be {\"code\": \"123456\"}.")
+            ApiError::bad_request(
+                "InvalidRequestContent",
+                "The body must be {\"code\": \"123456\"}.",
+            )
         })
 }
 
@@ -159,7 +165,11 @@ fn run(
         request_id: Some(rid),
         client_ip: ip,
     };
-    let deny = |action: &str, target: &str, reason: &str, e: ApiError| -> Result<Option<serde_json::Value>, ApiError> {
+    let deny = |action: &str,
+                target: &str,
+                reason: &str,
+                e: ApiError|
+     -> Result<Option<serde_json::Value>, ApiError> {
         t.audit(AuditDraft {
             tenant_id: Some(caller.tenant_id.clone()),
             actor: actor.clone(),
@@ -173,7 +183,10 @@ fn run(
         .map_err(internal)?;
         Err(e)
     };
-    let own = matches!(op, Op::GetMfa | Op::EnrollMfa | Op::ConfirmMfa | Op::RemoveMfa);
+    let own = matches!(
+        op,
+        Op::GetMfa | Op::EnrollMfa | Op::ConfirmMfa | Op::RemoveMfa
+    );
     if own && caller.kind != PrincipalKind::User {
         return deny(
             "mfa/action",
@@ -189,7 +202,9 @@ fn run(
     match op {
         Op::GetMfa => {
             let s = t.mfa.status(me).map_err(mfa_error)?;
-            Ok(Some(json!({"enrolled": s.enrolled, "confirmed": s.confirmed, "lockedUntil": s.locked_until})))
+            Ok(Some(
+                json!({"enrolled": s.enrolled, "confirmed": s.confirmed, "lockedUntil": s.locked_until}),
+            ))
         }
         Op::EnrollMfa => {
             // A confirmed factor is replaced only after its removal with a current code: a stolen
@@ -210,13 +225,17 @@ fn run(
                 .mfa
                 .enroll(me, Some(&caller.tenant_id), &upn, &a)
                 .map_err(mfa_error)?;
-            Ok(Some(json!({"secret": e.secret, "otpauthUri": e.otpauth_uri, "digits": e.digits,
-                "period": e.period, "algorithm": e.algorithm, "confirmed": false})))
+            Ok(Some(
+                json!({"secret": e.secret, "otpauthUri": e.otpauth_uri, "digits": e.digits,
+                "period": e.period, "algorithm": e.algorithm, "confirmed": false}),
+            ))
         }
         Op::ConfirmMfa => {
             let code = code_of(body)?;
             t.mfa.verify(me, &code, &a).map_err(mfa_error)?;
-            Ok(Some(json!({"enrolled": true, "confirmed": true, "lockedUntil": null})))
+            Ok(Some(
+                json!({"enrolled": true, "confirmed": true, "lockedUntil": null}),
+            ))
         }
         Op::RemoveMfa => {
             let code = code_of(body)?;
@@ -229,7 +248,9 @@ fn run(
         }
         Op::GetPolicy => {
             let p = t.mfa_policy(&caller.tenant_id).map_err(internal)?;
-            Ok(Some(json!({"tenantId": caller.tenant_id, "requireMfa": p.as_str()})))
+            Ok(Some(
+                json!({"tenantId": caller.tenant_id, "requireMfa": p.as_str()}),
+            ))
         }
         Op::PutPolicy => {
             let Some(p) = body
@@ -259,7 +280,9 @@ fn run(
                 ip.map(str::to_string),
             )
             .map_err(internal)?;
-            Ok(Some(json!({"tenantId": caller.tenant_id, "requireMfa": p.as_str()})))
+            Ok(Some(
+                json!({"tenantId": caller.tenant_id, "requireMfa": p.as_str()}),
+            ))
         }
         Op::ResetUserMfa(oid) => {
             if !is_tenant_owner(t, caller)? {
@@ -314,6 +337,7 @@ fn is_tenant_owner(
         let segs: Vec<&str> = a.scope.split('/').filter(|s| !s.is_empty()).collect();
         a.tenant_id.eq_ignore_ascii_case(&caller.tenant_id)
             && ciel_identity::rbac::role_guid(&a.role_definition_id) == ciel_identity::rbac::OWNER
-            && (segs.is_empty() || (segs.len() == 2 && segs[0].eq_ignore_ascii_case("subscriptions")))
+            && (segs.is_empty()
+                || (segs.len() == 2 && segs[0].eq_ignore_ascii_case("subscriptions")))
     }))
 }

@@ -2,11 +2,11 @@
 //! (`x-ms-request-id`, `x-ms-correlation-request-id`), body limits, metrics, and the mapping of
 //! each layer's errors to Azure's wire shapes.
 
-pub mod graph;
 pub mod devicelogin;
+pub mod graph;
 pub mod login;
-pub mod mfa_api;
 pub mod metrics;
+pub mod mfa_api;
 pub mod server;
 
 use axum::body::Body;
