@@ -266,6 +266,26 @@ def test_operator_api_needs_an_operator_token(ciel, world, route, who):
     _no_leak(r, ciel, world)
 
 
+# Ciel's own identity APIs (docs/openapi/ciel.json): (id, method, path, body).
+CIEL_IDENTITY_ROUTES = [
+    ("get-own-mfa", "GET", "/providers/Ciel.Identity/mfa", None),
+    ("enroll-own-mfa", "POST", "/providers/Ciel.Identity/mfa/enroll", None),
+    ("confirm-own-mfa", "POST", "/providers/Ciel.Identity/mfa/confirm", {"code": "123456"}),
+    ("remove-own-mfa", "POST", "/providers/Ciel.Identity/mfa/remove", {"code": "123456"}),
+    ("get-mfa-policy", "GET", "/providers/Ciel.Identity/mfaPolicy", None),
+    ("put-mfa-policy", "PUT", "/providers/Ciel.Identity/mfaPolicy", {"requireMfa": "off"}),
+    ("reset-user-mfa", "POST", "/providers/Ciel.Identity/users/{oid}/mfa/reset", None),
+]
+
+
+@pytest.mark.parametrize("route", CIEL_IDENTITY_ROUTES, ids=[r[0] for r in CIEL_IDENTITY_ROUTES])
+def test_ciel_identity_no_token_is_401(ciel, route):
+    _, method, path, body = route
+    r = ciel.request(method, path.replace("{oid}", str(uuid.uuid4())), token=None, json_body=body,
+                     params={"api-version": "2026-11-01"})
+    expect_arm_error(r, 401, is_authn_code)
+
+
 @pytest.mark.parametrize("route", GRAPH_ROUTES, ids=[g[0] for g in GRAPH_ROUTES])
 def test_graph_no_token_is_401(ciel, world, route):
     _, method, path, body = route

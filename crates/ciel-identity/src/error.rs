@@ -1,3 +1,4 @@
+use crate::device_code::PollError;
 use ciel_core::ApiError;
 use http::StatusCode;
 
@@ -19,6 +20,15 @@ pub enum IdentityError {
     TenantNotFound(String),
     #[error("account locked")]
     Locked,
+    /// The user has a second factor: the password alone does not sign in.
+    #[error("multi-factor authentication required")]
+    MfaRequired,
+    /// The tenant requires a second factor of this user, who has none yet.
+    #[error("multi-factor enrolment required")]
+    MfaEnrolmentRequired,
+    /// A device-code poll that gives no token.
+    #[error("device code: {0:?}")]
+    Device(crate::device_code::PollError),
     #[error("token rejected: {0}")]
     TokenRejected(TokenRejection),
     #[error("not found: {0}")]
@@ -74,7 +84,24 @@ impl IdentityError {
             IdentityError::InvalidScope(_) => 500011,
             IdentityError::TenantNotFound(_) => 90002,
             IdentityError::Locked => 50053,
+            IdentityError::MfaRequired => 50076,
+            IdentityError::MfaEnrolmentRequired => 50079,
+            IdentityError::Device(p) => match p {
+                PollError::Pending | PollError::SlowDown => 70016,
+                PollError::Expired => 70020,
+                PollError::Declined => 70000,
+                PollError::BadCode => 70019,
+            },
             _ => 0,
+        }
+    }
+
+    /// Entra's `suberror`, which tells MSAL whether an interactive sign-in resolves the error.
+    pub fn suberror(&self) -> Option<&'static str> {
+        match self {
+            IdentityError::MfaRequired => Some("basic_action"),
+            IdentityError::MfaEnrolmentRequired => Some("additional_action"),
+            _ => None,
         }
     }
 
@@ -105,6 +132,34 @@ impl IdentityError {
                 "invalid_grant",
                 "The account is locked after repeated sign-in failures. Try again later."
                     .to_string(),
+            ),
+            IdentityError::MfaRequired => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access this resource. Sign in interactively: az login --use-device-code.".to_string(),
+            ),
+            IdentityError::MfaEnrolmentRequired => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "Your organization requires you to set up multi-factor authentication. Sign in with az login --use-device-code to register a second factor.".to_string(),
+            ),
+            IdentityError::Device(p) => (
+                StatusCode::BAD_REQUEST,
+                match p {
+                    PollError::Pending => "authorization_pending",
+                    PollError::SlowDown => "slow_down",
+                    PollError::Expired => "expired_token",
+                    PollError::Declined => "authorization_declined",
+                    PollError::BadCode => "bad_verification_code",
+                },
+                match p {
+                    PollError::Pending => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                    PollError::SlowDown => "OAuth 2.0 device flow error. Polling too often: wait the interval between polls.",
+                    PollError::Expired => "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
+                    PollError::Declined => "The user declined or could not complete the sign-in.",
+                    PollError::BadCode => "The provided value for the input parameter 'device_code' is not valid.",
+                }
+                .to_string(),
             ),
             IdentityError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             IdentityError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),

@@ -3,6 +3,8 @@
 //! evaluation. HTTP framing lives in the binary; this crate gives typed operations and errors.
 
 pub mod audiences;
+pub mod device_code;
+pub mod devicelogin;
 pub mod directory;
 pub mod error;
 pub mod keys;

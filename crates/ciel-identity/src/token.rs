@@ -2,6 +2,7 @@
 //! verification for the resource side (ARM, Graph, later Storage and Key Vault).
 
 use crate::audiences::{Audiences, Service};
+use crate::device_code::{DeviceFlows, DeviceRequest, DeviceStart};
 use crate::directory::{verify_client_secret, verify_password};
 use crate::error::TokenRejection;
 use crate::keys::KeyRing;
@@ -48,7 +49,54 @@ pub struct AccessClaims {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scp: Option<String>,
+    /// How the user signed in: `["pwd"]`, or `["pwd", "mfa"]` after a second factor.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amr: Option<Vec<String>>,
 }
+
+/// What a user must give, beyond the password, to sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaNeed {
+    None,
+    /// A code of the confirmed factor.
+    Verify,
+    /// The tenant's policy requires a factor the user has not confirmed yet.
+    Enrol,
+}
+
+/// A tenant's MFA requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaPolicy {
+    Off,
+    /// Users holding Owner, Contributor or User Access Administrator anywhere in the tenant.
+    Admins,
+    All,
+}
+
+impl MfaPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Some(Self::Off),
+            "admins" => Some(Self::Admins),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Admins => "admins",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Roles whose holders are administrators for the `admins` policy.
+pub const ADMIN_ROLES: &[&str] = &[
+    crate::rbac::OWNER,
+    crate::rbac::CONTRIBUTOR,
+    crate::rbac::USER_ACCESS_ADMINISTRATOR,
+];
 
 /// A token request as the HTTP layer hands it over.
 pub struct TokenRequest {
@@ -66,6 +114,8 @@ pub struct TokenService {
     keys: Arc<KeyRing>,
     /// Second factors of users (and of operators, through the same service).
     pub mfa: Arc<Mfa>,
+    /// Device-code sign-ins in progress (in memory: a restart cancels them).
+    pub devices: DeviceFlows,
     pub audiences: Audiences,
     pub endpoints: Endpoints,
 }
@@ -91,6 +141,7 @@ impl TokenService {
             store,
             keys,
             mfa,
+            devices: DeviceFlows::new(),
             audiences: Audiences::new(&endpoints),
             endpoints,
         })
@@ -217,7 +268,7 @@ impl TokenService {
                         clip(&client_id)
                     )));
                 }
-                let at = self.access_token(&sp, &aud, &client_id)?;
+                let at = self.access_token(&sp, &aud, &client_id, false)?;
                 let mut body = json!({
                     "token_type": "Bearer",
                     "expires_in": ACCESS_TOKEN_LIFETIME - 1,
@@ -241,55 +292,62 @@ impl TokenService {
                     IdentityError::InvalidRequest("'password' is required.".into())
                 })?;
                 self.check_user_client(&client_id, client_secret.as_deref())?;
-                let user = self.store.find_user_by_upn(username).ok();
-                let now = ciel_core::time::now_unix();
-                if let Some(u) = &user {
-                    if u.locked_until.map(|t| t > now).unwrap_or(false) {
-                        return Err(IdentityError::Locked);
-                    }
+                let user = self.check_password(username, password, &req.tenant)?;
+                match self.mfa_need(&user)? {
+                    MfaNeed::None => {}
+                    MfaNeed::Verify => return Err(IdentityError::MfaRequired),
+                    MfaNeed::Enrol => return Err(IdentityError::MfaEnrolmentRequired),
                 }
-                let ok = verify_password(
-                    user.as_ref().and_then(|u| u.password_hash.as_deref()),
-                    password,
-                );
-                let user = match (ok, user) {
-                    (true, Some(u)) => u,
-                    (false, Some(u)) => {
-                        let fails = u.failed_logins + 1;
-                        let lock = if fails >= LOCKOUT_THRESHOLD {
-                            Some(now + LOCKOUT_SECS)
-                        } else {
-                            None
-                        };
-                        self.store.update_principal_login_state(
-                            &u.object_id,
-                            if lock.is_some() { 0 } else { fails },
-                            lock,
-                        )?;
-                        return Err(IdentityError::InvalidGrant(
-                            "Error validating credentials due to invalid username or password."
-                                .into(),
-                        ));
-                    }
-                    _ => {
-                        return Err(IdentityError::InvalidGrant(
-                            "Error validating credentials due to invalid username or password."
-                                .into(),
-                        ))
-                    }
+                self.user_tokens(
+                    &user,
+                    &client_id,
+                    resource.as_deref(),
+                    want_refresh,
+                    f,
+                    false,
+                )
+            }
+            "urn:ietf:params:oauth:grant-type:device_code" => {
+                let code = f
+                    .get("device_code")
+                    .or_else(|| f.get("code"))
+                    .ok_or_else(|| {
+                        IdentityError::InvalidRequest("'device_code' is required.".into())
+                    })?;
+                self.check_user_client(&client_id, client_secret.as_deref())?;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let (dreq, approval) = self
+                    .devices
+                    .poll(code, &client_id, now_ms)
+                    .map_err(IdentityError::Device)?;
+                let user = self.store.get_principal(&approval.object_id).map_err(|_| {
+                    IdentityError::InvalidGrant("The account no longer exists.".into())
+                })?;
+                // The resource of the device authorization request, unless the poll names one.
+                let resource = match resource {
+                    Some(r) => Some(r),
+                    None => match (&dreq.scope, &dreq.resource) {
+                        (Some(s), _) => Audiences::resource_from_scope(s)
+                            .map_err(IdentityError::InvalidScope)?,
+                        (None, r) => r.clone(),
+                    },
                 };
-                if !is_alias(&req.tenant) && !user.tenant_id.eq_ignore_ascii_case(&req.tenant) {
-                    return Err(IdentityError::InvalidGrant(format!(
-                        "User account '{}' does not exist in tenant '{}'.",
-                        clip(username),
-                        clip(&req.tenant)
-                    )));
-                }
-                if user.failed_logins != 0 || user.locked_until.is_some() {
-                    self.store
-                        .update_principal_login_state(&user.object_id, 0, None)?;
-                }
-                self.user_tokens(&user, &client_id, resource.as_deref(), want_refresh, f)
+                let want_refresh = dreq
+                    .scope
+                    .as_deref()
+                    .map(|s| s.split_whitespace().any(|x| x == "offline_access"))
+                    .unwrap_or(true);
+                self.user_tokens(
+                    &user,
+                    &client_id,
+                    resource.as_deref(),
+                    want_refresh,
+                    f,
+                    approval.mfa,
+                )
             }
             "refresh_token" => {
                 let rt = f.get("refresh_token").ok_or_else(|| {
@@ -324,13 +382,203 @@ impl TokenService {
                 {
                     return Err(IdentityError::Locked);
                 }
-                self.user_tokens(&user, &client_id, resource.as_deref(), true, f)
+                // A refresh token from a sign-in without a second factor does not outlive a
+                // requirement that came later (a factor enrolled, a tenant policy switched on).
+                if !rec.mfa {
+                    match self.mfa_need(&user)? {
+                        MfaNeed::None => {}
+                        MfaNeed::Verify => return Err(IdentityError::MfaRequired),
+                        MfaNeed::Enrol => return Err(IdentityError::MfaEnrolmentRequired),
+                    }
+                }
+                self.user_tokens(&user, &client_id, resource.as_deref(), true, f, rec.mfa)
             }
             "" => Err(IdentityError::InvalidRequest(
                 "AADSTS900144: The request body must contain 'grant_type'.".into(),
             )),
             other => Err(IdentityError::UnsupportedGrantType(clip(other))),
         }
+    }
+
+    /// Checks a user's password (Argon2id), counting failures and locking the account after
+    /// `LOCKOUT_THRESHOLD` of them; `tenant` is the request's tenant segment (an alias admits
+    /// any tenant). Shared by the password grant and the device-login page.
+    pub fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        tenant: &str,
+    ) -> Result<Principal, IdentityError> {
+        let user = self.store.find_user_by_upn(username).ok();
+        let now = ciel_core::time::now_unix();
+        if let Some(u) = &user {
+            if u.locked_until.map(|t| t > now).unwrap_or(false) {
+                return Err(IdentityError::Locked);
+            }
+        }
+        let ok = verify_password(
+            user.as_ref().and_then(|u| u.password_hash.as_deref()),
+            password,
+        );
+        let user = match (ok, user) {
+            (true, Some(u)) => u,
+            (false, Some(u)) => {
+                let fails = u.failed_logins + 1;
+                let lock = if fails >= LOCKOUT_THRESHOLD {
+                    Some(now + LOCKOUT_SECS)
+                } else {
+                    None
+                };
+                self.store.update_principal_login_state(
+                    &u.object_id,
+                    if lock.is_some() { 0 } else { fails },
+                    lock,
+                )?;
+                return Err(IdentityError::InvalidGrant(
+                    "Error validating credentials due to invalid username or password.".into(),
+                ));
+            }
+            _ => {
+                return Err(IdentityError::InvalidGrant(
+                    "Error validating credentials due to invalid username or password.".into(),
+                ))
+            }
+        };
+        if !is_alias(tenant) && !user.tenant_id.eq_ignore_ascii_case(tenant) {
+            return Err(IdentityError::InvalidGrant(format!(
+                "User account '{}' does not exist in tenant '{}'.",
+                clip(username),
+                clip(tenant)
+            )));
+        }
+        if user.failed_logins != 0 || user.locked_until.is_some() {
+            self.store
+                .update_principal_login_state(&user.object_id, 0, None)?;
+        }
+        Ok(user)
+    }
+
+    /// The tenant's MFA requirement (off when never set).
+    pub fn mfa_policy(&self, tenant: &str) -> Result<MfaPolicy, IdentityError> {
+        Ok(self
+            .store
+            .get_tenant_mfa_policy(tenant)?
+            .as_deref()
+            .and_then(MfaPolicy::parse)
+            .unwrap_or(MfaPolicy::Off))
+    }
+
+    /// Whether the user holds an administrator role (`ADMIN_ROLES`) at any scope.
+    pub fn is_admin(&self, object_id: &str) -> Result<bool, IdentityError> {
+        Ok(self
+            .store
+            .list_role_assignments_for_principal(object_id)?
+            .iter()
+            .any(|a| {
+                let g = crate::rbac::role_guid(&a.role_definition_id);
+                ADMIN_ROLES.iter().any(|r| g.eq_ignore_ascii_case(r))
+            }))
+    }
+
+    /// What the user must give beyond the password: a code of the factor they have, or an
+    /// enrolment the tenant requires.
+    pub fn mfa_need(&self, user: &Principal) -> Result<MfaNeed, IdentityError> {
+        if self
+            .mfa
+            .is_required(&user.object_id)
+            .map_err(mfa_internal)?
+        {
+            return Ok(MfaNeed::Verify);
+        }
+        Ok(match self.mfa_policy(&user.tenant_id)? {
+            MfaPolicy::All => MfaNeed::Enrol,
+            MfaPolicy::Admins if self.is_admin(&user.object_id)? => MfaNeed::Enrol,
+            _ => MfaNeed::None,
+        })
+    }
+
+    /// The device authorization endpoint (`/{tenant}/oauth2[/v2.0]/devicecode`): checks the
+    /// tenant, the client and the scope, and starts a flow. Audited.
+    pub fn device_authorization(
+        &self,
+        tenant: &str,
+        form: &HashMap<String, String>,
+        client_ip: Option<&str>,
+        request_id: &str,
+    ) -> Result<DeviceStart, IdentityError> {
+        let result = (|| {
+            if !is_alias(tenant) {
+                self.store
+                    .get_tenant(tenant)
+                    .map_err(|_| IdentityError::TenantNotFound(clip(tenant)))?;
+            }
+            let client_id = form.get("client_id").ok_or_else(|| {
+                IdentityError::InvalidRequest(
+                    "AADSTS900144: The request body must contain 'client_id'.".into(),
+                )
+            })?;
+            // Device sign-in is for public clients (a device cannot keep a secret).
+            if !PUBLIC_CLIENTS.contains(&client_id.as_str()) {
+                return Err(IdentityError::InvalidClient(format!(
+                    "Application '{}' is not a public client: the device code flow is not available to it.",
+                    clip(client_id)
+                )));
+            }
+            let scope = form.get("scope").cloned();
+            if let Some(s) = &scope {
+                if let Some(r) =
+                    Audiences::resource_from_scope(s).map_err(IdentityError::InvalidScope)?
+                {
+                    self.audience(&r)?;
+                }
+            }
+            let resource = form.get("resource").cloned();
+            if let Some(r) = &resource {
+                self.audience(r)?;
+            }
+            Ok(self.devices.start(
+                DeviceRequest {
+                    tenant: tenant.to_string(),
+                    client_id: client_id.clone(),
+                    scope,
+                    resource,
+                },
+                ciel_core::time::now_unix(),
+            ))
+        })();
+        let draft = AuditDraft {
+            tenant_id: if is_alias(tenant) {
+                None
+            } else {
+                Some(clip(tenant))
+            },
+            actor: clip(
+                form.get("client_id")
+                    .map(String::as_str)
+                    .unwrap_or("anonymous"),
+            ),
+            action: "identity/devicecode/start".into(),
+            target: "devicecode".into(),
+            outcome: if result.is_ok() { "success" } else { "denied" }.into(),
+            details: match &result {
+                Ok(_) => json!({}),
+                Err(e) => json!({"error": format!("AADSTS{}", e.aadsts())}),
+            },
+            request_id: Some(request_id.to_string()),
+            client_ip: client_ip.map(str::to_string),
+        };
+        self.store.append_audit(std::slice::from_ref(&draft))?;
+        result
+    }
+
+    /// Appends an audit entry (the device-login page's sign-in outcomes).
+    pub fn audit(&self, draft: AuditDraft) -> Result<(), IdentityError> {
+        self.store.append_audit(std::slice::from_ref(&draft))?;
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn audience(&self, resource: &str) -> Result<(Service, String), IdentityError> {
@@ -375,18 +623,20 @@ impl TokenService {
         resource: Option<&str>,
         want_refresh: bool,
         f: &HashMap<String, String>,
+        mfa: bool,
     ) -> Result<(serde_json::Value, Principal, String), IdentityError> {
         let resource = resource
             .map(str::to_string)
             .unwrap_or_else(|| self.audiences.graph.clone());
         let (_, aud) = self.audience(&resource)?;
-        let at = self.access_token(user, &aud, client_id)?;
+        let at = self.access_token(user, &aud, client_id, mfa)?;
         let now = ciel_core::time::now_unix();
         let upn = user.upn.clone().unwrap_or_default();
         let id_token = self.keys.sign(&json!({
             "aud": client_id, "iss": self.endpoints.issuer(&user.tenant_id), "iat": now, "nbf": now,
             "exp": now + ACCESS_TOKEN_LIFETIME, "sub": user.object_id, "oid": user.object_id, "tid": user.tenant_id,
             "preferred_username": upn, "upn": upn, "name": user.display_name, "ver": "2.0",
+            "amr": amr(mfa),
         }))?;
         let client_info =
             B64URL.encode(json!({"uid": user.object_id, "utid": user.tenant_id}).to_string());
@@ -412,6 +662,7 @@ impl TokenService {
                 client_id: client_id.to_string(),
                 created: now,
                 expires: now + REFRESH_TOKEN_LIFETIME,
+                mfa,
             })?;
             body["refresh_token"] = json!(rt);
         }
@@ -423,6 +674,7 @@ impl TokenService {
         p: &Principal,
         aud: &str,
         client_id: &str,
+        mfa: bool,
     ) -> Result<String, IdentityError> {
         let now = ciel_core::time::now_unix();
         let user = p.kind == PrincipalKindRec::User;
@@ -448,6 +700,7 @@ impl TokenService {
             } else {
                 None
             },
+            amr: if user { Some(amr(mfa)) } else { None },
         };
         self.keys.sign(&claims)
     }
@@ -525,6 +778,18 @@ impl TokenService {
             upn: c.upn,
             audience: c.aud,
         })
+    }
+}
+
+fn mfa_internal(e: crate::mfa::MfaError) -> IdentityError {
+    IdentityError::Internal(e.to_string())
+}
+
+fn amr(mfa: bool) -> Vec<String> {
+    if mfa {
+        vec!["pwd".into(), "mfa".into()]
+    } else {
+        vec!["pwd".into()]
     }
 }
 

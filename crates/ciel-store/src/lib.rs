@@ -423,6 +423,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         from_status: &str,
         audit: &AuditDraft,
     ) -> Result<bool>;
+
+    // ---- mfa policy ----
+    /// A tenant's MFA requirement (`off`, `admins`, `all`); `None` when never set (off).
+    fn get_tenant_mfa_policy(&self, tenant_id: &str) -> Result<Option<String>>;
+    fn put_tenant_mfa_policy(
+        &self,
+        tenant_id: &str,
+        require: &str,
+        updated_by: &str,
+        audit: &AuditDraft,
+    ) -> Result<()>;
 }
 
 pub type Store = Arc<dyn MetadataStore>;

@@ -150,6 +150,9 @@ pub struct RefreshToken {
     pub client_id: String,
     pub created: i64,
     pub expires: i64,
+    /// The sign-in that started this chain of refreshes gave a second factor.
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -13,6 +13,7 @@ use std::sync::{Condvar, Mutex};
 mod keyvault;
 mod lockbox;
 mod mfa;
+mod mfa_policy;
 mod policy;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -214,6 +215,15 @@ CREATE TABLE lockbox_requests (
   decided INTEGER, decided_by TEXT, decision_reason TEXT, expires INTEGER NOT NULL,
   break_glass INTEGER NOT NULL, incident TEXT);
 CREATE INDEX lockbox_requests_tenant ON lockbox_requests(tenant_id, created);
+"#,
+    // 13: MFA sign-ins. A refresh token remembers whether its sign-in gave a second factor (so a
+    // refresh keeps `amr: mfa`, and one without it is refused once the user must have MFA); a
+    // tenant's MFA policy (`off`, `admins`, `all`).
+    r#"
+ALTER TABLE refresh_tokens ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tenant_mfa_policies (
+  tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE, require TEXT NOT NULL,
+  updated INTEGER NOT NULL, updated_by TEXT NOT NULL);
 "#,
 ];
 
@@ -1960,8 +1970,8 @@ impl MetadataStore for SqliteStore {
         self.write(|tx| {
             tx.execute("DELETE FROM refresh_tokens WHERE expires < ?1", [ciel_core::time::now_unix()])?;
             tx.execute(
-                "INSERT INTO refresh_tokens (hash, object_id, tenant_id, client_id, created, expires) VALUES (?1,?2,?3,?4,?5,?6)",
-                params![t.hash, t.object_id, t.tenant_id, t.client_id, t.created, t.expires],
+                "INSERT INTO refresh_tokens (hash, object_id, tenant_id, client_id, created, expires, mfa) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                params![t.hash, t.object_id, t.tenant_id, t.client_id, t.created, t.expires, t.mfa],
             )?;
             Ok(())
         })
@@ -1969,7 +1979,7 @@ impl MetadataStore for SqliteStore {
     fn take_refresh_token(&self, hash: &str) -> Result<RefreshToken> {
         self.write(|tx| {
             let t = not_found(tx.query_row(
-                "SELECT hash, object_id, tenant_id, client_id, created, expires FROM refresh_tokens WHERE hash = ?1",
+                "SELECT hash, object_id, tenant_id, client_id, created, expires, mfa FROM refresh_tokens WHERE hash = ?1",
                 [hash],
                 |r| {
                     Ok(RefreshToken {
@@ -1979,6 +1989,7 @@ impl MetadataStore for SqliteStore {
                         client_id: r.get(3)?,
                         created: r.get(4)?,
                         expires: r.get(5)?,
+                        mfa: r.get(6)?,
                     })
                 },
             ))?;
@@ -2278,6 +2289,20 @@ impl MetadataStore for SqliteStore {
         audit: &AuditDraft,
     ) -> Result<bool> {
         self.write(|tx| lockbox::decide(tx, r, from_status, audit))
+    }
+
+    // ---- mfa policy ----
+    fn get_tenant_mfa_policy(&self, tenant_id: &str) -> Result<Option<String>> {
+        self.read(|c| mfa_policy::get(c, tenant_id))
+    }
+    fn put_tenant_mfa_policy(
+        &self,
+        tenant_id: &str,
+        require: &str,
+        updated_by: &str,
+        audit: &AuditDraft,
+    ) -> Result<()> {
+        self.write(|tx| mfa_policy::put(tx, tenant_id, require, updated_by, audit))
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Config {
     /// Longest time (seconds) a storage data key unwrapped by a customer-managed key is used
     /// before the key is asked again: the bound on how long revoking a key takes to bite.
     pub cmk_check_secs: u64,
+    /// How long a device code (`az login --use-device-code`) is valid, seconds (1 to 900; Entra: 900).
+    pub device_code_lifetime_secs: i64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,6 +74,7 @@ impl Default for Config {
             tls: Default::default(),
             keyvault: Default::default(),
             cmk_check_secs: 60,
+            device_code_lifetime_secs: ciel_identity::device_code::DEVICE_CODE_LIFETIME,
         }
     }
 }
@@ -118,6 +121,16 @@ impl Config {
             c.cmk_check_secs = v
                 .parse()
                 .map_err(|e| anyhow::anyhow!("CIEL_CMK_CHECK_SECS: {e}"))?;
+        }
+        if let Ok(v) = std::env::var("CIEL_DEVICE_CODE_LIFETIME_SECS") {
+            c.device_code_lifetime_secs = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("CIEL_DEVICE_CODE_LIFETIME_SECS: {e}"))?;
+        }
+        if !(1..=ciel_identity::device_code::DEVICE_CODE_LIFETIME)
+            .contains(&c.device_code_lifetime_secs)
+        {
+            anyhow::bail!("device_code_lifetime_secs must be from 1 to 900 seconds");
         }
         if c.cmk_check_secs == 0 || c.cmk_check_secs > 3600 {
             anyhow::bail!("cmk_check_secs must be from 1 to 3600 seconds");

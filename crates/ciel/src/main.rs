@@ -6,6 +6,7 @@ mod export_api;
 mod export_cli;
 mod http;
 mod master_shares;
+mod mfa_cli;
 mod operator_cli;
 mod platform;
 mod sovereignty;
@@ -141,6 +142,8 @@ enum TenantCmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Change a tenant's settings: who must sign in with a second factor (`--require-mfa`).
+    Update(mfa_cli::TenantUpdateArgs),
     /// Erase a tenant after its notice period (`--notice` records the notice; 21 days by default):
     /// its storage accounts' keys are destroyed (crypto-erasure), then its data.
     Erase(export_cli::EraseArgs),
@@ -217,6 +220,11 @@ enum UserCmd {
         tenant: String,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// A user's second factor (TOTP): enroll, confirm, status, reset.
+    Mfa {
+        #[command(subcommand)]
+        cmd: mfa_cli::MfaCmd,
     },
 }
 
@@ -318,6 +326,7 @@ fn main() -> Result<()> {
         Cmd::Import(a) => export_cli::import_cmd(a),
         Cmd::Tenant { cmd } => match cmd {
             TenantCmd::Erase(a) => export_cli::erase_cmd(a),
+            TenantCmd::Update(a) => mfa_cli::tenant_update(a),
             TenantCmd::Create {
                 dir,
                 name,
@@ -427,6 +436,7 @@ fn main() -> Result<()> {
             }
         },
         Cmd::User { cmd } => match cmd {
+            UserCmd::Mfa { cmd } => mfa_cli::mfa_cmd(cmd),
             UserCmd::Create {
                 dir,
                 tenant,
@@ -703,6 +713,7 @@ fn up(
         };
         let mfa = ciel_identity::mfa::Mfa::new(store.clone(), master.clone(), format!("Ciel {}", cfg.domain));
         let tokens = TokenService::new(store.clone(), ring, mfa, endpoints.clone());
+        tokens.devices.set_lifetime(cfg.device_code_lifetime_secs);
         // Opening an HSM loads its module and logs in: a failure stops the start, clearly.
         let custody = {
             let (c, m) = (cfg.keyvault.custody.clone(), master.clone());

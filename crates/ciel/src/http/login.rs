@@ -10,9 +10,9 @@ use ciel_identity::token::TokenRequest;
 use http::{HeaderValue, Method, Request, StatusCode};
 use serde_json::json;
 
-const FORM_LIMIT: usize = 64 * 1024;
+pub(super) const FORM_LIMIT: usize = 64 * 1024;
 
-fn oauth_error(status: StatusCode, code: &str, msg: &str, rid: &str) -> Response {
+pub(super) fn oauth_error(status: StatusCode, code: &str, msg: &str, rid: &str) -> Response {
     let e = ciel_core::ApiError::new(status, code, msg);
     json_response(status, &e.oauth_body(&[], rid))
 }
@@ -64,13 +64,22 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
             let t = t.to_string();
             token(app, req, t, rid, peer).await
         }
-        (_, [t, "oauth2", "v2.0", "authorize" | "devicecode" | "logout"]) | (_, [t, "oauth2", "authorize" | "devicecode"])
+        (Method::POST, [t, "oauth2", "v2.0", "devicecode"]) if is_tenant_segment(t) => {
+            let t = t.to_string();
+            super::devicelogin::devicecode(app, req, t, false, rid, peer).await
+        }
+        (Method::POST, [t, "oauth2", "devicecode"]) if is_tenant_segment(t) => {
+            let t = t.to_string();
+            super::devicelogin::devicecode(app, req, t, true, rid, peer).await
+        }
+        (Method::GET | Method::POST, ["devicelogin"]) => super::devicelogin::page(app, req, rid, peer).await,
+        (_, [t, "oauth2", "v2.0", "authorize" | "logout"]) | (_, [t, "oauth2", "authorize"])
             if is_tenant_segment(t) =>
         {
             oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_response_type",
-                "AADSTS70000: Interactive and device-code sign-in are not available in this Ciel deployment yet; use a service principal (client_credentials) or a user password (az login -u).",
+                "AADSTS70000: Browser sign-in is not available in this Ciel deployment; use the device code flow (az login --use-device-code), a service principal (client_credentials) or a user password (az login -u).",
                 rid,
             )
         }
@@ -123,7 +132,11 @@ async fn token(
         Ok(Ok(v)) => json_response(StatusCode::OK, &v),
         Ok(Err(e)) => {
             let api = e.to_oauth();
-            json_response(api.status, &api.oauth_body(&[e.aadsts()], rid))
+            let mut body = api.oauth_body(&[e.aadsts()], rid);
+            if let Some(sub) = e.suberror() {
+                body["suberror"] = json!(sub);
+            }
+            json_response(api.status, &body)
         }
         Err(_) => oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,

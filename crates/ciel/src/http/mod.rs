@@ -2,9 +2,11 @@
 //! (`x-ms-request-id`, `x-ms-correlation-request-id`), body limits, metrics, and the mapping of
 //! each layer's errors to Azure's wire shapes.
 
+pub mod devicelogin;
 pub mod graph;
 pub mod login;
 pub mod metrics;
+pub mod mfa_api;
 pub mod operator;
 pub mod server;
 
@@ -298,10 +300,17 @@ pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
     let path = req.uri().path();
-    if path.len() >= operator::PREFIX.len()
-        && path[..operator::PREFIX.len()].eq_ignore_ascii_case(operator::PREFIX)
+    if path
+        .get(..operator::PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(operator::PREFIX))
     {
         return operator::handle(app, req, rid, peer).await;
+    }
+    if path
+        .get(..mfa_api::PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(mfa_api::PREFIX))
+    {
+        return mfa_api::handle(app, req, rid, peer).await;
     }
     for own in [
         OwnApi::SovereigntyStatement,
@@ -312,8 +321,9 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
             return own_api(app, own, req, rid, peer).await;
         }
     }
-    if path.len() >= crate::export_api::PATH.len()
-        && path[..crate::export_api::PATH.len()].eq_ignore_ascii_case(crate::export_api::PATH)
+    if path
+        .get(..crate::export_api::PATH.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(crate::export_api::PATH))
         && matches!(
             path.as_bytes().get(crate::export_api::PATH.len()),
             None | Some(b'/')
