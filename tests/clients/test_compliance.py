@@ -25,9 +25,9 @@ from cieltest import ciel_bin, describe, expect_arm_error, missing_prerequisite
 API = "2026-11-01"
 STORAGE_API = "2025-08-01"
 
-# What no configuration can fix today, on every host: Ciel has no MFA (9.6.f) and client-secret
-# sign-ins have no lockout (9.5.b). Clock synchronisation (12.8.a) depends on the host.
-ALWAYS_RED = {"9.5.b", "9.6.f"}
+# What no configuration can fix today, on every host: client-secret sign-ins have no lockout
+# (9.5.b). Clock synchronisation (12.8.a) depends on the host.
+ALWAYS_RED = {"9.5.b"}
 
 
 def report(s, *urls: str, out: Path | None = None) -> dict:
@@ -135,7 +135,9 @@ def test_default_report_and_who_may_read_it(server_factory, tmp_path):
     # Operator access (lockbox): the platform's evidence is there, the attestation is not.
     for rid in ("9.7.d", "12.13.a"):
         assert req[rid]["status"] == "missing", req[rid]
-    assert req["9.6.f"]["status"] == "fail"
+    # A fresh deployment's only administrator is the bootstrap service principal (a workload
+    # identity): no person administers without a second factor.
+    assert req["9.6.f"]["status"] == "pass", req["9.6.f"]
     # Organisational requirements need attestations; assisted ones too, on top of the evidence.
     assert req["5.2.a"]["status"] == "missing" and req["10.5.c"]["status"] == "missing"
     assert all(x["verified"] is False for x in r["requirements"])
@@ -272,6 +274,27 @@ def test_breaking_turns_exactly_the_right_requirements_red(server_factory, tmp_p
     r = report(s)
     assert delta(r) == {"9.7.a"}
     results.unlink()
+
+    # 6. Administrators without a second factor (9.6.f). An operator whose factor is not confirmed
+    # (also the operator-access check, 9.7.d and 12.13.a); disabling it repairs all three.
+    op = s.cli("operator", "create", f"cmp-op-{uuid.uuid4().hex[:6]}")
+    r = report(s)
+    assert delta(r) == {"9.6.f", "9.7.d", "12.13.a"}, {i: by_id(r)[i]["reason"] for i in delta(r)}
+    assert op["name"] in check(r, "identity.admin_mfa")["summary"], check(r, "identity.admin_mfa")
+    s.cli("operator", "disable", op["name"])
+    assert red(report(s)) == red(base)
+    # A user holding Owner without a factor; enrolling and confirming one repairs it.
+    import pyotp
+    u = s.create_user()
+    s.assign_role(f"/subscriptions/{s.sub}", f"/subscriptions/{s.sub}/providers/Microsoft.Authorization/roleDefinitions/"
+                  "8e3af657-a8ff-443c-a75e-2fe8c4bcabd5", u["objectId"], principal_type="User")
+    r = report(s)
+    assert delta(r) == {"9.6.f"}, {i: by_id(r)[i]["reason"] for i in delta(r)}
+    assert u["objectId"] in check(r, "identity.admin_mfa")["summary"]
+    e = s.cli("user", "mfa", "enroll", "--upn", u["userPrincipalName"])
+    assert delta(report(s)) == {"9.6.f"}, "an unconfirmed factor is not a second factor yet"
+    s.cli("user", "mfa", "confirm", "--upn", u["userPrincipalName"], "--code", pyotp.TOTP(e["secret"]).now())
+    assert red(report(s)) == red(base)
 
 
 def test_attestations_count_until_they_expire(server_factory, tmp_path):

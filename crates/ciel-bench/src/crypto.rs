@@ -70,6 +70,7 @@ pub fn sample_claims(aud: &str, iss: &str, tenant: &str, client_id: &str) -> Acc
         unique_name: None,
         name: Some("ciel-admin".into()),
         scp: None,
+        amr: None,
     }
 }
 
