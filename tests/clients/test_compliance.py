@@ -287,7 +287,7 @@ def test_breaking_turns_exactly_the_right_requirements_red(server_factory, tmp_p
     import pyotp
     u = s.create_user()
     s.assign_role(f"/subscriptions/{s.sub}", f"/subscriptions/{s.sub}/providers/Microsoft.Authorization/roleDefinitions/"
-                  "8e3af657-a8ff-443c-a75e-2fe8c4bcabd5", u["objectId"], principal_type="User")
+                  "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", u["objectId"], principal_type="User")
     r = report(s)
     assert delta(r) == {"9.6.f"}, {i: by_id(r)[i]["reason"] for i in delta(r)}
     assert u["objectId"] in check(r, "identity.admin_mfa")["summary"]
