@@ -296,6 +296,15 @@ def test_breaking_turns_exactly_the_right_requirements_red(server_factory, tmp_p
     s.cli("user", "mfa", "confirm", "--upn", u["userPrincipalName"], "--code", pyotp.TOTP(e["secret"]).now())
     assert red(report(s)) == red(base)
 
+    # 7. The export drill (19.1.h/i): the export recorded in the audit log is its evidence.
+    assert check(base, "drill.export")["status"] == "not-yet-checkable", check(base, "drill.export")
+    p = s.cli_raw("export", "--tenant", s.tenant, "--out", str(tmp_path / "drill"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = report(s)
+    drill = check(r, "drill.export")
+    assert drill["status"] == "pass" and drill["evidence"]["lastExport"]["tenant"] == s.tenant, drill
+    assert red(r) == red(base)
+
 
 def test_attestations_count_until_they_expire(server_factory, tmp_path):
     s = server_factory("compliance-attest")

@@ -158,7 +158,7 @@ fn run_one(id: &str, ctx: &Context<'_>, sh: &Shared) -> Outcome {
         "sovereignty.jurisdiction" => Ok(jurisdiction(ctx)),
         "operator.access_grants" => operator_access(ctx),
         "drill.restore_test" => Ok(drill(sh, &["12.5.c"], "restore test")),
-        "drill.export" => Ok(drill(sh, &["19.1.h", "19.1.i"], "export drill")),
+        "drill.export" => export_drill(ctx, sh),
         "isolation.tenant_tests" => Ok(isolation(ctx)),
         "inventory.software" => Ok(inventory()),
         other => Ok((
@@ -1262,6 +1262,64 @@ fn drill(sh: &Shared, reqs: &[&str], what: &str) -> Outcome {
         ),
         json!({"lastAttested": latest, "attestations": last}),
     )
+}
+
+/// Exports are recorded in the audit log (`ciel export` and the tenant export API both write
+/// `Ciel.Export/export/action`): the latest successful one, within a year, is the drill's evidence.
+/// Without one, the operator's attestation stays the only evidence.
+fn export_drill(ctx: &Context<'_>, sh: &Shared) -> ciel_store::Result<Outcome> {
+    const YEAR: i64 = 366 * 86_400;
+    let mut last: Option<ciel_core::audit::AuditRecord> = None;
+    let mut after = ctx.store.audit_anchor()?.map(|a| a.seq).unwrap_or(0);
+    loop {
+        let batch = ctx.store.read_audit(after, 10_000)?;
+        let Some(end) = batch.last().map(|r| r.seq) else {
+            break;
+        };
+        if let Some(r) = batch
+            .into_iter()
+            .rev()
+            .find(|r| r.action == "Ciel.Export/export/action" && r.outcome == "success")
+        {
+            last = Some(r);
+        }
+        after = end;
+    }
+    let (_, _, attest_evidence) = drill(sh, &["19.1.h", "19.1.i"], "export drill");
+    let Some(r) = last else {
+        return Ok((
+            CheckStatus::NotYetCheckable,
+            format!("no export is recorded in the audit log yet (`ciel export --tenant T --out DIR`, then `ciel export verify DIR`); until then the operator's attestation is the evidence (last recorded: {})",
+                attest_evidence["lastAttested"].as_str().unwrap_or("none")),
+            json!({"lastExport": null, "attestations": attest_evidence["attestations"]}),
+        ));
+    };
+    let age = ciel_core::time::rfc3339_to_unix(&r.ts)
+        .map(|t| ciel_core::time::now_unix() - t)
+        .unwrap_or(i64::MAX);
+    let evidence = json!({"lastExport": {"seq": r.seq, "ts": r.ts, "tenant": r.tenant_id, "actor": r.actor,
+        "details": r.details}, "attestations": attest_evidence["attestations"]});
+    Ok(if age <= YEAR {
+        (
+            CheckStatus::Pass,
+            format!(
+                "last export of a tenant: {} (entry {} of the audit log, {} days ago)",
+                r.ts,
+                r.seq,
+                age / 86_400
+            ),
+            evidence,
+        )
+    } else {
+        (
+            CheckStatus::Fail,
+            format!(
+                "the last export of a tenant is more than a year old ({})",
+                r.ts
+            ),
+            evidence,
+        )
+    })
 }
 
 fn isolation(ctx: &Context<'_>) -> Outcome {
