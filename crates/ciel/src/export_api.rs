@@ -12,7 +12,7 @@
 //! role granting `*`) on every subscription of its tenant (at the subscription scope or above).
 //! Every request of an authenticated caller is audited, granted or denied.
 
-use crate::http::{arm_error, json_response, query_pairs, read_body, App};
+use crate::http::{arm_error, json_response, read_body, App};
 use axum::body::Body;
 use axum::response::Response;
 use ciel_core::{ApiError, Caller};
@@ -133,20 +133,8 @@ pub async fn handle(
 ) -> Response {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let rest = path.get(PATH.len()..).unwrap_or("").trim_start_matches('/');
-    let q = query_pairs(req.uri());
-    let version = q
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
-        .map(|(_, v)| v.clone());
-    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return arm_error(&ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{}' is invalid. The supported version is '{}'.",
-                version.unwrap_or_default(),
-                crate::sovereignty::API_VERSION
-            ),
-        ));
+    if let Err(e) = crate::http::own_api_version(req.uri()) {
+        return arm_error(&e);
     }
     match (req.method().clone(), rest.is_empty()) {
         (http::Method::POST, true) => create(app, env, caller, req, rid, peer).await,

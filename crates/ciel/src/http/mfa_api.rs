@@ -3,7 +3,7 @@
 //! user's factor. Callers authenticate with an ARM token; every refusal and every change is
 //! audited (changes by the store, with their record; TOTP outcomes by `Mfa`).
 
-use super::{arm_error, json_response, query_pairs, read_body, App};
+use super::{arm_error, json_response, read_body, App};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use ciel_core::audit::AuditDraft;
@@ -43,21 +43,9 @@ fn route(method: &Method, rest: &[&str]) -> Option<Op> {
 }
 
 pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> Response {
-    let caller = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| {
-            app.tokens
-                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
-                .ok()
-        });
-    let Some(caller) = caller else {
-        return arm_error(&ApiError::unauthorized(
-            "AuthenticationFailed",
-            "A valid bearer token for Resource Manager is required.",
-        ));
+    let caller = match super::arm_caller(app, &req) {
+        Ok(c) => c,
+        Err(e) => return arm_error(&e),
     };
     let path = req.uri().path().to_string();
     let rest: Vec<&str> = path
@@ -72,19 +60,8 @@ pub async fn handle(app: &App, req: Request<Body>, rid: &str, peer: Option<Strin
             "No such Ciel.Identity operation (see docs/openapi/ciel.json).",
         ));
     };
-    let version = query_pairs(req.uri())
-        .into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
-        .map(|(_, v)| v);
-    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return arm_error(&ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{}' is invalid. The supported version is '{}'.",
-                version.unwrap_or_default(),
-                crate::sovereignty::API_VERSION
-            ),
-        ));
+    if let Err(e) = super::own_api_version(req.uri()) {
+        return arm_error(&e);
     }
     let body = match read_body(req.into_body(), BODY_LIMIT).await {
         Ok(b) => b,

@@ -329,11 +329,9 @@ async fn arm(app: &App, req: Request<Body>, rid: &str, peer: Option<String>) -> 
             None | Some(b'/')
         )
     {
-        let Some(caller) = arm_caller(app, &req) else {
-            return arm_error(&ApiError::unauthorized(
-                "AuthenticationFailed",
-                "A valid bearer token for Resource Manager is required.",
-            ));
+        let caller = match arm_caller(app, &req) {
+            Ok(c) => c,
+            Err(e) => return arm_error(&e),
         };
         let env = app.export.clone();
         return crate::export_api::handle(app, &env, caller, req, rid, peer).await;
@@ -382,7 +380,8 @@ impl OwnApi {
 }
 
 /// The caller behind an ARM bearer token, if it verifies.
-fn arm_caller(app: &App, req: &Request<Body>) -> Option<ciel_core::Caller> {
+/// The caller of one of Ciel's own APIs: an ARM bearer token, or the 401 they all answer.
+pub(crate) fn arm_caller(app: &App, req: &Request<Body>) -> Result<ciel_core::Caller, ApiError> {
     req.headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -392,6 +391,31 @@ fn arm_caller(app: &App, req: &Request<Body>) -> Option<ciel_core::Caller> {
                 .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
                 .ok()
         })
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "AuthenticationFailed",
+                "A valid bearer token for Resource Manager is required.",
+            )
+        })
+}
+
+/// Ciel's own APIs have one api-version; any other is Azure's `InvalidApiVersionParameter`.
+pub(crate) fn own_api_version(uri: &http::Uri) -> Result<(), ApiError> {
+    let version = query_pairs(uri)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
+        .map(|(_, v)| v);
+    if version.as_deref() == Some(crate::sovereignty::API_VERSION) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "InvalidApiVersionParameter",
+        format!(
+            "The api-version '{}' is invalid. The supported version is '{}'.",
+            ciel_arm::clip(&version.unwrap_or_default()),
+            crate::sovereignty::API_VERSION
+        ),
+    ))
 }
 
 /// The checks every one of Ciel's own APIs shares: an ARM bearer token, GET, the api-version.
@@ -402,21 +426,9 @@ async fn own_api(
     rid: &str,
     peer: Option<String>,
 ) -> Response {
-    let caller = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| {
-            app.tokens
-                .verify(t.trim(), ciel_identity::audiences::Service::ResourceManager)
-                .ok()
-        });
-    let Some(caller) = caller else {
-        return arm_error(&ApiError::unauthorized(
-            "AuthenticationFailed",
-            "A valid bearer token for Resource Manager is required.",
-        ));
+    let caller = match arm_caller(app, &req) {
+        Ok(c) => c,
+        Err(e) => return arm_error(&e),
     };
     if req.method() != http::Method::GET {
         return arm_error(&ApiError::new(
@@ -425,23 +437,12 @@ async fn own_api(
             format!("{} is read with GET.", api.path()),
         ));
     }
+    if let Err(e) = own_api_version(req.uri()) {
+        return arm_error(&e);
+    }
     let q = query_pairs(req.uri());
     // The body is not needed: dropping the request keeps the future Send.
     drop(req);
-    let version = q
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
-        .map(|(_, v)| v.clone());
-    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return arm_error(&ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{}' is invalid. The supported version is '{}'.",
-                version.unwrap_or_default(),
-                crate::sovereignty::API_VERSION
-            ),
-        ));
-    }
     match api {
         // Any authenticated caller may read where its data and keys are.
         OwnApi::SovereigntyStatement => json_response(StatusCode::OK, &app.sovereignty),

@@ -8,7 +8,7 @@
 //!
 //! An operator token gives no right to decide: approval is a tenant API that refuses it.
 
-use super::{arm_error, json_response, query_pairs, read_body, App};
+use super::{arm_error, json_response, read_body, App};
 use axum::body::Body;
 use axum::response::Response;
 use ciel_arm::customer_lockbox::{request_id_path, request_json};
@@ -126,21 +126,7 @@ async fn handle_inner(
             ));
         }
     };
-    let q = query_pairs(req.uri());
-    let version = q
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
-        .map(|(_, v)| v.clone());
-    if version.as_deref() != Some(crate::sovereignty::API_VERSION) {
-        return Err(ApiError::bad_request(
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{}' is invalid. The supported version is '{}'.",
-                ciel_arm::clip(&version.unwrap_or_default()),
-                crate::sovereignty::API_VERSION
-            ),
-        ));
-    }
+    super::own_api_version(req.uri())?;
     let path = req.uri().path().to_string();
     let rest: Vec<&str> = path[PREFIX.len()..]
         .split('/')
